@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# lib/common.sh: logging, error trap, cleanup, OS detection, root check, settings and paths.
+# Sourced by every phase script; inlined verbatim into generated standalone scripts.
+# shellcheck disable=SC2034  # variables here are used by the sourcing phase scripts
+
+GL_PHASE="${GL_PHASE:-$(basename "$0" .sh)}"
+GL_BUNDLE_DIR="${GL_BUNDLE_DIR:-$(cd "$(dirname "$0")" && pwd)}"
+GL_ROOT="${GL_ROOT:-}"          # sandbox prefix for every host path (tests only); empty on real hosts
+GL_JSON="${GL_JSON:-0}"
+
+# --- logging: human text to stderr, so stdout stays clean for --json ---
+_gl_log() { printf '%s [%s] %s\n' "$1" "${GL_PHASE}" "$2" >&2; }
+info()  { _gl_log "INFO " "$*"; }
+warn()  { _gl_log "WARN " "$*"; }
+fatal() { _gl_log "FATAL" "$*"; exit 1; }
+# bad input: exit 2, and callers must not have touched the host yet
+die_input() { _gl_log "ERROR" "$*"; exit 2; }
+
+# --- cleanup trap: register commands, run them once on exit ---
+_GL_CLEANUP=()
+gl_on_exit() { _GL_CLEANUP+=("$*"); }
+_gl_run_cleanup() {
+  local rc=$? cmd
+  for cmd in "${_GL_CLEANUP[@]}"; do eval "${cmd}" || true; done
+  return "${rc}"
+}
+_gl_err() { _gl_log "FATAL" "line $1: '$2' failed (exit $3)"; }
+trap _gl_run_cleanup EXIT
+trap '_gl_err "${LINENO}" "${BASH_COMMAND}" "$?"' ERR
+
+gl_tmpdir() {  # make a private temp dir removed on exit; prints its path
+  local d
+  d=$(mktemp -d "${TMPDIR:-/tmp}/gl-${GL_PHASE}.XXXXXX")
+  gl_on_exit "rm -rf '${d}'"
+  printf '%s\n' "${d}"
+}
+
+# --- settings: baked into generated scripts, else sourced from the env file Python wrote ---
+gl_load_settings() {
+  if [[ "${GL_BAKED:-0}" == 1 ]]; then return 0; fi
+  local env_file="${GL_ENV_FILE:-${GL_BUNDLE_DIR}/settings.env}"
+  [[ -r "${env_file}" ]] || die_input "settings file ${env_file} not found; set GL_ENV_FILE or run through invoke"
+  # shellcheck disable=SC1090
+  source "${env_file}"
+}
+
+# resolve a path from the settings: relative paths are relative to the bundle directory
+gl_bundle_path() {
+  local p="$1"
+  if [[ -z "${p}" || "${p}" == /* ]]; then printf '%s\n' "${p}"; else printf '%s\n' "${GL_BUNDLE_DIR}/${p}"; fi
+}
+
+# host path under the sandbox root (GL_ROOT is empty on real hosts)
+gl_path() { printf '%s%s\n' "${GL_ROOT}" "$1"; }
+
+# --- environment facts ---
+gl_require_root() {
+  if [[ -n "${GL_ROOT}" ]]; then return 0; fi
+  [[ "$(id -u)" -eq 0 ]] || fatal "must run as root; re-run with sudo"
+}
+
+gl_detect_os() {  # sets OS_ID, OS_VERSION, OS_FAMILY (debian|rhel|unknown)
+  OS_ID=unknown OS_VERSION="" OS_FAMILY=unknown
+  local os_release
+  os_release="$(gl_path /etc/os-release)"
+  [[ -r "${os_release}" ]] || os_release=/etc/os-release
+  if [[ -r "${os_release}" ]]; then
+    local like
+    # shellcheck disable=SC1090
+    read -r OS_ID OS_VERSION like < <(. "${os_release}" && printf '%s %s %s\n' "${ID:-unknown}" "${VERSION_ID:-0}" "${ID_LIKE:-}")
+    case " ${OS_ID} ${like} " in
+      *" debian "*|*" ubuntu "*) OS_FAMILY=debian ;;
+      *" rhel "*|*" fedora "*|*" centos "*|*" rocky "*|*" almalinux "*) OS_FAMILY=rhel ;;
+    esac
+  fi
+}
+
+gl_has_systemd() { [[ -z "${GL_ROOT}" && -d /run/systemd/system ]]; }
+
+# --- idempotent file install: prints "changed" or "unchanged" on stdout ---
+gl_install_file() {  # SRC DEST MODE
+  local src="$1" dest="$2" mode="$3"
+  mkdir -p "$(dirname "${dest}")"
+  if [[ -f "${dest}" ]] && cmp -s "${src}" "${dest}" && [[ "$(stat -c %a "${dest}")" == "${mode#0}" ]]; then
+    echo unchanged
+    return 0
+  fi
+  install -m "${mode}" "${src}" "${dest}.gl-new"
+  mv -f "${dest}.gl-new" "${dest}"
+  echo changed
+}
+
+# bounded wait: gl_wait SECONDS DESCRIPTION CMD... ; fails loudly on timeout
+gl_wait() {
+  local timeout="$1" what="$2" start
+  shift 2
+  start=$(date +%s)
+  until "$@" >/dev/null 2>&1; do
+    if (( $(date +%s) - start >= timeout )); then
+      fatal "timed out after ${timeout}s waiting for ${what}"
+    fi
+    sleep 2
+  done
+}
+
+# --- JSON output helpers (no jq on minimal hosts) ---
+gl_json_str() {  # escape a string for JSON
+  local s="$1"
+  s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\n'/\\n}; s=${s//$'\t'/\\t}; s=${s//$'\r'/\\r}
+  printf '"%s"' "${s}"
+}
