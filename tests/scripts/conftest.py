@@ -1,0 +1,74 @@
+"""Shared fixtures for script tests: run a phase script against a bundle dir and a sandbox root."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from gldeploy import envfile, settings
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts"
+# lab-sized minimums so preflight can pass on a small test machine
+SMALL_HOST = {"MIN_CPU": "1", "MIN_MEMORY_MB": "256", "MIN_DISK_GB": "1"}
+
+
+@dataclass
+class PhaseRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return json.loads(self.stdout)
+
+    def check(self, name: str) -> dict[str, Any]:
+        for item in self.report["checks"]:
+            if item["name"] == name:
+                return item
+        raise AssertionError(f"no check {name!r} in {[c['name'] for c in self.report['checks']]}")
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    """A bundle dir (as on a host) holding a copy of scripts/ and a place for settings.env."""
+    dest = tmp_path / "bundle"
+    shutil.copytree(SCRIPTS, dest)
+    return dest
+
+
+@pytest.fixture
+def sandbox_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def run_phase(bundle: Path, sandbox_root: Path) -> Callable[..., PhaseRun]:
+    """run_phase("01_pre_install_check", "--json", overrides={...}, env={...}, root=True)."""
+
+    def run(script: str, *args: str, overrides: dict[str, str] | None = None,
+            env: dict[str, str] | None = None, root: bool = True, timeout: float = 60) -> PhaseRun:
+        values = {"CONTROL_PLANE_IPS": "192.168.56.10", **SMALL_HOST, **(overrides or {})}
+        loaded = settings.load(None, environ={}, overrides=[f"{k}={v}" for k, v in values.items()])
+        env_file = bundle / "settings.env"
+        env_file.write_text(envfile.render(loaded.to_env()))
+        env_file.chmod(0o600)
+        full_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
+                    "GL_BUNDLE_DIR": str(bundle), "GL_ENV_FILE": str(env_file)}
+        if root:
+            full_env["GL_ROOT"] = str(sandbox_root)
+        full_env.update(env or {})
+        proc = subprocess.run(["bash", str(bundle / f"{script}.sh"), *args], env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
+        return PhaseRun(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
