@@ -65,6 +65,9 @@ def _scan_value(raw: str, where: str, key: str) -> str:
                 f"{where}: {key}: unquoted {ch!r} would be expanded or executed by bash; "
                 f"put the value in single quotes to keep it literal"
             )
+        elif ch == "\\" and i + 1 < n and raw[i + 1] != "\n":
+            out.append(raw[i + 1])  # bash: a backslash outside quotes makes the next char literal
+            i += 2
         elif ch in "\\;&|<>(){}":
             raise ConfigError(
                 f"{where}: {key}: unquoted {ch!r} is special to bash; put the value in single quotes"
