@@ -1,0 +1,48 @@
+"""nox sessions for GL-Native Deploy: `nox` runs lint + tests; labs are opt-in (`nox -s lab_single`).
+
+Sessions run in the interpreter that tools/bootstrap.sh provisioned (venv_backend "none"): the
+dependencies are pinned in pyproject.toml and some tests need root and real system daemons.
+"""
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.needs_version = ">=2024.3.2"
+nox.options.sessions = ["lint", "tests"]
+nox.options.default_venv_backend = "none"
+
+SHELL_SOURCES = ["scripts", "tools"]
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    """Shellcheck every bash script (warning level) and byte-compile the Python sources."""
+    scripts = sorted(
+        os.path.join(root, name)
+        for top in SHELL_SOURCES
+        for root, _, files in os.walk(top)
+        for name in files
+        if name.endswith(".sh")
+    )
+    session.run("shellcheck", "-S", "warning", "-x", *scripts, external=True)
+    session.run("python", "-m", "compileall", "-q", "gldeploy", "tasks.py", "noxfile.py", "tests")
+
+
+@nox.session(python=False)
+def tests(session: nox.Session) -> None:
+    """Run unit, script and integration tests in parallel (pytest-xdist), lab tests excluded."""
+    args = session.posargs or ["tests/unit", "tests/scripts", "tests/integration"]
+    session.run("python", "-m", "pytest", "-n", "2", "--durations=8", *args)
+
+
+def _lab(session: nox.Session, lab: str) -> None:
+    """Bring a VM lab up, run the phases and the verifiers, then destroy it."""
+    session.run("invoke", "lab.run", "--lab", lab, *session.posargs, external=True)
+
+
+@nox.session(python=False, default=False, tags=["lab"])
+def lab_single(session: nox.Session) -> None:
+    """Single-node VM lab end to end: box, VM, phases twice, standalone scripts, testinfra, report."""
+    _lab(session, "single")
