@@ -1,0 +1,121 @@
+"""Ssh transport against a real sshd on a free loopback port (throwaway host and client keys)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from gldeploy.errors import DeployError
+from gldeploy.transport import Ssh
+
+pytestmark = pytest.mark.integration
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Path]:
+    """Start sshd on 127.0.0.1:<free port>; yield an ssh_config whose Host `testhost` reaches it."""
+    if not os.path.exists(SSHD) or os.geteuid() != 0:
+        pytest.skip("needs openssh-server (apt-get install openssh-server) and root")
+    d = tmp_path / "ssh"
+    d.mkdir(mode=0o700)
+    _keygen(d / "host_key")
+    _keygen(d / "client_key")
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    port = _free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n"
+        f"AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+        "MaxStartups 50\n")
+    host_pub = (d / "host_key.pub").read_text().split()
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    config = d / "ssh_config"
+    config.write_text(f"Host testhost\n  HostName 127.0.0.1\n  Port {port}\n  IdentityFile {d}/client_key\n"
+                      f"  UserKnownHostsFile {d}/known_hosts\n  StrictHostKeyChecking yes\n")
+    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"sshd did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+            time.sleep(0.05)
+    try:
+        yield config
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_put_dir_and_run_over_real_sshd(sshd: Path, tmp_path: Path) -> None:
+    src = tmp_path / "bundle"
+    (src / "lib").mkdir(parents=True)
+    (src / "secrets").mkdir(mode=0o700)
+    (src / "01_check.sh").write_text("#!/usr/bin/env bash\necho \"out:$GL_X:$1\"; echo progress >&2\n")
+    (src / "01_check.sh").chmod(0o755)
+    (src / "lib" / "common.sh").write_text("# lib\n")
+    (src / "secrets" / "k3s-token").write_text("s3cret\n")
+    (src / "secrets" / "k3s-token").chmod(0o600)
+    (src / "secrets").chmod(0o700)
+    dest = tmp_path / "remote dir"  # a space: the remote command must be quoted correctly
+    seen: list[str] = []
+    link = Ssh("testhost", "root", ssh_config=str(sshd), echo=seen.append)
+    try:
+        link.put_dir(src, str(dest))
+        assert stat.S_IMODE(dest.stat().st_mode) == 0o700
+        assert stat.S_IMODE((dest / "01_check.sh").stat().st_mode) == 0o755
+        assert stat.S_IMODE((dest / "secrets").stat().st_mode) == 0o700
+        assert stat.S_IMODE((dest / "secrets" / "k3s-token").stat().st_mode) == 0o600
+        assert (dest / "secrets" / "k3s-token").read_text() == "s3cret\n"
+        assert (dest / "lib" / "common.sh").read_text() == "# lib\n"
+
+        result = link.run(["bash", str(dest / "01_check.sh"), "a b; $(touch x)"], env={"GL_X": "it's"})
+        assert result.rc == 0
+        assert result.stdout == "out:it's:a b; $(touch x)\n"
+        assert "[testhost] progress" in seen  # stderr streamed with the host prefix
+
+        failing = link.run(["sh", "-c", "echo nope >&2; exit 7"])
+        assert (failing.rc, failing.stderr) == (7, "nope\n")
+
+        link.put_dir(src, str(dest))  # a second copy over the first works and keeps modes
+        assert stat.S_IMODE((dest / "secrets" / "k3s-token").stat().st_mode) == 0o600
+        control_dir = link._control_dir
+        assert control_dir is not None and stat.S_IMODE(os.stat(control_dir).st_mode) == 0o700
+    finally:
+        link.close()
+    assert not os.path.exists(control_dir)
+
+
+def test_unreachable_host_is_a_clear_deploy_error(sshd: Path) -> None:
+    config = sshd.parent / "bad_config"
+    config.write_text(f"Host badhost\n  HostName 127.0.0.1\n  Port {_free_port()}\n  ConnectTimeout 2\n")
+    link = Ssh("badhost", "root", ssh_config=str(config), echo=None)
+    try:
+        with pytest.raises(DeployError, match="ssh failed"):
+            link.run(["true"])
+    finally:
+        link.close()
