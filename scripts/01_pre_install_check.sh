@@ -1,0 +1,352 @@
+#!/usr/bin/env bash
+# 01_pre_install_check.sh: read-only preflight of this host before k3s is installed.
+#
+# Usage: 01_pre_install_check.sh [--json] [--role single|first-server|server|agent]
+#   --role   what this host will be; default: single when TOPOLOGY=single, else server.
+#   --json   print one JSON result object on stdout (human table always goes to stderr).
+#
+# Checks (severity in brackets; every finding carries its fix):
+#   cpu, memory, disk [fail]   MIN_CPU / MIN_MEMORY_MB / MIN_DISK_GB when non-zero, else the role
+#                              default: single 2C/4096M/50G, (first-)server 4C/8192M/100G,
+#                              agent 8C/16384M/200G. Disk = free space under /var/lib/rancher (or
+#                              its nearest existing parent). Memory allows 5% for kernel-reserved RAM.
+#   port-<N> [fail]            API_PORT and 10250 free (agents: 10250), servers also 2379-2380
+#   clock-sync                 [fail] known unsynchronised, [warn] cannot be determined
+#   swap [warn], cgroups [fail], kernel-module-overlay / -br_netfilter [fail],
+#   commands [fail], default-route [fail], dns [fail; loopback-only resolver: warn],
+#   selinux [fail: enforcing on RHEL without k3s-selinux], firewall [warn: ports to open],
+#   existing-k3s [warn: 02 keeps or upgrades it]
+#
+# Exit status (worst finding): 0 all passed, 3 warnings only, 1 any check failed,
+# 2 bad arguments or settings. Nothing on the host is changed.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/checks.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s.sh"  # gl:include
+
+ROLE=""
+PF_K3S_MODE=none
+
+usage() { sed -n '3,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
+
+# shellcheck disable=SC2034  # GL_JSON is read by lib/checks.sh
+parse_args() {
+  while (($#)); do
+    case "$1" in
+      --json) GL_JSON=1 ;;
+      --role) (($# >= 2)) || die_input "--role needs a value: single|first-server|server|agent"
+              ROLE="$2"; shift ;;
+      --role=*) ROLE="${1#--role=}" ;;
+      -h|--help) usage; exit 0 ;;
+      *) usage; die_input "unknown argument '$1'; expected --json or --role single|first-server|server|agent" ;;
+    esac
+    shift
+  done
+}
+
+is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
+
+validate_settings() {
+  local k
+  for k in MIN_CPU MIN_MEMORY_MB MIN_DISK_GB; do
+    is_uint "${!k:-0}" || die_input "${k}='${!k}' is not a whole number >= 0; fix it in ${GL_ENV_FILE:-settings.env} (0 = role default)"
+  done
+  API_PORT="${API_PORT:-6443}"
+  if ! is_uint "${API_PORT}" || ((API_PORT < 1 || API_PORT > 65535)); then
+    die_input "API_PORT='${API_PORT}' is not a TCP port (1-65535); fix it in ${GL_ENV_FILE:-settings.env} (default 6443)"
+  fi
+  case "${TOPOLOGY:=single}" in single|ha) ;; *) die_input "TOPOLOGY='${TOPOLOGY}': expected single or ha" ;; esac
+  if [[ -z "${ROLE}" ]]; then
+    if [[ "${TOPOLOGY}" == single ]]; then ROLE=single; else ROLE=server; fi
+  fi
+  case "${ROLE}" in
+    single|first-server|server|agent) ;;
+    *) die_input "--role '${ROLE}': expected single, first-server, server or agent" ;;
+  esac
+}
+
+is_server() { [[ "${ROLE}" != agent ]]; }
+is_etcd_server() { [[ "${ROLE}" == first-server || "${ROLE}" == server ]]; }
+
+# a host file, preferring the sandbox copy under GL_ROOT when tests provide one
+host_file() {
+  local p
+  p="$(gl_path "$1")"
+  if [[ -n "${GL_ROOT}" && -e "${p}" ]]; then printf '%s\n' "${p}"; else printf '%s\n' "$1"; fi
+}
+
+# --- resources ---
+check_resources() {
+  local def_cpu def_mem def_disk need have
+  case "${ROLE}" in
+    single) def_cpu=2 def_mem=4096 def_disk=50 ;;
+    agent) def_cpu=8 def_mem=16384 def_disk=200 ;;
+    *) def_cpu=4 def_mem=8192 def_disk=100 ;;
+  esac
+
+  need=$(( MIN_CPU > 0 ? MIN_CPU : def_cpu ))
+  have=$(nproc)
+  if ((have >= need)); then gl_check_pass cpu "${have} CPUs (need ${need} for role ${ROLE})"
+  else gl_check_fail cpu "${have} CPUs, need at least ${need} for role ${ROLE}" \
+    "give the host ${need} or more CPUs, or set MIN_CPU=${have} for a small lab"; fi
+
+  need=$(( MIN_MEMORY_MB > 0 ? MIN_MEMORY_MB : def_mem ))
+  have=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
+  if ((have * 100 >= need * 95)); then gl_check_pass memory "${have} MiB RAM (need ${need} MiB for role ${ROLE})"
+  else gl_check_fail memory "${have} MiB RAM, need at least ${need} MiB for role ${ROLE}" \
+    "give the host ${need} MiB or more RAM, or set MIN_MEMORY_MB=${have} for a small lab"; fi
+
+  need=$(( MIN_DISK_GB > 0 ? MIN_DISK_GB : def_disk ))
+  local dir
+  dir="$(gl_path /var/lib/rancher)"
+  while [[ ! -d "${dir}" && "${dir}" != / && -n "${dir}" ]]; do dir="$(dirname "${dir}")"; done
+  have=$(df -Pk -- "${dir:-/}" | awk 'NR == 2 {print int($4 / 1048576)}')
+  if ((have >= need)); then gl_check_pass disk "${have} GiB free under ${dir} (need ${need} GiB)"
+  else gl_check_fail disk "${have} GiB free under ${dir}, need at least ${need} GiB for role ${ROLE}" \
+    "free space or mount a larger volume at /var/lib/rancher, or set MIN_DISK_GB=${have} for a small lab"; fi
+}
+
+# --- ports: "port owner" lines of listening TCP sockets ---
+listening_ports() {
+  if command -v ss >/dev/null 2>&1; then
+    ss -ltnpH 2>/dev/null | awk '{
+      n = split($4, a, ":"); owner = "unknown process"
+      if (match($0, /users:\(\("[^"]+"/)) owner = substr($0, RSTART + 9, RLENGTH - 10)
+      print a[n], owner }'
+  else  # no iproute2: read the kernel tables (state 0A = LISTEN)
+    local hex
+    awk 'FNR > 1 && $4 == "0A" { split($2, a, ":"); print a[2] }' /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+      while read -r hex; do printf '%d unknown process\n' "$((16#${hex}))"; done
+  fi
+}
+
+check_ports() {
+  local ports=(10250) listening port owner
+  is_server && ports=("${API_PORT}" "${ports[@]}")
+  is_etcd_server && ports+=(2379 2380)
+  listening=$(listening_ports)
+  for port in "${ports[@]}"; do
+    owner=$(awk -v p="${port}" '$1 == p { $1 = ""; sub(/^ /, ""); print; exit }' <<<"${listening}")
+    if [[ -z "${owner}" ]]; then
+      gl_check_pass "port-${port}" "TCP port ${port} is free"
+    elif [[ "${owner}" == k3s* && -n "$(existing_k3s_bin)" ]]; then
+      gl_check_pass "port-${port}" "TCP port ${port} is held by the installed k3s (${owner})"
+    else
+      gl_check_fail "port-${port}" "TCP port ${port} is already in use by ${owner}; k3s needs it" \
+        "stop or move the service listening on port ${port} (find it with: ss -ltnp 'sport = :${port}')"
+    fi
+  done
+}
+
+# --- clock ---
+check_clock() {
+  local out fix="enable time sync against an NTP server this host can reach (chrony: server <ntp-host> iburst in /etc/chrony/chrony.conf; systemd: timedatectl set-ntp true); skewed clocks break TLS between nodes (x509: certificate has expired or is not yet valid)"
+  if gl_has_systemd && command -v timedatectl >/dev/null 2>&1; then
+    out=$(timeout 2 timedatectl show -p NTPSynchronized --value 2>/dev/null || true)
+    case "${out}" in
+      yes) gl_check_pass clock-sync "clock synchronised (timedatectl NTPSynchronized=yes)"; return ;;
+      no) gl_check_fail clock-sync "clock is not synchronised (timedatectl NTPSynchronized=no)" "${fix}"; return ;;
+    esac
+  fi
+  if command -v chronyc >/dev/null 2>&1; then
+    if out=$(timeout 2 chronyc -n tracking 2>&1); then
+      if grep -Eq '^Leap status *: *(Normal|Insert second|Delete second)' <<<"${out}"; then
+        gl_check_pass clock-sync "clock synchronised (chronyc: $(awk -F': ' '/^System time/ {print $2}' <<<"${out}"))"
+      else
+        gl_check_fail clock-sync "clock is not synchronised (chronyc: $(awk -F': *' '/^Leap status/ {print $2}' <<<"${out}"))" "${fix}"
+      fi
+      return
+    fi
+    gl_check_warn clock-sync "cannot determine clock sync: chronyc tracking failed ($(head -n1 <<<"${out}"))" \
+      "start chronyd (or systemd-timesyncd) so the sync state is known; ${fix}"
+    return
+  fi
+  gl_check_warn clock-sync "cannot determine clock sync: neither timedatectl (systemd) nor chronyc available" \
+    "install chrony; ${fix}"
+}
+
+# --- kernel and OS ---
+check_swap() {
+  local kb
+  kb=$(awk 'NR > 1 {s += $3} END {print s + 0}' /proc/swaps 2>/dev/null || echo 0)
+  if ((kb == 0)); then gl_check_pass swap "swap is off"
+  else gl_check_warn swap "swap is on ($((kb / 1024)) MiB); pod memory limits are less predictable" \
+    "swapoff -a and comment out the swap lines in /etc/fstab"; fi
+}
+
+check_cgroups() {
+  local fs controllers missing="" c
+  fs=$(stat -fc %T /sys/fs/cgroup 2>/dev/null || echo none)
+  if [[ "${fs}" == cgroup2fs ]]; then
+    controllers=$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null || true)
+    for c in memory cpu; do [[ " ${controllers} " == *" ${c} "* ]] || missing+=" ${c}"; done
+    [[ -z "${missing}" ]] && { gl_check_pass cgroups "cgroup v2 with memory and cpu controllers"; return; }
+    gl_check_fail cgroups "cgroup v2 without controller(s):${missing}" \
+      "enable them: add cgroup_enable=memory cgroup_memory=1 to the kernel command line and reboot"
+    return
+  fi
+  for c in memory cpu; do
+    awk -v c="${c}" '$1 == c && $4 == 1 {found = 1} END {exit !found}' /proc/cgroups 2>/dev/null || missing+=" ${c}"
+  done
+  if [[ "${fs}" == none || ! -r /proc/cgroups ]]; then
+    gl_check_fail cgroups "no cgroup filesystem at /sys/fs/cgroup" "mount cgroup2 at /sys/fs/cgroup (use a systemd-based OS or add it to /etc/fstab)"
+  elif [[ -z "${missing}" ]]; then
+    gl_check_pass cgroups "cgroup v1 with memory and cpu controllers"
+  else
+    gl_check_fail cgroups "cgroup v1 without controller(s):${missing}" \
+      "add cgroup_enable=memory cgroup_memory=1 to the kernel command line (Raspberry Pi: /boot/cmdline.txt) and reboot"
+  fi
+}
+
+check_module() {
+  local m="$1" how="" kver
+  kver=$(uname -r)
+  if grep -q "^${m} " /proc/modules 2>/dev/null; then how="loaded"
+  elif [[ -d "/sys/module/${m}" ]]; then how="built in or loaded"
+  elif [[ "${m}" == br_netfilter && -e /proc/sys/net/bridge/bridge-nf-call-iptables ]]; then how="active (bridge-nf-call-iptables present)"
+  elif grep -qs "/${m}.ko" "/lib/modules/${kver}/modules.builtin"; then how="built in"
+  elif command -v modinfo >/dev/null 2>&1 && modinfo "${m}" >/dev/null 2>&1; then how="loadable"
+  elif [[ -d "/lib/modules/${kver}" ]] && find "/lib/modules/${kver}" -name "${m}.ko*" -print -quit 2>/dev/null | grep -q .; then how="loadable"
+  fi
+  if [[ -n "${how}" ]]; then gl_check_pass "kernel-module-${m}" "kernel module ${m}: ${how}"
+  else gl_check_fail "kernel-module-${m}" "kernel module ${m} is not loaded, built in or installed for kernel ${kver}" \
+    "install the kernel modules package for ${kver} (Debian: linux-image-${kver}; RHEL: kernel-modules), then: modprobe ${m}; echo ${m} > /etc/modules-load.d/k3s.conf"; fi
+}
+
+check_commands() {
+  local missing=() group alt found
+  for group in ip iptables/nft mount sha256sum tar curl/wget; do
+    found=""
+    for alt in ${group//\// }; do command -v "${alt}" >/dev/null 2>&1 && { found=1; break; }; done
+    [[ -n "${found}" ]] || missing+=("${group//\// or }")
+  done
+  if ((${#missing[@]} == 0)); then gl_check_pass commands "ip, iptables/nft, mount, sha256sum, tar, curl/wget present"
+  else
+    local joined
+    joined=$(printf '%s, ' "${missing[@]}")
+    gl_check_fail commands "missing command(s): ${joined%, }" \
+      "install them (Debian: apt-get install iproute2 iptables mount coreutils tar curl; RHEL: dnf install iproute iptables-nft util-linux coreutils tar curl)"
+  fi
+}
+
+check_default_route() {
+  local r
+  r=$(ip route show default 2>/dev/null | head -n1 || true)
+  [[ -n "${r}" ]] || r=$(ip -6 route show default 2>/dev/null | head -n1 || true)
+  r="${r%"${r##*[![:space:]]}"}"
+  if [[ -n "${r}" ]]; then gl_check_pass default-route "default route: ${r}"
+  else gl_check_fail default-route "no default route; k3s needs one to pick its node address, even air-gapped" \
+    "add a route, or a dummy one when air-gapped: ip link add dummy0 type dummy; ip link set dummy0 up; ip addr add 203.0.113.254/31 dev dummy0; ip route add default via 203.0.113.255 dev dummy0 metric 1000"; fi
+}
+
+check_dns() {
+  local conf servers real="" host
+  conf=$(host_file /etc/resolv.conf)
+  servers=$(awk '$1 == "nameserver" {print $2}' "${conf}" 2>/dev/null | tr '\n' ' ')
+  if [[ -z "${servers}" ]]; then
+    gl_check_fail dns "${conf} lists no nameserver; CoreDNS has no upstream" \
+      "add 'nameserver <your DNS server>' to /etc/resolv.conf (air-gapped: your internal DNS)"
+    return
+  fi
+  for host in ${servers}; do [[ "${host}" == 127.* || "${host}" == ::1 ]] || real=1; done
+  if [[ -z "${real}" ]] && ! awk '$1 == "nameserver" && $2 !~ /^127\./ && $2 != "::1" {f = 1} END {exit !f}' \
+      /run/systemd/resolve/resolv.conf 2>/dev/null; then
+    gl_check_warn dns "only loopback nameserver(s) (${servers% }); CoreDNS would forward to itself" \
+      "point k3s at a resolv.conf with a real upstream (k3s --resolv-conf /etc/k3s-resolv.conf)"
+    return
+  fi
+  if [[ -n "${REGISTRY:-}" ]]; then
+    host="${REGISTRY%:*}"; host="${host#[}"; host="${host%]}"
+    if [[ ! "${host}" =~ ^[0-9.]+$ && "${host}" != *:* ]] && ! timeout 2 getent hosts "${host}" >/dev/null 2>&1; then
+      gl_check_fail dns "registry host ${host} (REGISTRY) does not resolve" \
+        "add ${host} to your DNS or to /etc/hosts on every node"
+      return
+    fi
+    gl_check_pass dns "nameserver(s) ${servers% }; registry host ${host} resolves"
+    return
+  fi
+  gl_check_pass dns "nameserver(s) ${servers% }"
+}
+
+check_selinux() {
+  local enforce="" f
+  f=$(host_file /sys/fs/selinux/enforce)
+  [[ -r "${f}" ]] && enforce=$(cat "${f}")
+  if [[ "${enforce}" != 1 ]]; then
+    gl_check_pass selinux "SELinux not enforcing${enforce:+ (permissive)}"
+  elif [[ "${OS_FAMILY}" == rhel ]]; then
+    if command -v rpm >/dev/null 2>&1 && rpm -q k3s-selinux >/dev/null 2>&1; then
+      gl_check_pass selinux "SELinux enforcing, k3s-selinux policy installed"
+    else
+      gl_check_fail selinux "SELinux enforcing on ${OS_ID} but the k3s-selinux policy is not installed" \
+        "dnf install container-selinux k3s-selinux (air-gapped: copy both RPMs from rpm.rancher.io and install them with dnf)"
+    fi
+  else
+    gl_check_warn selinux "SELinux enforcing on ${OS_ID}; k3s-selinux is only packaged for RHEL-family systems" \
+      "set SELinux permissive, or install a container-selinux policy for ${OS_ID}"
+  fi
+}
+
+check_firewall() {
+  local active="" fw_ports="10250/tcp 8472/udp"
+  is_server && fw_ports="${API_PORT}/tcp ${fw_ports}"
+  is_etcd_server && fw_ports+=" 2379-2380/tcp"
+  if command -v firewall-cmd >/dev/null 2>&1 && [[ "$(timeout 2 firewall-cmd --state 2>/dev/null || true)" == running ]]; then
+    active=firewalld
+    gl_check_warn firewall "firewalld is active; open ${fw_ports} between the nodes" \
+      "for p in ${fw_ports}; do firewall-cmd --permanent --add-port=\"\$p\"; done; firewall-cmd --permanent --zone=trusted --add-source=${CLUSTER_CIDR:-10.42.0.0/16} --add-source=${SERVICE_CIDR:-10.43.0.0/16}; firewall-cmd --reload"
+  elif command -v ufw >/dev/null 2>&1 && timeout 2 ufw status 2>/dev/null | grep -q '^Status: active'; then
+    active=ufw
+    gl_check_warn firewall "ufw is active; open ${fw_ports} between the nodes" \
+      "for p in ${fw_ports}; do ufw allow \"\${p/-/:}\"; done; ufw allow from ${CLUSTER_CIDR:-10.42.0.0/16}; ufw allow from ${SERVICE_CIDR:-10.43.0.0/16}"
+  fi
+  [[ -n "${active}" ]] || gl_check_pass firewall "no active firewalld or ufw"
+}
+
+# --- existing install ---
+existing_k3s_bin() {
+  if [[ -x "${K3S_BIN}" ]]; then printf '%s\n' "${K3S_BIN}"; fi
+}
+
+check_existing() {
+  local bin unit="" u version=""
+  bin=$(existing_k3s_bin)
+  for u in /etc/systemd/system/k3s.service /etc/systemd/system/k3s-agent.service /etc/init.d/k3s /etc/init.d/k3s-agent; do
+    [[ -e "$(gl_path "${u}")" ]] && { unit="${u}"; break; }
+  done
+  if [[ -n "${bin}" ]]; then
+    PF_K3S_MODE=$(k3s_mode)
+    version=$(timeout 2 "${bin}" --version 2>/dev/null | awk 'NR == 1 {print $3}' || true)
+  fi
+  if [[ -z "${bin}" && -z "${unit}" ]]; then
+    gl_check_pass existing-k3s "no k3s installed"
+  else
+    gl_check_warn existing-k3s "k3s already installed (version ${version:-unknown}${bin:+, ${bin}}${unit:+, ${unit}}); 02 will keep/upgrade it" \
+      "nothing to do when this is the wanted K3S_VERSION (${K3S_VERSION:-unset}); otherwise 02 upgrades it in place, or remove it first with k3s-uninstall.sh"
+  fi
+}
+
+main() {
+  parse_args "$@"
+  gl_load_settings
+  validate_settings
+  gl_detect_os
+  info "pre-install check for role ${ROLE} on ${OS_ID} ${OS_VERSION} (read-only)"
+  check_resources
+  check_ports
+  check_clock
+  check_swap
+  check_cgroups
+  check_module overlay
+  check_module br_netfilter
+  check_commands
+  check_default_route
+  check_dns
+  check_selinux
+  check_firewall
+  check_existing
+  gl_checks_report "${PF_K3S_MODE}"
+  exit "$(gl_checks_exit_code)"
+}
+
+main "$@"

@@ -1,0 +1,249 @@
+"""Phase 01: the preflight really runs on this host (root, no systemd) against a sandbox GL_ROOT."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+EXIT = {"pass": 0, "warn": 3, "fail": 1}
+COMMON_CHECKS = ["cpu", "memory", "disk", "port-10250", "clock-sync", "swap", "cgroups",
+                 "kernel-module-overlay", "kernel-module-br_netfilter", "commands", "default-route",
+                 "dns", "selinux", "firewall", "existing-k3s"]
+PHASE = "01_pre_install_check"
+
+Runner = Callable[..., Any]  # conftest.run_phase -> PhaseRun
+
+
+def shim(tmp_path: Path, name: str, body: str) -> dict[str, str]:
+    """Put an executable `name` first on PATH; returns the env override."""
+    bindir = tmp_path / "shims"
+    bindir.mkdir(exist_ok=True)
+    exe = bindir / name
+    exe.write_text("#!/bin/sh\n" + body + "\n")
+    exe.chmod(0o755)
+    return {"PATH": f"{bindir}:{os.environ['PATH']}"}
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A TCP port with a listener bound on it for the duration of the test."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("0.0.0.0", 0))
+    sock.listen(1)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def test_json_report_has_every_check_and_exit_matches_worst(run_phase: Runner, sandbox_root: Path) -> None:
+    start = time.monotonic()
+    run = run_phase(PHASE, "--json")
+    elapsed = time.monotonic() - start
+    assert elapsed < 3, f"preflight took {elapsed:.2f}s"
+    report = run.report
+    assert report["phase"] == PHASE
+    assert report["changed"] is False
+    assert report["k3s_mode"] == "none"
+    names = [c["name"] for c in report["checks"]]
+    assert names == ["cpu", "memory", "disk", "port-6443", *COMMON_CHECKS[3:]]
+    statuses = {c["status"] for c in report["checks"]}
+    assert statuses <= {"pass", "warn", "fail"}
+    worst = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
+    assert report["status"] == worst
+    assert run.returncode == EXIT[worst]
+    for check in report["checks"]:
+        assert check["message"], check
+        if check["status"] != "pass":
+            assert check["fix"], f"{check['name']} has no fix"
+    # human table on stderr, nothing written into the sandbox (read-only phase)
+    assert "STATUS" in run.stderr and "existing-k3s" in run.stderr
+    assert list(sandbox_root.iterdir()) == []
+
+
+def test_lab_sized_host_passes_resources(run_phase: Runner) -> None:
+    run = run_phase(PHASE, "--json")
+    for name in ("cpu", "memory", "disk", "existing-k3s"):
+        assert run.check(name)["status"] == "pass", run.check(name)
+
+
+def test_busy_api_port_fails_naming_the_port(run_phase: Runner, busy_port: int) -> None:
+    run = run_phase(PHASE, "--json", overrides={"API_PORT": str(busy_port)})
+    check = run.check(f"port-{busy_port}")
+    assert check["status"] == "fail"
+    assert str(busy_port) in check["message"] and "python" in check["message"]
+    assert str(busy_port) in check["fix"]
+    assert run.report["status"] == "fail"
+    assert run.returncode == 1
+    assert run.check("port-10250")["status"] == "pass"
+
+
+def test_huge_memory_minimum_fails(run_phase: Runner) -> None:
+    run = run_phase(PHASE, "--json", overrides={"MIN_MEMORY_MB": "99999999"})
+    check = run.check("memory")
+    assert check["status"] == "fail"
+    assert "99999999 MiB" in check["message"]
+    assert "MIN_MEMORY_MB" in check["fix"]
+    assert run.returncode == 1
+
+
+def test_role_defaults_apply_when_minimums_are_zero(run_phase: Runner) -> None:
+    zero = {"MIN_CPU": "0", "MIN_MEMORY_MB": "0", "MIN_DISK_GB": "0"}
+    run = run_phase(PHASE, "--json", "--role", "agent", overrides=zero)
+    assert "8 for role agent" in run.check("cpu")["message"]
+    assert "16384 MiB for role agent" in run.check("memory")["message"]
+    assert "200 GiB" in run.check("disk")["message"]
+    run = run_phase(PHASE, "--json", overrides=zero)  # TOPOLOGY=single -> role single
+    assert "2 for role single" in run.check("cpu")["message"]
+    assert "4096 MiB for role single" in run.check("memory")["message"]
+
+
+def test_ports_depend_on_role(run_phase: Runner) -> None:
+    server = [c["name"] for c in run_phase(PHASE, "--json", "--role=first-server").report["checks"]]
+    assert {"port-6443", "port-10250", "port-2379", "port-2380"} <= set(server)
+    agent = [c["name"] for c in run_phase(PHASE, "--json", "--role", "agent").report["checks"]]
+    assert "port-10250" in agent and "port-6443" not in agent and "port-2379" not in agent
+
+
+def test_existing_k3s_install_warns_with_version(run_phase: Runner, sandbox_root: Path) -> None:
+    k3s = sandbox_root / "usr/local/bin/k3s"
+    k3s.parent.mkdir(parents=True)
+    k3s.write_text("#!/bin/sh\necho 'k3s version v1.27.4+k3s1 (36645e73)'\necho 'go version go1.20.6'\n")
+    k3s.chmod(0o755)
+    run = run_phase(PHASE, "--json")
+    check = run.check("existing-k3s")
+    assert check["status"] == "warn"
+    assert "k3s already installed (version v1.27.4+k3s1" in check["message"]
+    assert "02 will keep/upgrade it" in check["message"]
+    assert run.report["k3s_mode"] == "real"
+    assert run.returncode in (1, 3) and run.report["status"] in ("warn", "fail")
+
+
+def test_existing_unit_without_binary_warns(run_phase: Runner, sandbox_root: Path) -> None:
+    unit = sandbox_root / "etc/systemd/system/k3s.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\nExecStart=/usr/local/bin/k3s server\n")
+    check = run_phase(PHASE, "--json").check("existing-k3s")
+    assert check["status"] == "warn" and "k3s.service" in check["message"]
+
+
+def test_clock_known_unsynchronised_fails(run_phase: Runner, tmp_path: Path) -> None:
+    env = shim(tmp_path, "chronyc", "echo 'Reference ID    : 00000000 ()'\n"
+                                     "echo 'Leap status     : Not synchronised'")
+    run = run_phase(PHASE, "--json", env=env)
+    check = run.check("clock-sync")
+    assert check["status"] == "fail" and "Not synchronised" in check["message"]
+    assert "NTP" in check["fix"]
+    assert run.returncode == 1
+
+
+def test_clock_synchronised_passes(run_phase: Runner, tmp_path: Path) -> None:
+    env = shim(tmp_path, "chronyc", "echo 'System time     : 0.000012 seconds fast of NTP time'\n"
+                                     "echo 'Leap status     : Normal'")
+    assert run_phase(PHASE, "--json", env=env).check("clock-sync")["status"] == "pass"
+
+
+def test_clock_unknown_warns(run_phase: Runner, tmp_path: Path) -> None:
+    env = shim(tmp_path, "chronyc", "echo '506 Cannot talk to daemon' >&2; exit 1")
+    check = run_phase(PHASE, "--json", env=env).check("clock-sync")
+    assert check["status"] == "warn" and "cannot determine" in check["message"]
+
+
+def test_missing_default_route_fails_with_dummy_route_fix(run_phase: Runner, tmp_path: Path) -> None:
+    env = shim(tmp_path, "ip", "exit 0")  # no routes at all
+    run = run_phase(PHASE, "--json", env=env)
+    check = run.check("default-route")
+    assert check["status"] == "fail"
+    assert "air-gapped" in check["message"] and "ip route add default" in check["fix"]
+    assert run.returncode == 1
+
+
+def test_resolv_conf_without_nameserver_fails(run_phase: Runner, sandbox_root: Path) -> None:
+    (sandbox_root / "etc").mkdir()
+    (sandbox_root / "etc/resolv.conf").write_text("search example.org\n")
+    check = run_phase(PHASE, "--json").check("dns")
+    assert check["status"] == "fail" and "no nameserver" in check["message"]
+
+
+def test_loopback_only_resolver_warns(run_phase: Runner, sandbox_root: Path) -> None:
+    (sandbox_root / "etc").mkdir()
+    (sandbox_root / "etc/resolv.conf").write_text("nameserver 127.0.0.53\n")
+    check = run_phase(PHASE, "--json").check("dns")
+    assert check["status"] == "warn" and "--resolv-conf" in check["fix"]
+
+
+def test_unresolvable_registry_fails(run_phase: Runner, tmp_path: Path) -> None:
+    env = shim(tmp_path, "getent", "exit 2")
+    run = run_phase(PHASE, "--json", overrides={"REGISTRY": "registry.gov.local:5000"}, env=env)
+    check = run.check("dns")
+    assert check["status"] == "fail" and "registry.gov.local" in check["message"]
+    assert "/etc/hosts" in check["fix"]
+
+
+def test_active_firewall_warns_with_ports(run_phase: Runner, tmp_path: Path) -> None:
+    env = shim(tmp_path, "ufw", "echo 'Status: active'")
+    check = run_phase(PHASE, "--json", "--role", "server", env=env).check("firewall")
+    assert check["status"] == "warn"
+    for port in ("6443/tcp", "10250/tcp", "8472/udp", "2379-2380/tcp"):
+        assert port in check["message"]
+    assert "ufw allow" in check["fix"]
+
+
+def test_human_output_only_without_json(run_phase: Runner) -> None:
+    run = run_phase(PHASE)
+    assert run.stdout == ""
+    assert "result:" in run.stderr and "no change" in run.stderr
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--bogus",), "--bogus"),
+    (("--role", "master"), "master"),
+    (("--role",), "--role needs a value"),
+], ids=["unknown flag", "unknown role", "role without value"])
+def test_bad_arguments_exit_2(run_phase: Runner, args: tuple[str, ...], needle: str) -> None:
+    run = run_phase(PHASE, *args)
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert needle in run.stderr
+
+
+def test_bad_setting_exits_2_naming_key_and_file(run_phase: Runner, tmp_path: Path) -> None:
+    env_file = tmp_path / "bad.env"
+    env_file.write_text("TOPOLOGY=single\nCONTROL_PLANE_IPS=192.168.56.10\nMIN_CPU=two\n")
+    run = run_phase(PHASE, "--json", env={"GL_ENV_FILE": str(env_file)})
+    assert run.returncode == 2
+    assert "MIN_CPU='two'" in run.stderr and str(env_file) in run.stderr
+    assert run.stdout == ""
+
+
+def test_missing_settings_file_exits_2(run_phase: Runner, tmp_path: Path) -> None:
+    run = run_phase(PHASE, env={"GL_ENV_FILE": str(tmp_path / "nope.env")})
+    assert run.returncode == 2 and "nope.env" in run.stderr
+
+
+def test_api_port_held_by_installed_k3s_passes(run_phase: Runner, sandbox_root: Path, tmp_path: Path) -> None:
+    """A re-run after 02: the port is taken by k3s itself, which is not a conflict."""
+    k3s = sandbox_root / "usr/local/bin/k3s"
+    k3s.parent.mkdir(parents=True)
+    k3s.write_text(f"#!{sys.executable}\n"  # direct shebang: the process is named "k3s", like k3s-server
+                   "import socket, sys, time\n"
+                   "if sys.argv[1:] == ['--version']:\n    print('k3s version v1.28.3+k3s2 (6d7d4ef5)'); sys.exit()\n"
+                   "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n"
+                   "print(s.getsockname()[1], flush=True); time.sleep(60)\n")
+    k3s.chmod(0o755)
+    proc = subprocess.Popen([str(k3s), "server"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = proc.stdout.readline().strip() if proc.stdout else ""
+        run = run_phase(PHASE, "--json", overrides={"API_PORT": port})
+        check = run.check(f"port-{port}")
+        assert check["status"] == "pass" and "held by the installed k3s" in check["message"], check
+        assert run.check("existing-k3s")["status"] == "warn"
+    finally:
+        proc.kill()
+        proc.wait()
