@@ -1,0 +1,173 @@
+"""Stage the per-host bundle (docs/architecture.md "Bundle layout") in a local directory.
+
+Everything is validated before anything is written, so bad settings or files fail with exit 2
+before any host is touched. The invoke path ships the result with ``transport.put_dir``; the
+standalone renderer (``render.py``) builds the same bundle with ``baked=True``.
+"""
+from __future__ import annotations
+
+import shutil
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from . import envfile
+from .errors import ConfigError, DeployError
+from .settings import Settings
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS_DIR = PACKAGE_ROOT / "scripts"
+
+# secret/path keys rewritten to bundle-relative paths: key -> path inside the bundle
+SECRET_FILES = {"K3S_TOKEN_FILE": "secrets/k3s-token", "REGISTRY_PASSWORD_FILE": "secrets/registry-password"}
+PUBLIC_FILES = {"REGISTRY_CA_FILE": "secrets/registry-ca.crt"}
+ARTIFACTS_K3S = "artifacts/k3s"
+
+
+@dataclass
+class BundleInfo:
+    """What was staged: where, the k3s mode of the artifacts, and the bundle-relative settings."""
+
+    dest: Path
+    k3s_mode: str
+    values: dict[str, str]
+    files: list[str] = field(default_factory=list)
+
+
+def phase_scripts(scripts_dir: Path = SCRIPTS_DIR) -> list[Path]:
+    """The phase entry points (NN_name.sh), in order."""
+    found = sorted(scripts_dir.glob("[0-9][0-9]_*.sh"))
+    if not found:
+        raise DeployError(f"{scripts_dir}: no phase scripts (NN_<phase>.sh) found; is the checkout complete?")
+    return found
+
+
+def _check_private_file(settings: Settings, key: str, path: str) -> Path:
+    where = settings.origin(key)
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{where}: {key}={path}: file not found; create it (mode 0600) or clear {key}")
+    mode = stat.S_IMODE(p.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(f"{where}: {key}={path} has mode {mode:04o}, readable by others; the secret must "
+                          f"be private to its owner: chmod 600 {path}")
+    if not p.read_bytes().strip():
+        raise ConfigError(f"{where}: {key}={path} is empty; put the secret in the file")
+    return p
+
+
+def _check_ca_file(settings: Settings, path: str) -> Path:
+    where = settings.origin("REGISTRY_CA_FILE")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{where}: REGISTRY_CA_FILE={path}: file not found; point it at the registry's CA "
+                          f"certificate (PEM) or clear it")
+    if b"-----BEGIN CERTIFICATE-----" not in p.read_bytes():
+        raise ConfigError(f"{where}: REGISTRY_CA_FILE={path} is not a PEM certificate (no BEGIN CERTIFICATE "
+                          f"line); export the CA as PEM, e.g. openssl x509 -in ca.der -inform der -out ca.crt")
+    return p
+
+
+def check_inputs(settings: Settings) -> dict[str, Path]:
+    """Validate secret and CA files; returns bundle-relative name -> source file."""
+    env = settings.to_env()
+    copies: dict[str, Path] = {}
+    for key, rel in SECRET_FILES.items():
+        if env[key]:
+            copies[rel] = _check_private_file(settings, key, env[key])
+    if env["REGISTRY_CA_FILE"]:
+        copies[PUBLIC_FILES["REGISTRY_CA_FILE"]] = _check_ca_file(settings, env["REGISTRY_CA_FILE"])
+    return copies
+
+
+def bundle_values(settings: Settings, *, artifacts_staged: bool) -> dict[str, str]:
+    """settings.to_env() with file keys rewritten to paths inside the bundle."""
+    values = settings.to_env()
+    for key, rel in {**SECRET_FILES, **PUBLIC_FILES}.items():
+        if values[key]:
+            values[key] = rel
+    if artifacts_staged:
+        values["K3S_ARTIFACTS_DIR"] = ARTIFACTS_K3S
+    return values
+
+
+def _write(path: Path, data: bytes | str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    path.write_bytes(data)
+    path.chmod(mode)
+
+
+def _stage_secrets(dest: Path, copies: dict[str, Path]) -> None:
+    if not copies:
+        return
+    secrets = dest / "secrets"
+    secrets.mkdir(mode=0o700, exist_ok=True)
+    secrets.chmod(0o700)
+    for rel, src in sorted(copies.items()):
+        _write(dest / rel, src.read_bytes(), 0o600)
+
+
+def _stage_artifacts(settings: Settings, dest: Path) -> str:
+    try:
+        from . import artifacts
+    except ImportError:
+        raise DeployError("gldeploy.artifacts is not available yet; k3s artifacts cannot be staged") from None
+    target = dest / ARTIFACTS_K3S
+    target.mkdir(parents=True, exist_ok=True)
+    return str(artifacts.stage_k3s(settings, target))
+
+
+def _stage_sample_image(settings: Settings, dest: Path) -> None:
+    try:
+        from . import image
+    except ImportError:
+        raise DeployError("gldeploy.image is not available yet; the sample image cannot be built") from None
+    images = dest / "artifacts" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    image.build_sample_image(settings.backend_version, images)
+
+
+def _stage_backend(settings: Settings, dest: Path) -> None:
+    try:
+        from . import backend
+    except ImportError:
+        raise DeployError("gldeploy.backend is not available yet; backend manifests cannot be rendered") from None
+    _write(dest / "backend" / "backend.yaml", backend.render_manifests(settings), 0o644)
+
+
+def build_bundle(settings: Settings, dest: Path, *, baked: bool, with_artifacts: bool = True,
+                 with_backend: bool = True, sample_image: bool = False,
+                 script_header: Sequence[str] = ()) -> BundleInfo:
+    """Stage a host bundle in dest: scripts, settings (file or baked), secrets, artifacts, manifests.
+
+    baked=False: scripts + lib/ + settings.env (0600), as shipped by the invoke path.
+    baked=True: standalone scripts with libraries inlined and settings baked in (render.py).
+    """
+    copies = check_inputs(settings)  # validation first: nothing is written on bad input
+    scripts = phase_scripts()
+    values = bundle_values(settings, artifacts_staged=with_artifacts)
+    dest.mkdir(parents=True, exist_ok=True)
+    if baked:
+        from .render import bake_script  # render builds on this module; import at use time
+        for script in scripts:
+            _write(dest / script.name, bake_script(script, values, script_header), 0o755)
+    else:
+        for script in scripts:
+            _write(dest / script.name, script.read_bytes(), 0o755)
+        libs = dest / "lib"
+        if libs.exists():
+            shutil.rmtree(libs)
+        shutil.copytree(SCRIPTS_DIR / "lib", libs)
+        header = "generated by gldeploy (invoke path); every value is quoted for bash. Do not edit."
+        _write(dest / "settings.env", envfile.render(values, header), 0o600)
+    _stage_secrets(dest, copies)
+    k3s_mode = _stage_artifacts(settings, dest) if with_artifacts else "none"
+    if sample_image:
+        _stage_sample_image(settings, dest)
+    if with_backend:
+        _stage_backend(settings, dest)
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    return BundleInfo(dest, k3s_mode, values, files)

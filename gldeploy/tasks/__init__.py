@@ -1,0 +1,75 @@
+"""invoke collections of GL-Native Deploy, and the plumbing the phase tasks share.
+
+Tasks stay thin: load settings, build the plan, print it (--dry-run) or execute it, report.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from rich.console import Console
+
+from gldeploy import bundle, plan, results, settings
+from gldeploy.errors import DeployError
+
+DEFAULT_ENV = "env/single.env"
+
+COMMON_HELP = {
+    "env": f"Env file with the settings (default {DEFAULT_ENV})",
+    "set": "Override one setting as KEY=VALUE; repeatable; beats the env file and GL_<KEY> environment",
+    "hosts": "Comma list of hosts or ssh aliases, or 'local' for this machine (default CONTROL_PLANE_IPS, "
+             "plus WORKER_IPS for phases that run there)",
+    "dry_run": "Print the plan per host (transport, bundle dir, exact commands) and touch nothing",
+    "json_report": "Also write the results (per phase and host) as JSON to this file",
+    "role": "Role of every targeted host: single, first-server, server or agent (default: from the settings)",
+    "sample_image": "Build the sample backend image and ship it in the bundle (artifacts/images)",
+}
+
+
+def resolve_env(env: str) -> Path:
+    """An env file path: as given, or (when relative and missing here) relative to the checkout."""
+    path = Path(env)
+    if not path.is_absolute() and not path.exists() and (bundle.PACKAGE_ROOT / path).exists():
+        return bundle.PACKAGE_ROOT / path
+    return path
+
+
+def load_settings(env: str, overrides: Iterable[str]) -> settings.Settings:
+    """Settings with the documented precedence: defaults < env file < GL_* environment < --set."""
+    return settings.load(resolve_env(env or DEFAULT_ENV), overrides=list(overrides or ()))
+
+
+def run_phases(phases: Sequence[str], *, env: str, set_: Iterable[str], hosts: str, dry_run: bool,
+               json_report: str, role: str, sample_image: bool, include_workers: bool = True,
+               first_server_only: bool = False) -> None:
+    """Plan, then print (--dry-run) or execute, report and raise DeployError on failure."""
+    loaded = load_settings(env, set_)
+    targets = plan.parse_hosts(hosts) if hosts else ([loaded.first_server] if first_server_only else None)
+    built = plan.build(loaded, phases, hosts=targets,
+                       role=role or None, include_workers=include_workers)
+    bundle.check_inputs(loaded)  # bad secret files are bad input, also for --dry-run
+    console = Console(highlight=False, soft_wrap=True, width=max(Console().width, 120))
+    links = plan.transports(loaded, built)
+    try:
+        if dry_run:
+            for line in plan.describe(loaded, built, links):
+                console.print(line, markup=False)
+            return
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        outcome = plan.execute(loaded, built, links, sample_image=sample_image,
+                               progress=lambda msg: console.print(msg, markup=False))
+    finally:
+        for link in links.values():
+            link.close()
+    results.print_table(outcome, console)
+    if json_report:
+        path = results.write_report(json_report, outcome, {"env_file": str(resolve_env(env)),
+                                                           "phases": list(phases), "started": started})
+        console.print(f"JSON report: {path}", markup=False)
+    code = results.exit_code(outcome)
+    if code:
+        bad = [f"{r.phase}@{r.host}" for r in outcome if r.status == "fail"]
+        raise DeployError(f"{len(bad)} phase(s) failed: {', '.join(bad)}; see the table above", exit_code=code)
+    warned = sum(r.status == "warn" for r in outcome)
+    console.print("done" + (f", with {warned} warning(s)" if warned else ""), markup=False)

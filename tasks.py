@@ -1,0 +1,16 @@
+"""GL-Native Deploy tasks (`invoke --list`): phase tasks plus the cluster, scripts, settings, lab and box
+collections. Composition only; the tasks live in gldeploy/tasks/."""
+from __future__ import annotations
+
+from invoke import Collection
+
+from gldeploy.tasks import box, cluster, lab, phases, scripts, settings_tasks
+
+ns = Collection()
+for phase_task in phases.TASKS:
+    ns.add_task(phase_task)
+ns.add_collection(cluster.ns)
+ns.add_collection(scripts.ns)
+ns.add_collection(settings_tasks.ns)
+ns.add_collection(lab.ns)
+ns.add_collection(box.ns)

@@ -1,0 +1,63 @@
+"""The rendered standalone 01 runs with bash alone and agrees with the invoke path's 01."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gldeploy import plan, render, settings
+
+SMALL_HOST = {"MIN_CPU": "1", "MIN_MEMORY_MB": "256", "MIN_DISK_GB": "1"}  # as in conftest.py
+
+BARE_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@pytest.fixture
+def lab_settings(tmp_path: Path) -> settings.Settings:
+    """Lab-sized minimums, a hostile free-text value and a private password file."""
+    marker = tmp_path / "marker"
+    password = tmp_path / "registry-password"
+    password.write_text("pw\n")
+    password.chmod(0o600)
+    hostile = f"it's \"x\" $(touch {marker}) `touch {marker}` ; echo pwned"
+    overrides = [f"{k}={v}" for k, v in SMALL_HOST.items()]
+    overrides += ["CONTROL_PLANE_IPS=192.168.56.10", f"REGISTRY_USER={hostile}",
+                  f"REGISTRY_PASSWORD_FILE={password}", f"WORK_DIR={tmp_path / 'work'}"]
+    return settings.load(None, environ={}, overrides=overrides)
+
+
+def _checks(report: dict[str, object]) -> list[tuple[str, str]]:
+    return [(c["name"], c["status"]) for c in report["checks"]]  # type: ignore[index, union-attr]
+
+
+def test_rendered_01_runs_with_bash_only_and_matches_the_invoke_path(
+        lab_settings: settings.Settings, tmp_path: Path) -> None:
+    out = tmp_path / "standalone"
+    render.render_standalone(lab_settings, out, version="gldeploy test")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    proc = subprocess.run(["env", "-i", BARE_PATH, "bash", str(out / "01_pre_install_check.sh"), "--json"],
+                          cwd=elsewhere, capture_output=True, text=True, timeout=60)
+    assert proc.returncode in (0, 3), proc.stderr
+    rendered = json.loads(proc.stdout)
+    assert rendered["phase"] == "01_pre_install_check" and rendered["status"] in ("pass", "warn")
+    assert rendered["changed"] is False
+    assert not (tmp_path / "marker").exists()
+    assert "pwned" not in proc.stdout + proc.stderr.replace("echo pwned", "")
+
+    built = plan.build(lab_settings, ["01_pre_install_check"], hosts=["local"])
+    [via_invoke] = plan.execute(lab_settings, built, plan.transports(lab_settings, built, echo=None),
+                                progress=lambda _: None)
+    assert via_invoke.status == rendered["status"]
+    assert [(c["name"], c["status"]) for c in via_invoke.checks] == _checks(rendered)
+    assert not (tmp_path / "marker").exists()
+
+
+def test_rendered_01_rejects_bad_arguments_with_exit_2(lab_settings: settings.Settings, tmp_path: Path) -> None:
+    out = tmp_path / "standalone"
+    render.render_standalone(lab_settings, out, version="gldeploy test")
+    proc = subprocess.run(["env", "-i", BARE_PATH, "bash", str(out / "01_pre_install_check.sh"), "--bogus"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown argument" in proc.stderr

@@ -1,0 +1,170 @@
+"""Plan building, --dry-run text, execution order/stopping, and results aggregation."""
+from __future__ import annotations
+
+import json
+import shlex
+import stat
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pytest
+from rich.console import Console
+
+from gldeploy import plan, results, settings
+from gldeploy.errors import ConfigError
+from gldeploy.transport import Local, Result, Ssh
+
+SINGLE = ["CONTROL_PLANE_IPS=192.168.56.10"]
+HA = ["TOPOLOGY=ha", "CONTROL_PLANE_IPS=10.0.0.11,10.0.0.12,10.0.0.13", "WORKER_IPS=10.0.0.21",
+      "API_VIP=10.0.0.100"]
+
+
+def load(*overrides: str) -> settings.Settings:
+    return settings.load(None, environ={}, overrides=list(overrides))
+
+
+class FakeTransport:
+    """Records put_dir/run and answers each phase with a scripted (rc, status)."""
+
+    name = "fake"
+
+    def __init__(self, host: str, answers: Mapping[str, tuple[int, str]]) -> None:
+        self.host, self.answers = host, answers
+        self.calls: list[tuple[str, ...]] = []
+        self.bundle_files: list[str] = []
+
+    def describe(self) -> str:
+        return f"fake {self.host}"
+
+    def command(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+        return list(argv)
+
+    def put_dir(self, src: Path, dest: str) -> None:
+        self.calls.append(("put_dir", dest))
+        self.bundle_files = sorted(str(p.relative_to(src)) for p in src.rglob("*"))
+
+    def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Result:
+        phase = Path(argv[1]).stem
+        self.calls.append(("run", phase))
+        rc, status = self.answers.get(phase, (0, "pass"))
+        report = {"phase": phase, "host": self.host, "status": status, "changed": False, "k3s_mode": "none",
+                  "checks": [{"name": "c1", "status": status, "message": f"{phase} said {status}", "fix": ""}]}
+        return Result(rc, json.dumps(report) + "\n", "")
+
+    def close(self) -> None:
+        pass
+
+
+def test_single_node_deploy_plan_is_phase_ordered_with_roles() -> None:
+    p = plan.build(load(*SINGLE), plan.SINGLE_NODE)
+    assert [(s.phase, s.host, s.role) for s in p.steps] == [
+        (name, "192.168.56.10", "single") for name in plan.SINGLE_NODE]
+    assert p.needs_artifacts and p.bundle_dir == "/var/lib/gl-deploy"
+    assert p.argv(p.steps[0]) == ["bash", "/var/lib/gl-deploy/01_pre_install_check.sh", "--json", "--role", "single"]
+    assert p.argv(p.steps[3]) == ["bash", "/var/lib/gl-deploy/04_health_check.sh", "--json"]
+
+
+def test_ha_roles_and_which_hosts_each_phase_runs_on() -> None:
+    s = load(*HA)
+    pre = plan.build(s, ["01_pre_install_check"])
+    assert [(s.host, s.role) for s in pre.steps] == [
+        ("10.0.0.11", "first-server"), ("10.0.0.12", "server"), ("10.0.0.13", "server"), ("10.0.0.21", "agent")]
+    init = plan.build(s, ["01_pre_install_check", "02_init_control_plane"], hosts=["10.0.0.11"])
+    assert [(x.phase, x.host) for x in init.steps] == [("01_pre_install_check", "10.0.0.11"),
+                                                      ("02_init_control_plane", "10.0.0.11")]
+    without_workers = plan.build(s, ["01_pre_install_check"], include_workers=False)
+    assert "10.0.0.21" not in without_workers.hosts
+
+
+def test_ha_refuses_the_single_node_install_with_a_hint() -> None:
+    with pytest.raises(ConfigError, match="cluster.init --role first-server"):
+        plan.build(load(*HA), plan.SINGLE_NODE)
+
+
+def test_bad_role_and_bad_hosts_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="expected one of single, first-server, server, agent"):
+        plan.build(load(*SINGLE), ["01_pre_install_check"], role="boss")
+    with pytest.raises(ConfigError, match="--hosts is empty"):
+        plan.parse_hosts(" , ")
+    assert plan.parse_hosts("local, 10.0.0.1") == ["local", "10.0.0.1"]
+
+
+def test_dry_run_text_names_host_transport_bundle_and_exact_commands() -> None:
+    s = load(*SINGLE, "SSH_USER=vagrant", "SSH_CONFIG=/lab/ssh config", "WORK_DIR=/opt/gl deploy")
+    p = plan.build(s, ["01_pre_install_check", "02_install_k3s"], hosts=["192.168.56.10", "local"])
+    links = plan.transports(s, p, echo=None)
+    lines = plan.describe(s, p, links)
+    text = "\n".join(lines)
+    assert "host 192.168.56.10: transport ssh vagrant@192.168.56.10 (-F /lab/ssh config), bundle /opt/gl deploy" in text
+    assert "host local: transport local (this machine), bundle /opt/gl deploy" in text
+    remote = [line for line in lines if line.startswith("  192.168.56.10: 02_install_k3s")][0]
+    local_argv = shlex.split(remote.split(" $ ", 1)[1])
+    assert local_argv[:3] == ["ssh", "-F", "/lab/ssh config"]
+    assert shlex.split(local_argv[-1]) == ["sudo", "-n", "--", "env", "GL_BUNDLE_DIR=/opt/gl deploy", "bash",
+                                           "/opt/gl deploy/02_install_k3s.sh", "--json", "--role", "single"]
+    assert isinstance(links["local"], Local) and isinstance(links["192.168.56.10"], Ssh)
+
+
+def test_execute_ships_once_per_host_and_a_failure_stops_later_phases_there() -> None:
+    s = load(*HA)
+    p = plan.build(s, ["01_pre_install_check", "02_init_control_plane"], hosts=["10.0.0.11", "10.0.0.12"],
+                   role="first-server")
+    good = FakeTransport("10.0.0.11", {"01_pre_install_check": (3, "warn")})
+    bad = FakeTransport("10.0.0.12", {"01_pre_install_check": (1, "fail")})
+    out = plan.execute(s, p, {"10.0.0.11": good, "10.0.0.12": bad}, progress=lambda _: None,
+                       with_artifacts=False)
+    assert good.calls == [("put_dir", "/var/lib/gl-deploy"), ("run", "01_pre_install_check"),
+                          ("run", "02_init_control_plane")]
+    assert bad.calls == [("put_dir", "/var/lib/gl-deploy"), ("run", "01_pre_install_check")]
+    assert [(r.host, r.phase, r.status) for r in out] == [
+        ("10.0.0.11", "01_pre_install_check", "warn"), ("10.0.0.12", "01_pre_install_check", "fail"),
+        ("10.0.0.11", "02_init_control_plane", "pass"), ("10.0.0.12", "02_init_control_plane", "not run")]
+    assert results.exit_code(out) == 1
+    assert "settings.env" in good.bundle_files and "lib/common.sh" in good.bundle_files
+
+
+@pytest.mark.parametrize("rc,stdout,expected", [
+    (0, '{"status": "pass", "checks": []}', "pass"),
+    (3, '{"status": "warn", "checks": []}', "warn"),
+    (3, '{"status": "pass", "checks": []}', "warn"),
+    (1, '{"status": "fail", "checks": []}', "fail"),
+    (0, "garbage", "warn"),
+    (1, "", "fail"),
+], ids=["pass", "warn exit 3", "exit 3 means warn", "fail", "no json but rc 0", "no json rc 1"])
+def test_status_from_exit_code_and_json(rc: int, stdout: str, expected: str) -> None:
+    assert results.from_script("01", "h", "single", rc, stdout, "last words\n", 0.1).status == expected
+
+
+def test_exit_codes_warnings_are_success_bad_input_is_2() -> None:
+    warn = results.from_script("01", "a", "single", 3, '{"status": "warn"}', "", 0.1)
+    bad = results.from_script("02", "a", "single", 2, "", "ERROR bad key\n", 0.1)
+    failed = results.from_script("02", "b", "single", 1, '{"status": "fail"}', "", 0.1)
+    assert results.exit_code([warn]) == 0
+    assert results.exit_code([warn, bad]) == 2 and bad.message == "ERROR bad key"
+    assert results.exit_code([warn, bad, failed]) == 1
+
+
+def test_table_and_json_report(tmp_path: Path) -> None:
+    r = results.from_script("01_pre_install_check", "h1", "single", 3,
+                            json.dumps({"status": "warn", "k3s_mode": "standin", "checks": [
+                                {"name": "swap", "status": "warn", "message": "swap is on"}]}), "", 1.25)
+    console = Console(record=True, width=200)
+    results.print_table([r], console)
+    text = console.export_text()
+    assert "01_pre_install_check" in text and "swap: swap is on" in text and "1 warn" in text
+    path = results.write_report(tmp_path / "out" / "report.json", [r], {"env_file": "env/single.env"})
+    body = json.loads(path.read_text())
+    assert body["exit_code"] == 0 and body["summary"] == {"warn": 1}
+    assert body["results"][0]["k3s_mode"] == "standin" and body["results"][0]["duration"] == 1.25
+
+
+def test_local_execute_of_01_writes_a_private_bundle(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    s = load(*SINGLE, f"WORK_DIR={work}", "MIN_CPU=1", "MIN_MEMORY_MB=256", "MIN_DISK_GB=1")
+    p = plan.build(s, ["01_pre_install_check"], hosts=["local"])
+    out = plan.execute(s, p, plan.transports(s, p, echo=None), progress=lambda _: None)
+    assert out[0].status in ("pass", "warn"), out[0]
+    assert any(c["name"] == "cpu" and c["status"] == "pass" for c in out[0].checks)
+    assert stat.S_IMODE(work.stat().st_mode) == 0o700
+    assert stat.S_IMODE((work / "settings.env").stat().st_mode) == 0o600
+    assert f"WORK_DIR={work}" in (work / "settings.env").read_text()

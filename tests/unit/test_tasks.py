@@ -1,0 +1,197 @@
+"""invoke tasks: docstrings and help everywhere, role handling, bad input, --dry-run, precedence."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from invoke import Collection, Program
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _namespace() -> Collection:
+    spec = importlib.util.spec_from_file_location("gl_tasks_under_test", REPO / "tasks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ns
+
+
+NS = _namespace()
+
+
+def _walk(ns: Collection, prefix: str = "") -> Iterator[tuple[str, object]]:
+    for name, task in ns.tasks.items():
+        yield prefix + name, task
+    for name, sub in ns.collections.items():
+        yield from _walk(sub, f"{prefix}{name}.")
+
+
+def invoke(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run a task in-process like the `invoke` command; returns (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        Program(namespace=NS, name="gldeploy", binary="invoke").run(["invoke", *argv])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(autouse=True)
+def _clean_gl_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("GL_"):
+            monkeypatch.delenv(name)
+
+
+def test_every_task_has_a_one_line_docstring_and_help_for_every_option() -> None:
+    names = dict(_walk(NS))
+    for expected in ("pre-install-check", "install-k3s", "deploy-gl-backend", "health-check", "deploy",
+                     "cluster.init", "scripts.render", "settings.show", "settings.keys", "settings.docs"):
+        assert expected in names
+    for name, task in names.items():
+        doc = (task.__doc__ or "").strip()  # type: ignore[attr-defined]
+        assert doc and len(doc.splitlines()) == 1, f"{name}: needs a one-line docstring"
+        for arg in task.get_arguments():  # type: ignore[attr-defined]
+            assert arg.help, f"{name} --{arg.name}: no help="
+
+
+def test_invoke_list_shows_the_tasks() -> None:
+    proc = subprocess.run([sys.executable, "-m", "invoke", "--list"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("pre-install-check", "install-k3s", "deploy-gl-backend", "health-check", "deploy",
+                 "cluster.init", "scripts.render", "settings.show", "settings.docs"):
+        assert f"  {name} " in proc.stdout
+
+
+def test_cluster_init_bogus_role_lists_valid_roles(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = invoke(capsys, "cluster.init", "--role", "bogus")
+    assert code == 2
+    assert "first-server, server, agent" in err
+
+
+@pytest.mark.parametrize("role", ["server", "agent"])
+def test_cluster_init_join_roles_are_not_available_yet(capsys: pytest.CaptureFixture[str], role: str) -> None:
+    code, _, err = invoke(capsys, "cluster.init", "--role", role)
+    assert code == 2 and "not available yet" in err
+
+
+def test_cluster_init_first_server_plans_01_and_02_init(capsys: pytest.CaptureFixture[str],
+                                                        tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t0ken")
+    token.chmod(0o600)
+    code, out, _ = invoke(capsys, "cluster.init", "--role", "first-server", "--dry-run",
+                          "--set", f"K3S_TOKEN_FILE={token}")
+    assert code == 0
+    steps = [line for line in out.splitlines() if " $ " in line]
+    assert [line.split()[1] for line in steps] == ["01_pre_install_check", "02_init_control_plane"]
+    assert all(line.startswith("  192.168.57.11: ") and "--role first-server" in line for line in steps)
+    assert "t0ken" not in out
+
+
+def test_bad_env_file_is_exit_2_with_file_and_line_and_nothing_touched(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    env = tmp_path / "bad.env"
+    work = tmp_path / "work"
+    env.write_text(f"CONTROL_PLANE_IPS=192.168.56.10\nWORK_DIR={work}\nBACKEND_REPLICAS=two\n")
+    code, out, err = invoke(capsys, "deploy", "--env", str(env), "--hosts", "local")
+    assert code == 2
+    assert f"{env}:3" in err and "BACKEND_REPLICAS" in err and "whole number" in err
+    assert not work.exists() and "copying bundle" not in out
+
+
+def test_dry_run_prints_plan_lines_for_each_host(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    code, out, _ = invoke(capsys, "pre-install-check", "--dry-run", "--hosts", "10.0.0.1,10.0.0.2",
+                          "--set", f"WORK_DIR={work}")
+    assert code == 0
+    for host in ("10.0.0.1", "10.0.0.2"):
+        assert f"host {host}: transport ssh root@{host}, bundle {work}" in out
+        assert f"  {host}: 01_pre_install_check [single] $ ssh " in out
+    assert not work.exists()
+
+
+def test_install_k3s_local_dry_run_touches_nothing(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import gldeploy.transport
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"--dry-run started a process: {args}")
+
+    monkeypatch.setattr(gldeploy.transport.subprocess, "Popen", no_process)
+    monkeypatch.setattr(gldeploy.transport.subprocess, "run", no_process)
+    work = tmp_path / "work"
+    before = set(tmp_path.iterdir())
+    code, out, _ = invoke(capsys, "install-k3s", "--hosts", "local", "--dry-run", "--set", f"WORK_DIR={work}")
+    assert code == 0
+    assert f"host local: transport local (this machine), bundle {work}" in out
+    assert f"local: 02_install_k3s [single] $ env GL_BUNDLE_DIR={work} bash {work}/02_install_k3s.sh --json --role single" in out
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_dry_run_with_default_work_dir_writes_nothing_on_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    default_dir = Path("/var/lib/gl-deploy")
+    existed = default_dir.exists()
+    code, out, _ = invoke(capsys, "deploy", "--hosts", "local,192.168.56.10", "--dry-run")
+    assert code == 0 and out.count(": 04_health_check [single] $ ") == 2
+    assert default_dir.exists() == existed
+
+
+def test_precedence_env_file_then_environment_then_set(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    env = tmp_path / "site.env"
+    env.write_text("CONTROL_PLANE_IPS=192.168.56.10\nWORK_DIR=/from/file\nBACKEND_REPLICAS=2\nNAMESPACE=from-file\n")
+    monkeypatch.setenv("GL_WORK_DIR", "/from/environment")
+    monkeypatch.setenv("GL_BACKEND_REPLICAS", "3")
+    code, out, _ = invoke(capsys, "pre-install-check", "--env", str(env), "--dry-run",
+                          "--set", "BACKEND_REPLICAS=4")
+    assert code == 0 and "bundle /from/environment" in out
+    code, out, _ = invoke(capsys, "settings.show", "--env", str(env), "--set", "BACKEND_REPLICAS=4")
+    assert code == 0
+    rows = {line.split("=", 1)[0]: [line.split("=", 1)[1].split("  # ")[0].strip(), line.split("  # ")[1]]
+            for line in out.splitlines() if not line.startswith("#")}
+    assert rows["NAMESPACE"] == ["from-file", f"{env}:4"]
+    assert rows["WORK_DIR"] == ["/from/environment", "environment GL_WORK_DIR"]
+    assert rows["BACKEND_REPLICAS"] == ["4", "--set BACKEND_REPLICAS"]
+    assert rows["API_PORT"] == ["6443", "default"]
+
+
+def test_settings_show_never_prints_secret_contents(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("very-secret-token")
+    token.chmod(0o600)
+    code, out, _ = invoke(capsys, "settings.show", "--set", f"K3S_TOKEN_FILE={token}")
+    assert code == 0 and "very-secret-token" not in out and "secret file" in out
+    assert f"K3S_TOKEN_FILE={token}" in out
+
+
+def test_settings_docs_writes_every_key_and_is_idempotent(capsys: pytest.CaptureFixture[str],
+                                                          tmp_path: Path) -> None:
+    from gldeploy import settings
+    target = tmp_path / "configuration.md"
+    assert invoke(capsys, "settings.docs", "--out", str(target))[0] == 0
+    text = target.read_text()
+    assert all(f"| `{key}` |" in text for key in settings.KEYS)
+    code, out, _ = invoke(capsys, "settings.docs", "--out", str(target))
+    assert code == 0 and "no change" in out
+
+
+def test_scripts_render_task_then_no_change(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out_dir = tmp_path / "dist"
+    code, out, _ = invoke(capsys, "scripts.render", "--out", str(out_dir))
+    assert code == 0 and (out_dir / "SHA256SUMS").is_file() and "wrote 01_pre_install_check.sh" in out
+    code, out, _ = invoke(capsys, "scripts.render", "--out", str(out_dir))
+    assert code == 0 and "no change" in out
+
+
+def test_scripts_render_requires_out(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = invoke(capsys, "scripts.render")
+    assert code == 2 and "--out is required" in err

@@ -1,0 +1,103 @@
+"""Transport: argv construction for OpenSSH, quoting, secret refusal, and the Local transport."""
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+from pathlib import Path
+
+import pytest
+
+from gldeploy.errors import ConfigError
+from gldeploy.transport import Local, Ssh, env_args, for_host, validate_host
+
+
+def _option(argv: list[str], name: str) -> str:
+    values = [argv[i + 1].split("=", 1)[1] for i, a in enumerate(argv[:-1])
+              if a == "-o" and argv[i + 1].startswith(name + "=")]
+    assert len(values) == 1, (name, argv)
+    return values[0]
+
+
+def test_ssh_argv_has_batch_mode_timeout_control_master_and_config() -> None:
+    link = Ssh("bastion-alias", "root", ssh_config="/lab/ssh-config", key="/keys/id", echo=None)
+    argv = link.command(["bash", "/var/lib/gl-deploy/01_pre_install_check.sh", "--json"],
+                        {"GL_BUNDLE_DIR": "/var/lib/gl-deploy"})
+    assert argv[0] == "ssh"
+    assert argv[argv.index("-F") + 1] == "/lab/ssh-config"
+    assert argv[argv.index("-i") + 1] == "/keys/id"
+    assert _option(argv, "BatchMode") == "yes"
+    assert _option(argv, "ControlMaster") == "auto"
+    assert 0 < int(_option(argv, "ConnectTimeout")) <= 30
+    assert argv[argv.index("-l") + 1] == "root"
+    # host, then "--", then exactly one remote command string
+    assert argv[-3:-1] == ["bastion-alias", "--"]
+    assert shlex.split(argv[-1]) == ["env", "GL_BUNDLE_DIR=/var/lib/gl-deploy", "bash",
+                                     "/var/lib/gl-deploy/01_pre_install_check.sh", "--json"]
+
+
+def test_ssh_without_config_or_key_passes_neither() -> None:
+    argv = Ssh("10.0.0.5", "root", echo=None).command(["true"])
+    assert "-F" not in argv and "-i" not in argv
+
+
+def test_non_root_user_gets_sudo_and_values_are_quoted() -> None:
+    argv = Ssh("h", "vagrant", echo=None).command(["echo", "a b", "$(touch /tmp/x)", "it's"])
+    assert shlex.split(argv[-1]) == ["sudo", "-n", "--", "echo", "a b", "$(touch /tmp/x)", "it's"]
+
+
+def test_control_path_is_in_a_private_directory() -> None:
+    link = Ssh("h", "root", echo=None)
+    path = link._control_path()
+    try:
+        assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+        assert path.endswith("/%C")
+    finally:
+        link.close()
+    assert not os.path.exists(os.path.dirname(path))
+
+
+@pytest.mark.parametrize("name", ["K3S_TOKEN", "REGISTRY_PASSWORD", "my_secret"])
+def test_secret_looking_env_names_are_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="secrets travel as 0600 files"):
+        env_args({name: "x"})
+
+
+def test_env_args_rejects_bad_names() -> None:
+    with pytest.raises(ConfigError, match="not a valid shell variable"):
+        env_args({"A B": "x"})
+
+
+@pytest.mark.parametrize("host", ["-oProxyCommand=touch /tmp/x", "a b", "h;rm", "", "$(x)"])
+def test_hosts_that_could_inject_options_are_refused(host: str) -> None:
+    with pytest.raises(ConfigError, match="--hosts"):
+        validate_host(host)
+
+
+def test_for_host_local_and_ssh() -> None:
+    assert isinstance(for_host("local", user="root"), Local)
+    link = for_host("192.168.56.10", user="vagrant", ssh_config="/c", key="")
+    assert isinstance(link, Ssh) and link.ssh_config == "/c" and link.key is None
+
+
+def test_local_run_captures_and_streams_stderr(tmp_path: Path) -> None:
+    seen: list[str] = []
+    result = Local(echo=seen.append).run(["sh", "-c", 'echo "$GL_X"; echo warn-line >&2; exit 3'],
+                                         env={"GL_X": "a b"})
+    assert (result.rc, result.stdout, result.stderr) == (3, "a b\n", "warn-line\n")
+    assert seen == ["[local] warn-line"]
+
+
+def test_local_put_dir_keeps_modes_and_makes_dest_private(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "secrets").mkdir(parents=True)
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    (src / "run.sh").chmod(0o755)
+    (src / "secrets" / "token").write_text("t")
+    (src / "secrets" / "token").chmod(0o600)
+    dest = tmp_path / "dest" / "bundle"
+    Local(echo=None).put_dir(src, str(dest))
+    Local(echo=None).put_dir(src, str(dest))  # idempotent
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o700
+    assert stat.S_IMODE((dest / "run.sh").stat().st_mode) == 0o755
+    assert stat.S_IMODE((dest / "secrets" / "token").stat().st_mode) == 0o600
