@@ -6,6 +6,8 @@ standalone renderer (``render.py``) builds the same bundle with ``baked=True``.
 """
 from __future__ import annotations
 
+import hashlib
+
 import shutil
 import stat
 from dataclasses import dataclass, field
@@ -111,30 +113,27 @@ def _stage_secrets(dest: Path, copies: dict[str, Path]) -> None:
 
 
 def _stage_artifacts(settings: Settings, dest: Path) -> str:
-    try:
-        from . import artifacts
-    except ImportError:
-        raise DeployError("gldeploy.artifacts is not available yet; k3s artifacts cannot be staged") from None
+    from . import artifacts
+
     target = dest / ARTIFACTS_K3S
     target.mkdir(parents=True, exist_ok=True)
     return str(artifacts.stage_k3s(settings, target))
 
 
 def _stage_sample_image(settings: Settings, dest: Path) -> None:
-    try:
-        from . import image
-    except ImportError:
-        raise DeployError("gldeploy.image is not available yet; the sample image cannot be built") from None
+    from . import backend, image
+
     images = dest / "artifacts" / "images"
     images.mkdir(parents=True, exist_ok=True)
-    image.build_sample_image(settings.backend_version, images)
+    archive = image.build_sample_image(settings.backend_version, images,
+                                       image_name=backend.image_ref(settings))
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    _write(images / "SHA256SUMS", f"{digest}  {archive.name}\n", 0o644)
 
 
 def _stage_backend(settings: Settings, dest: Path) -> None:
-    try:
-        from . import backend
-    except ImportError:
-        raise DeployError("gldeploy.backend is not available yet; backend manifests cannot be rendered") from None
+    from . import backend
+
     _write(dest / "backend" / "backend.yaml", backend.render_manifests(settings), 0o644)
 
 

@@ -106,30 +106,39 @@ check_resources() {
     "free space or mount a larger volume at /var/lib/rancher, or set MIN_DISK_GB=${have} for a small lab"; fi
 }
 
-# --- ports: "port owner" lines of listening TCP sockets ---
+# --- ports: "port pid owner" lines of listening TCP sockets (pid 0 when unknown) ---
 listening_ports() {
   if command -v ss >/dev/null 2>&1; then
     ss -ltnpH 2>/dev/null | awk '{
-      n = split($4, a, ":"); owner = "unknown process"
+      n = split($4, a, ":"); owner = "unknown process"; pid = 0
       if (match($0, /users:\(\("[^"]+"/)) owner = substr($0, RSTART + 9, RLENGTH - 10)
-      print a[n], owner }'
+      if (match($0, /pid=[0-9]+/)) pid = substr($0, RSTART + 4, RLENGTH - 4)
+      print a[n], pid, owner }'
   else  # no iproute2: read the kernel tables (state 0A = LISTEN)
     local hex
     awk 'FNR > 1 && $4 == "0A" { split($2, a, ":"); print a[2] }' /proc/net/tcp /proc/net/tcp6 2>/dev/null |
-      while read -r hex; do printf '%d unknown process\n' "$((16#${hex}))"; done
+      while read -r hex; do printf '%d 0 unknown process\n' "$((16#${hex}))"; done
   fi
 }
 
+# is process PID running the installed k3s binary? (the stand-in runs under python3)
+held_by_k3s() {
+  local pid="$1" bin="$2"
+  [[ "${pid}" != 0 && -r "/proc/${pid}/cmdline" ]] || { echo no; return 0; }
+  if tr '\0' '\n' <"/proc/${pid}/cmdline" | grep -qxF -- "${bin}"; then echo yes; else echo no; fi
+}
+
 check_ports() {
-  local ports=(10250) listening port owner
+  local ports=(10250) listening port pid owner k3s_bin
   is_server && ports=("${API_PORT}" "${ports[@]}")
   is_etcd_server && ports+=(2379 2380)
   listening=$(listening_ports)
+  k3s_bin=$(existing_k3s_bin)
   for port in "${ports[@]}"; do
-    owner=$(awk -v p="${port}" '$1 == p { $1 = ""; sub(/^ /, ""); print; exit }' <<<"${listening}")
-    if [[ -z "${owner}" ]]; then
+    read -r pid owner < <(awk -v p="${port}" '$1 == p { $1 = ""; sub(/^ /, ""); print; exit }' <<<"${listening}") || true
+    if [[ -z "${owner:-}" ]]; then
       gl_check_pass "port-${port}" "TCP port ${port} is free"
-    elif [[ "${owner}" == k3s* && -n "$(existing_k3s_bin)" ]]; then
+    elif [[ -n "${k3s_bin}" && ( "${owner}" == k3s* || "$(held_by_k3s "${pid}" "${k3s_bin}")" == yes ) ]]; then
       gl_check_pass "port-${port}" "TCP port ${port} is held by the installed k3s (${owner})"
     else
       gl_check_fail "port-${port}" "TCP port ${port} is already in use by ${owner}; k3s needs it" \

@@ -1,0 +1,94 @@
+"""The invoke path end to end on this machine: `invoke deploy --hosts local` into a sandbox root.
+
+Uses the k3s stand-in (this workplace cannot download k3s), so Kubernetes-level steps must come
+back *skipped: needs real k3s*; everything else (verified install, service on TLS, image import,
+health) is real. The second run must change nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.k3s_standin.release import make_release
+from tests.fixtures.k3s_standin.testing import free_port, standin_pid, stop_standin
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path):
+    root = tmp_path / "root"
+    root.mkdir()
+    yield root
+    stop_standin(root)
+
+
+def deploy(tmp_path: Path, root: Path, port: int, report: str, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GL_ROOT": str(root)}
+    argv = ["invoke", "deploy", "--env", "env/single.env", "--hosts", "local",
+            "--set", f"K3S_ARTIFACTS_DIR={tmp_path / 'release'}", "--set", f"API_PORT={port}",
+            "--set", "MIN_CPU=1", "--set", "MIN_MEMORY_MB=256", "--set", "MIN_DISK_GB=1",
+            "--set", f"WORK_DIR={tmp_path / 'work'}", "--sample-image",
+            "--json-report", str(tmp_path / report), *extra]
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+
+def by_phase(report: dict) -> dict[str, dict]:
+    return {r["phase"]: r for r in report["results"]}
+
+
+def test_deploy_twice_locally_with_standin(tmp_path, sandbox):
+    make_release(tmp_path / "release", "v1.28.3+k3s2")
+    port = free_port()
+
+    first = deploy(tmp_path, sandbox, port, "first.json")
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = by_phase(json.loads((tmp_path / "first.json").read_text()))
+    assert list(results) == ["01_pre_install_check", "02_install_k3s", "03_deploy_gl_backend",
+                             "04_health_check"]
+    assert results["02_install_k3s"]["changed"] is True
+    assert results["02_install_k3s"]["k3s_mode"] == "standin"
+    health = {c["name"]: c for c in results["04_health_check"]["checks"]}
+    assert health["api-ping"]["status"] == "pass"
+    for name in ("node-ready", "system-pods", "backend-rollout", "backend-healthz"):
+        assert health[name]["status"] == "skipped" and health[name]["message"] == "needs real k3s"
+    backend = {c["name"]: c for c in results["03_deploy_gl_backend"]["checks"]}
+    assert backend["backend image checksums"]["status"] == "pass"
+    assert backend["backend rollout"]["status"] == "skipped"
+    images = sandbox / "var/lib/rancher/k3s/agent/images/execution-backend-v1.1.oci.tar"
+    assert images.is_file()
+    assert (sandbox / "etc/rancher/k3s/config.yaml").stat().st_mode & 0o777 == 0o600
+    pid = standin_pid(sandbox)
+    assert pid
+
+    second = deploy(tmp_path, sandbox, port, "second.json")
+    assert second.returncode == 0, second.stderr[-3000:]
+    again = by_phase(json.loads((tmp_path / "second.json").read_text()))
+    assert [r["changed"] for r in again.values()] == [False, False, False, False]
+    assert standin_pid(sandbox) == pid, "a second run must not restart k3s"
+    assert "no change" in second.stderr
+
+
+def test_tampered_artifact_is_refused_before_the_host_is_touched(tmp_path, sandbox):
+    release = tmp_path / "release"
+    make_release(release, "v1.28.3+k3s2")
+    with open(release / "k3s", "ab") as binary:
+        binary.write(b"\n# tampered\n")
+    run = deploy(tmp_path, sandbox, free_port(), "tampered.json")
+    assert run.returncode != 0
+    assert "sha256" in (run.stdout + run.stderr).lower()
+    assert not any(sandbox.iterdir()), "nothing may be written to the host"
+    assert not (tmp_path / "work").exists()
+
+
+def test_bad_env_value_exits_2_and_touches_nothing(tmp_path, sandbox):
+    make_release(tmp_path / "release", "v1.28.3+k3s2")
+    run = deploy(tmp_path, sandbox, free_port(), "bad.json", "--set", "SERVICE_CIDR=10.42.0.0/17")
+    assert run.returncode == 2
+    assert "overlaps CLUSTER_CIDR" in run.stderr
+    assert not any(sandbox.iterdir()) and not (tmp_path / "work").exists()
