@@ -195,3 +195,11 @@ def test_scripts_render_task_then_no_change(capsys: pytest.CaptureFixture[str], 
 def test_scripts_render_requires_out(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = invoke(capsys, "scripts.render")
     assert code == 2 and "--out is required" in err
+
+
+def test_committed_configuration_doc_is_current(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """docs/configuration.md must match the settings table (run `invoke settings.docs`)."""
+    target = tmp_path / "configuration.md"
+    assert invoke(capsys, "settings.docs", "--out", str(target))[0] == 0
+    committed = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    assert committed.read_text() == target.read_text(), "run `invoke settings.docs` and commit"
