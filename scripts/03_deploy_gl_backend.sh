@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# 03_deploy_gl_backend.sh: import the backend image archives and apply the backend manifests to
+# k3s, then wait (bounded by ROLLOUT_TIMEOUT) for the rollout; idempotent.
+#   usage: 03_deploy_gl_backend.sh [--json]
+# Bundle inputs: artifacts/images/*.tar* (OCI/docker archives, optional SHA256SUMS next to them)
+# and backend/backend.yaml. Under the k3s stand-in the Kubernetes steps are reported
+# "skipped: needs real k3s"; the file steps still run.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/checks.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s.sh"  # gl:include
+
+IMAGES_DIR=""
+MANIFEST=""
+IMAGES=()
+MODE=none
+NEEDS_REAL="needs real k3s"
+
+# shellcheck disable=SC2034  # GL_JSON is read by the libraries
+parse_args() {
+  while (( $# )); do
+    case "$1" in
+      --json) GL_JSON=1 ;;
+      -h|--help) echo "usage: 03_deploy_gl_backend.sh [--json]" >&2; exit 0 ;;
+      *) die_input "unknown argument '$1'; usage: 03_deploy_gl_backend.sh [--json]" ;;
+    esac
+    shift
+  done
+}
+
+# bad input is refused before anything is touched (exit 2)
+validate_inputs() {
+  local f
+  IMAGES_DIR="${GL_BUNDLE_DIR}/artifacts/images"
+  MANIFEST="${GL_BUNDLE_DIR}/backend/backend.yaml"
+  [[ -s "${MANIFEST}" ]] || die_input "${MANIFEST}: backend manifest missing or empty; render the bundle again (invoke deploy-gl-backend builds it)"
+  [[ "${ROLLOUT_TIMEOUT:-}" =~ ^[0-9]+$ ]] || die_input "ROLLOUT_TIMEOUT=${ROLLOUT_TIMEOUT:-}: expected seconds, e.g. 300"
+  [[ -n "${NAMESPACE:-}" ]] || die_input "NAMESPACE is empty; set it, e.g. NAMESPACE=gov-native"
+  for f in "${IMAGES_DIR}"/*.tar "${IMAGES_DIR}"/*.tar.gz "${IMAGES_DIR}"/*.tar.zst; do
+    if [[ -f "${f}" ]]; then IMAGES+=("${f}"); fi
+  done
+  return 0
+}
+
+require_k3s() {
+  MODE=$(k3s_mode)
+  case "${MODE}" in
+    none) k3s_abort "k3s installed" "k3s is not installed at ${K3S_BIN#"${GL_ROOT}"}" "run phase 02 (02_install_k3s.sh) first" ;;
+    real) k3s_service_active || k3s_abort "k3s installed" "k3s is installed but its service is not running" \
+            "start it: run 02_install_k3s.sh again (it starts a stopped k3s), then retry" ;;
+  esac
+  gl_check_pass "k3s installed" "k3s (${MODE}) present$([[ "${MODE}" == standin ]] && echo ': the test stand-in, Kubernetes steps are skipped')"
+}
+
+verify_images() {  # SHA256SUMS next to the archives, when present, must match before any copy
+  local sums="${IMAGES_DIR}/SHA256SUMS" out
+  if (( ${#IMAGES[@]} == 0 )); then return 0; fi
+  if [[ ! -f "${sums}" ]]; then
+    gl_check_warn "backend image checksums" "no SHA256SUMS in artifacts/images: archives not verified" \
+      "ship artifacts/images/SHA256SUMS (sha256sum *.tar > SHA256SUMS) with the bundle"
+    return 0
+  fi
+  if ! out=$(cd "${IMAGES_DIR}" && sha256sum -c --ignore-missing --quiet SHA256SUMS 2>&1); then
+    k3s_abort "backend image checksums" "image archives do not match artifacts/images/SHA256SUMS: ${out//$'\n'/; }" \
+      "copy the image archives again from the release bundle"
+  fi
+  gl_check_pass "backend image checksums" "${#IMAGES[@]} archive(s) match SHA256SUMS"
+}
+
+image_present() {  # REF: 0 when containerd (k8s.io namespace) already has the image
+  local ref="$1" listed
+  listed=$("${K3S_BIN}" ctr images ls -q 2>/dev/null) || return 1
+  grep -qxF -e "${ref}" -e "docker.io/${ref}" -e "docker.io/library/${ref}" <<<"${listed}"
+}
+
+import_images() {
+  local f dest copied=() imported=()
+  if (( ${#IMAGES[@]} == 0 )); then
+    gl_check_pass "backend images" "no image archives in artifacts/images: pods pull ${BACKEND_IMAGE}:${BACKEND_VERSION}$([[ -n "${REGISTRY:-}" ]] && echo " via ${REGISTRY}")"
+    return 0
+  fi
+  for f in "${IMAGES[@]}"; do
+    dest="${K3S_IMAGES_DIR}/$(basename "${f}")"
+    if [[ "$(gl_install_file "${f}" "${dest}" 0644)" == changed ]]; then copied+=("$(basename "${f}")"); fi
+    if [[ "${MODE}" == real ]] && { (( ${#copied[@]} )) || ! image_present "${BACKEND_IMAGE}:${BACKEND_VERSION}"; }; then
+      "${K3S_BIN}" ctr images import "${dest}" >&2 || k3s_abort "backend images" "k3s ctr images import ${dest} failed" \
+        "check the archive (skopeo inspect oci-archive:${dest}) and free space under /var/lib/rancher"
+      imported+=("$(basename "${f}")")
+    fi
+  done
+  if (( ${#copied[@]} )); then K3S_PHASE_CHANGED=true; fi
+  gl_check_pass "backend images" "$(( ${#IMAGES[@]} )) archive(s) in ${K3S_IMAGES_DIR#"${GL_ROOT}"}$( (( ${#copied[@]} )) && echo "; copied ${copied[*]}" || echo ", unchanged")"
+  if [[ "${MODE}" == real ]]; then
+    if (( ${#imported[@]} )); then K3S_PHASE_CHANGED=true; gl_check_pass "backend image import" "imported ${imported[*]} into containerd"
+    else gl_check_pass "backend image import" "${BACKEND_IMAGE}:${BACKEND_VERSION} already in containerd"; fi
+  else
+    gl_check_skip "backend image import" "${NEEDS_REAL}"
+  fi
+}
+
+kubectl_k3s() { KUBECONFIG="${K3S_KUBECONFIG}" "${K3S_BIN}" kubectl "$@"; }
+
+apply_manifests() {
+  local out line changed=()
+  if [[ "${MODE}" != real ]]; then gl_check_skip "backend manifests" "${NEEDS_REAL}"; return 0; fi
+  out=$(kubectl_k3s apply -f "${MANIFEST}" 2>&1) || k3s_abort "backend manifests" "kubectl apply failed: ${out//$'\n'/; }" \
+    "validate backend/backend.yaml (invoke backend.render) and check the API: k3s kubectl get --raw /readyz"
+  while IFS= read -r line; do
+    [[ -z "${line}" || "${line}" == *" unchanged" ]] || changed+=("${line}")
+  done <<<"${out}"
+  if (( ${#changed[@]} )); then K3S_PHASE_CHANGED=true; gl_check_pass "backend manifests" "applied: $(IFS=';'; echo "${changed[*]}")"
+  else gl_check_pass "backend manifests" "all objects unchanged"; fi
+}
+
+wait_rollout() {
+  local kind name ns waited=()
+  if [[ "${MODE}" != real ]]; then gl_check_skip "backend rollout" "${NEEDS_REAL}"; return 0; fi
+  while read -r kind name ns; do
+    case "${kind}" in Deployment|StatefulSet|DaemonSet) ;; *) continue ;; esac
+    info "waiting up to ${ROLLOUT_TIMEOUT}s for ${kind}/${name} in ${ns:-${NAMESPACE}}"
+    kubectl_k3s -n "${ns:-${NAMESPACE}}" rollout status "${kind,,}/${name}" --timeout="${ROLLOUT_TIMEOUT}s" >&2 \
+      || k3s_abort "backend rollout" "${kind}/${name} did not become ready within ${ROLLOUT_TIMEOUT}s" \
+           "k3s kubectl -n ${ns:-${NAMESPACE}} describe ${kind,,}/${name}; k3s kubectl -n ${ns:-${NAMESPACE}} get events --sort-by=.lastTimestamp"
+    waited+=("${kind,,}/${name}")
+  done < <(kubectl_k3s get -f "${MANIFEST}" -o jsonpath='{range .items[*]}{.kind} {.metadata.name} {.metadata.namespace}{"\n"}{end}')
+  gl_check_pass "backend rollout" "ready: ${waited[*]:-no workloads in the manifest}"
+}
+
+main() {
+  parse_args "$@"
+  gl_load_settings
+  validate_inputs
+  gl_require_root
+  require_k3s
+  verify_images
+  import_images
+  apply_manifests
+  wait_rollout
+  info "result: $([[ "${K3S_PHASE_CHANGED}" == true ]] && echo changed || echo 'no change')"
+  k3s_report
+}
+
+main "$@"
