@@ -88,10 +88,10 @@ import_images() {
       imported+=("$(basename "${f}")")
     fi
   done
-  if (( ${#copied[@]} )); then K3S_PHASE_CHANGED=true; fi
+  if (( ${#copied[@]} )); then GL_CHANGED=true; fi
   gl_check_pass "backend images" "$(( ${#IMAGES[@]} )) archive(s) in ${K3S_IMAGES_DIR#"${GL_ROOT}"}$( (( ${#copied[@]} )) && echo "; copied ${copied[*]}" || echo ", unchanged")"
   if [[ "${MODE}" == real ]]; then
-    if (( ${#imported[@]} )); then K3S_PHASE_CHANGED=true; gl_check_pass "backend image import" "imported ${imported[*]} into containerd"
+    if (( ${#imported[@]} )); then GL_CHANGED=true; gl_check_pass "backend image import" "imported ${imported[*]} into containerd"
     else gl_check_pass "backend image import" "${BACKEND_IMAGE}:${BACKEND_VERSION} already in containerd"; fi
   else
     gl_check_skip "backend image import" "${NEEDS_REAL}"
@@ -108,7 +108,7 @@ apply_manifests() {
   while IFS= read -r line; do
     [[ -z "${line}" || "${line}" == *" unchanged" ]] || changed+=("${line}")
   done <<<"${out}"
-  if (( ${#changed[@]} )); then K3S_PHASE_CHANGED=true; gl_check_pass "backend manifests" "applied: $(IFS=';'; echo "${changed[*]}")"
+  if (( ${#changed[@]} )); then GL_CHANGED=true; gl_check_pass "backend manifests" "applied: $(IFS=';'; echo "${changed[*]}")"
   else gl_check_pass "backend manifests" "all objects unchanged"; fi
 }
 
@@ -136,7 +136,7 @@ main() {
   import_images
   apply_manifests
   wait_rollout
-  info "result: $([[ "${K3S_PHASE_CHANGED}" == true ]] && echo changed || echo 'no change')"
+  info "result: $([[ "${GL_CHANGED}" == true ]] && echo changed || echo 'no change')"
   k3s_report
 }
 

@@ -89,9 +89,9 @@ gl_checks_table() {
 # one JSON object (architecture.md result contract) on stdout; K3S_MODE is real|standin|none
 gl_checks_json() {
   local k3s_mode="${1:-none}" i sep=""
-  printf '{"phase": %s, "host": %s, "status": %s, "changed": false, "k3s_mode": %s, "checks": [' \
+  printf '{"phase": %s, "host": %s, "status": %s, "changed": %s, "k3s_mode": %s, "checks": [' \
     "$(gl_json_str "${GL_PHASE}")" "$(gl_json_str "$(gl_hostname)")" \
-    "$(gl_json_str "$(gl_checks_status)")" "$(gl_json_str "${k3s_mode}")"
+    "$(gl_json_str "$(gl_checks_status)")" "${GL_CHANGED:-false}" "$(gl_json_str "${k3s_mode}")"
   for i in "${!_GL_CHECK_NAMES[@]}"; do
     printf '%s{"name": %s, "status": %s, "message": %s, "fix": %s}' "${sep}" \
       "$(gl_json_str "${_GL_CHECK_NAMES[i]}")" "$(gl_json_str "${_GL_CHECK_STATUS[i]}")" \

@@ -28,12 +28,16 @@ _gl_err() { _gl_log "FATAL" "line $1: '$2' failed (exit $3)"; }
 trap _gl_run_cleanup EXIT
 trap '_gl_err "${LINENO}" "${BASH_COMMAND}" "$?"' ERR
 
-gl_tmpdir() {  # make a private temp dir removed on exit; prints its path
+# gl_tmpdir VAR: a private temp dir removed on exit. Sets VAR instead of printing the path, so the
+# cleanup is registered in this shell (a $(...) subshell would register it and forget it).
+gl_tmpdir() {
   local d
   d=$(mktemp -d "${TMPDIR:-/tmp}/gl-${GL_PHASE}.XXXXXX")
   gl_on_exit "rm -rf '${d}'"
-  printf '%s\n' "${d}"
+  printf -v "$1" '%s' "${d}"
 }
+
+GL_CHANGED=false  # a phase sets this to true when it changed the host; reported as "changed"
 
 # --- settings: baked into generated scripts, else sourced from the env file Python wrote ---
 gl_load_settings() {

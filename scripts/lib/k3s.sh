@@ -97,19 +97,11 @@ k3s_validate() {  # ROLE
 }
 
 # --- artifacts: local directory or download, then verify (before anything is touched) ---
-# _k3s_tmpdir VAR: a private temp dir removed on exit (registered in this shell, not a subshell)
-_k3s_tmpdir() {
-  local d
-  d=$(mktemp -d "${TMPDIR:-/tmp}/gl-${GL_PHASE}.XXXXXX")
-  gl_on_exit "rm -rf '${d}'"
-  printf -v "$1" '%s' "${d}"
-}
-
 K3S_SRC_DIR=""
 k3s_fetch() {  # sets K3S_SRC_DIR to the directory holding the release assets
   local dir url version asset
   if [[ -n "${K3S_ARTIFACTS_DIR:-}" ]]; then K3S_SRC_DIR=$(gl_bundle_path "${K3S_ARTIFACTS_DIR}"); return 0; fi
-  _k3s_tmpdir dir
+  gl_tmpdir dir
   version="${K3S_VERSION//+/%2B}"
   for asset in "$(k3s_binary_name)" "$(k3s_sums_name)"; do
     url="${K3S_RELEASE_URL%/}/${version}/${asset}"
@@ -339,7 +331,7 @@ _k3s_remove_managed() {  # FILE: remove a file we wrote earlier and no longer wa
 
 k3s_install_files() {  # ROLE SRC_DIR
   local role="$1" src="$2" stage name link f
-  _k3s_tmpdir stage
+  gl_tmpdir stage
   mkdir -p "${K3S_ETC}" && chmod 0755 "${K3S_ETC}"
   _k3s_put "${src}/$(k3s_binary_name)" "${K3S_BIN}" 0755
   k3s_render_config "${role}" "${stage}/config.yaml" && _k3s_put "${stage}/config.yaml" "${K3S_CONFIG}" 0600
@@ -428,19 +420,13 @@ k3s_token_matches_ca() {
 }
 
 # --- the phase: report helpers and the shared install function ---
-K3S_PHASE_CHANGED=false
 
 # k3s_report: checks table to stderr, one JSON object to stdout with --json (changed filled in)
 k3s_report() {
-  local json mode
+  local mode
   mode=$(k3s_mode)
   gl_checks_table
-  if [[ "${GL_JSON}" == 1 ]]; then
-    json=$(gl_checks_json "${mode}")
-    # gl_checks_json always says "changed": false; the first occurrence is the phase's own field
-    if [[ "${K3S_PHASE_CHANGED}" == true ]]; then json="${json/\"changed\": false/\"changed\": true}"; fi
-    printf '%s\n' "${json}"
-  fi
+  if [[ "${GL_JSON}" == 1 ]]; then gl_checks_json "${mode}"; printf '\n'; fi
 }
 
 # k3s_abort NAME MESSAGE FIX: record a failed check, report, exit 1
@@ -466,7 +452,7 @@ k3s_install_main() {  # ROLE
   k3s_install_files "${role}" "${K3S_SRC_DIR}"
   after=$(k3s_installed_hashes)
   if (( ${#K3S_CHANGED_FILES[@]} )); then
-    K3S_PHASE_CHANGED=true
+    GL_CHANGED=true
     gl_check_pass "k3s files" "updated: ${K3S_CHANGED_FILES[*]}"
   else
     gl_check_pass "k3s files" "binary, config.yaml, unit and env file already up to date"
@@ -477,7 +463,7 @@ k3s_install_main() {  # ROLE
     gl_check_pass "k3s service" "running, configuration unchanged: nothing restarted"
   else
     if k3s_service_active; then info "configuration changed: restarting k3s"; k3s_stop; else info "starting k3s"; fi
-    K3S_PHASE_CHANGED=true
+    GL_CHANGED=true
     k3s_start
     gl_check_pass "k3s service" "$([[ "${before}" == "${after}" ]] && echo "was not running: started" || echo "started with the new configuration")"
   fi
@@ -491,6 +477,6 @@ k3s_install_main() {  # ROLE
       "inspect /var/lib/rancher/k3s/server/token; a token from another cluster cannot be reused"
   fi
   if pid=$(k3s_pid); then info "k3s running as pid ${pid} (log ${K3S_LOG})"; fi
-  info "result: $([[ "${K3S_PHASE_CHANGED}" == true ]] && echo changed || echo 'no change')"
+  info "result: $([[ "${GL_CHANGED}" == true ]] && echo changed || echo 'no change')"
   k3s_report
 }
