@@ -426,7 +426,7 @@ k3s_report() {
   local mode
   mode=$(k3s_mode)
   gl_checks_table
-  if [[ "${GL_JSON}" == 1 ]]; then gl_checks_json "${mode}"; printf '\n'; fi
+  if [[ "${GL_JSON}" == 1 ]]; then gl_checks_json "${mode}"; fi
 }
 
 # k3s_abort NAME MESSAGE FIX: record a failed check, report, exit 1
