@@ -1,0 +1,216 @@
+"""Prepare this machine for the VM lab: packages, libvirt daemons (no systemd needed), pool, networks,
+and an honest answer to "does KVM work here, or do we run TCG?"."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from gldeploy.errors import DeployError
+from gldeploy.lab.proc import have, run, say, wait_for
+
+PACKAGES = ["vagrant", "vagrant-libvirt", "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86",
+            "qemu-utils", "dnsmasq-base", "mmdebstrap", "syslinux", "syslinux-common", "mtools",
+            "dosfstools", "fdisk", "e2fsprogs", "docker-registry", "apache2-utils", "openssl",
+            "openssh-client", "skopeo"]
+VIRSH = ["virsh", "-c", "qemu:///system"]
+RUN_DIR = Path("/run/libvirt")
+PIDFILES = {"virtlogd": Path("/run/gl-lab-virtlogd.pid"), "libvirtd": Path("/run/gl-lab-libvirtd.pid")}
+QEMU_CONF = Path("/etc/libvirt/qemu.conf")
+MGMT_NET = "gl-lab-mgmt"
+PRIVATE_NET = "gl-lab-private"
+MGMT_XML = f"""<network>
+  <name>{MGMT_NET}</name>
+  <bridge name='virbr-glmgmt' stp='on' delay='0'/>
+  <dns enable='no'/>
+  <ip address='192.168.123.1' netmask='255.255.255.0'>
+    <dhcp><range start='192.168.123.10' end='192.168.123.250'/></dhcp>
+  </ip>
+</network>"""
+PRIVATE_XML = f"""<network>
+  <name>{PRIVATE_NET}</name>
+  <bridge name='virbr-glpriv' stp='on' delay='0'/>
+  <domain name='lab.internal' localOnly='yes'/>
+  <ip address='192.168.56.1' netmask='255.255.255.0'/>
+</network>"""
+PRIVATE_HOST_IP = "192.168.56.1"
+
+
+@dataclass(frozen=True)
+class Accel:
+    """How the lab's VMs will be run: driver kvm (with host CPU) or qemu (TCG, cpu_model qemu64)."""
+
+    kvm: bool
+    reason: str
+
+    @property
+    def driver(self) -> str:
+        return "kvm" if self.kvm else "qemu"
+
+
+def decide_accel(*, dev_kvm: bool, dev_usable: bool, cpu_flags: set[str], modules: set[str],
+                 override: str = "") -> Accel:
+    """Pure decision: is KVM really usable? (kvm_pvm passes the ioctls but cannot boot stock kernels.)"""
+    if override == "tcg":
+        return Accel(False, "TCG forced by GL_LAB_ACCEL=tcg")
+    reasons = []
+    if not dev_kvm:
+        reasons.append("/dev/kvm does not exist (no KVM module or not exposed to this machine)")
+    elif not dev_usable:
+        reasons.append("/dev/kvm cannot be opened read-write by this user")
+    if "kvm_pvm" in modules:
+        reasons.append("KVM here is kvm_pvm (paravirtualised), which cannot boot stock guest kernels")
+    elif not cpu_flags & {"vmx", "svm"}:
+        reasons.append("the CPU shows no vmx/svm virtualisation flag")
+    if override == "kvm":
+        return Accel(True, "KVM forced by GL_LAB_ACCEL=kvm" + (f" (despite: {reasons[0]})" if reasons else ""))
+    if reasons:
+        return Accel(False, f"using TCG (slow software emulation): {reasons[0]}")
+    return Accel(True, "KVM available (hardware virtualisation)")
+
+
+def detect_accel(override: str = "") -> Accel:
+    """Probe this machine and decide between KVM and TCG."""
+    dev = Path("/dev/kvm")
+    flags: set[str] = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags.update(line.split(":", 1)[1].split())
+    modules = {p.name for p in Path("/sys/module").glob("kvm*")} if Path("/sys/module").exists() else set()
+    return decide_accel(dev_kvm=dev.exists(), dev_usable=dev.exists() and os.access(dev, os.R_OK | os.W_OK),
+                        cpu_flags=flags, modules=modules, override=override)
+
+
+def missing_packages(names: list[str] = PACKAGES) -> list[str]:
+    """Packages from `names` that dpkg does not show as installed."""
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Status}\n", *names], text=True,
+                         capture_output=True).stdout
+    ok = {ln.split()[0] for ln in out.splitlines() if ln.endswith("install ok installed")}
+    return [n for n in names if n not in ok]
+
+
+def install_packages() -> list[str]:
+    """apt-get install whatever the lab needs and is missing; returns what was installed."""
+    missing = missing_packages()
+    if not missing:
+        return []
+    if os.geteuid() != 0:
+        raise DeployError(f"packages missing ({', '.join(missing)}) and not root; run as root or "
+                          f"apt-get install them")
+    say(f"apt-get install {' '.join(missing)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run(["apt-get", "update", "-q"], timeout=600, env=env, what="apt-get update")
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], timeout=1200, env=env,
+        what="apt-get install")
+    return missing
+
+
+def configure_qemu_root() -> bool:
+    """Make libvirt run QEMU as root (avoids a ~48 s re-probe per define without udev). True if changed."""
+    text = QEMU_CONF.read_text() if QEMU_CONF.exists() else ""
+    if re.search(r'^user\s*=\s*"root"', text, re.M) and re.search(r'^group\s*=\s*"root"', text, re.M):
+        return False
+    text = re.sub(r'^(user|group)\s*=.*\n', "", text, flags=re.M)
+    QEMU_CONF.write_text(text + '\n# GL-Native lab: QEMU as root (no udev to fix /dev/kvm perms)\n'
+                         'user = "root"\ngroup = "root"\n')
+    return True
+
+
+def libvirt_answers() -> bool:
+    """True when `virsh -c qemu:///system version` succeeds."""
+    return subprocess.run([*VIRSH, "version"], capture_output=True, timeout=30).returncode == 0
+
+
+def _alive(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def start_daemons(restart_libvirtd: bool = False) -> None:
+    """Start virtlogd and libvirtd by hand when not running (systemd is not PID 1 here)."""
+    for d in (RUN_DIR, Path("/var/log/libvirt"), Path("/var/lib/libvirt/images")):
+        d.mkdir(parents=True, exist_ok=True)
+    if restart_libvirtd and _alive(PIDFILES["libvirtd"]):
+        say("restarting libvirtd (qemu.conf changed)")
+        stop_daemons(only=("libvirtd",))
+    elif restart_libvirtd and libvirt_answers():
+        raise DeployError("qemu.conf was changed but libvirtd was started by someone else; restart "
+                          "libvirtd so QEMU runs as root")
+    if not _alive(PIDFILES["virtlogd"]) and not Path("/run/libvirt/virtlogd-sock").exists():
+        run(["virtlogd", "-d", "-p", str(PIDFILES["virtlogd"])], what="virtlogd")
+    if not libvirt_answers():
+        say("starting libvirtd")
+        run(["libvirtd", "-d", "-p", str(PIDFILES["libvirtd"])], what="libvirtd")
+        took = wait_for(libvirt_answers, timeout=60, interval=0.5, what="libvirtd to answer "
+                        "`virsh -c qemu:///system version`")
+        say(f"libvirtd answers after {took:.1f} s")
+
+
+def stop_daemons(only: tuple[str, ...] = ("libvirtd", "virtlogd")) -> None:
+    """Stop the daemons this module started, by the PIDs in its pidfiles only."""
+    for name in only:
+        pidfile = PIDFILES[name]
+        if _alive(pidfile):
+            pid = int(pidfile.read_text().strip())
+            os.kill(pid, 15)
+            wait_for(lambda: not _alive(pidfile), timeout=30, what=f"{name} (pid {pid}) to stop")
+        pidfile.unlink(missing_ok=True)
+
+
+def _virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run([*VIRSH, *args], timeout=120, check=check, what=f"virsh {args[0]}")
+
+
+def ensure_pool() -> None:
+    """Define, build and start the `default` dir storage pool at /var/lib/libvirt/images."""
+    if _virsh("pool-info", "default", check=False).returncode != 0:
+        _virsh("pool-define-as", "default", "dir", "--target", "/var/lib/libvirt/images")
+    info = _virsh("pool-info", "default").stdout
+    if not re.search(r"State:\s+running", info):
+        _virsh("pool-start", "default")
+    _virsh("pool-autostart", "default")
+
+
+def ensure_network(name: str, xml: str) -> None:
+    """Define (from `xml`) and start a libvirt network; redefine it when `xml` changed since."""
+    stamp = Path("/var/lib/libvirt") / f"gl-lab-{name}.sha256"
+    digest = hashlib.sha256(xml.encode()).hexdigest()
+    exists = _virsh("net-info", name, check=False).returncode == 0
+    if exists and (not stamp.exists() or stamp.read_text().strip() != digest):
+        say(f"network {name} differs from the lab's definition: redefining it")
+        _virsh("net-destroy", name, check=False)
+        _virsh("net-undefine", name)
+        exists = False
+    if not exists:
+        path = RUN_DIR / f"{name}.xml"
+        path.write_text(xml)
+        _virsh("net-define", str(path))
+        stamp.write_text(digest + "\n")
+    if not re.search(r"Active:\s+yes", _virsh("net-info", name).stdout):
+        _virsh("net-start", name)
+
+
+def setup(*, install: bool = True) -> Accel:
+    """Everything the lab needs on this host; returns the acceleration decision."""
+    if install:
+        install_packages()
+    for tool in ("virsh", "libvirtd", "vagrant", "qemu-system-x86_64"):
+        if not have(tool):
+            raise DeployError(f"{tool} is not installed; run `invoke lab.host-setup` as root")
+    changed = configure_qemu_root()
+    start_daemons(restart_libvirtd=changed)
+    ensure_pool()
+    ensure_network(MGMT_NET, MGMT_XML)
+    ensure_network(PRIVATE_NET, PRIVATE_XML)
+    plugins = run(["vagrant", "plugin", "list"], timeout=120, what="vagrant plugin list").stdout
+    if "vagrant-libvirt" not in plugins:
+        raise DeployError("the vagrant-libvirt plugin is missing; apt-get install vagrant-libvirt")
+    return detect_accel()

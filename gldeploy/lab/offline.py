@@ -1,0 +1,87 @@
+"""Prove the offline path in the lab: render standalone scripts, uninstall k3s, run them with bash only."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gldeploy.errors import DeployError
+from gldeploy.lab.nodes import Lab
+from gldeploy.lab.proc import run, say
+from gldeploy.lab.report import LabReport, Row
+from gldeploy.lab.vagrant import ssh
+
+REPO = Path(__file__).resolve().parents[2]
+REMOTE_DIR = "/tmp/gl-offline"
+UNINSTALL = "/usr/local/bin/k3s-uninstall.sh"
+SINGLE_PHASES = ("01_pre_install_check", "02_install_k3s", "03_deploy_gl_backend", "04_health_check")
+SCRIPT_TIMEOUT = 1500
+
+
+def render(env_file: Path, sets: list[str], out: Path) -> None:
+    """`invoke scripts.render --env ... --set ... --out DIR --with-artifacts --sample-image`."""
+    shutil.rmtree(out, ignore_errors=True)
+    argv = [sys.executable, "-m", "invoke", "scripts.render", "--env", str(env_file)]
+    for item in sets:
+        argv += ["--set", item]
+    argv += ["--out", str(out), "--with-artifacts", "--sample-image"]
+    say("offline: invoke scripts.render --with-artifacts ...")
+    run(argv, cwd=REPO, timeout=600, what="invoke scripts.render")
+
+
+def phase_row(phase: str, host: str, rc: int, stdout: str, stderr: str, seconds: float) -> Row:
+    """A report row from one standalone script run (its --json object, or the exit code)."""
+    try:
+        data = json.loads(stdout.strip().splitlines()[-1]) if stdout.strip() else {}
+    except (ValueError, IndexError):
+        data = {}
+    status = data.get("status") or ("pass" if rc == 0 else "fail")
+    if rc != 0:
+        status = "fail"
+    bad = [c for c in data.get("checks", []) if c.get("status") == "fail"]
+    skipped = [c for c in data.get("checks", []) if c.get("status") == "skipped"]
+    reason = ""
+    if bad:
+        reason = "; ".join(f"{c['name']}: {c.get('message', '')}" for c in bad)[:200]
+    elif rc != 0:
+        reason = (stderr.strip().splitlines() or ["exit %d" % rc])[-1][:200]
+    elif skipped:
+        reason = f"{len(skipped)} check(s) skipped: {skipped[0].get('message', '')}"[:200]
+    return Row("offline", phase, data.get("host", host), status, round(seconds, 1), reason)
+
+
+def run_offline(report: LabReport, lab: Lab, env_file: Path, sets: list[str], ssh_config: Path,
+                out: Path) -> None:
+    """Render, then on each server: k3s-uninstall.sh, copy the dir, sha256sum -c, run the scripts."""
+    render(env_file, sets, out)
+    phases = [p for p in SINGLE_PHASES if (out / f"{p}.sh").exists()]
+    if not phases:
+        raise DeployError(f"offline: {out} holds none of {', '.join(SINGLE_PHASES)}.sh after rendering")
+    for node in lab.nodes:
+        ip = node.ip
+        uninstall = ssh(ssh_config, ip, ["sudo", "test", "-x", UNINSTALL], check=False)
+        if uninstall.returncode != 0:
+            raise DeployError(f"offline: {UNINSTALL} is missing on {node.name}; the install phase "
+                              f"should leave it (as the k3s installer does)")
+        say(f"offline: {node.name}: k3s-uninstall.sh, copy {out.name}/, run {len(phases)} scripts")
+        ssh(ssh_config, ip, ["sudo", UNINSTALL], timeout=300)
+        ssh(ssh_config, ip, ["sudo", "rm", "-rf", REMOTE_DIR])
+        run(["scp", "-q", "-r", "-F", str(ssh_config), str(out), f"{ip}:{REMOTE_DIR}"], timeout=600,
+            what="scp offline dir")
+        ssh(ssh_config, ip, ["bash", "-c", f"cd {REMOTE_DIR} && sha256sum --quiet -c SHA256SUMS"], timeout=300)
+        for phase in phases:
+            start = time.monotonic()
+            argv = ["ssh", "-F", str(ssh_config), ip, f"sudo bash {REMOTE_DIR}/{phase}.sh --json"]
+            try:
+                proc = subprocess.run(argv, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise DeployError(f"offline: {phase}.sh on {node.name} still running after "
+                                  f"{SCRIPT_TIMEOUT} s, gave up") from None
+            row = phase_row(phase, node.name, proc.returncode, proc.stdout, proc.stderr,
+                            time.monotonic() - start)
+            report.rows.append(row)
+            if row.status == "fail":
+                raise DeployError(f"offline: {phase}.sh failed on {node.name}: {row.reason}")

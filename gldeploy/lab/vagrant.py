@@ -1,0 +1,148 @@
+"""Drive the lab's VMs with python-vagrant and write the ssh_config the product and testinfra use."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import vagrant as pyvagrant
+
+from gldeploy.errors import DeployError
+from gldeploy.lab.host import MGMT_NET, VIRSH, Accel
+from gldeploy.lab.nodes import Lab
+from gldeploy.lab.proc import run, say
+
+VAGRANT_DIR = Path(__file__).resolve().parents[2] / "vagrant"
+SSH_OPTIONS = ("IdentitiesOnly yes", "StrictHostKeyChecking no", "UserKnownHostsFile /dev/null",
+               "LogLevel ERROR", "ControlMaster auto", "ControlPath /tmp/gl-lab-ssh-%C",
+               "ControlPersist 120", "ConnectTimeout 20", "ServerAliveInterval 15")
+
+
+class LabVMs:
+    """The VMs of one lab (vagrant/Vagrantfile with GL_LAB=<lab>)."""
+
+    def __init__(self, lab: Lab, *, box: str, accel: Accel, boot_timeout: int = 600) -> None:
+        self.lab = lab
+        env = dict(os.environ)
+        env.update({"GL_LAB": lab.name, "GL_LAB_BOX": box, "GL_LAB_DRIVER": accel.driver,
+                    "GL_LAB_BOOT_TIMEOUT": str(boot_timeout), "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+                    "VAGRANT_DOTFILE_PATH": str(VAGRANT_DIR / ".vagrant" / lab.name),
+                    "VAGRANT_CHECKPOINT_DISABLE": "1"})
+        self.env = env
+        self.v = pyvagrant.Vagrant(root=str(VAGRANT_DIR), env=env, quiet_stdout=True, quiet_stderr=False)
+
+    def up(self) -> float:
+        """`vagrant up` every node; returns seconds. Raises DeployError with the cause."""
+        start = time.monotonic()
+        say(f"vagrant up {' '.join(self.lab.names)} (provider libvirt) ...")
+        try:
+            self.v.up(provider="libvirt")
+        except subprocess.CalledProcessError as exc:
+            raise DeployError(f"vagrant up failed for lab {self.lab.name} (exit {exc.returncode}); "
+                              f"see the vagrant output above (box missing? boot timeout? libvirtd?)") from None
+        return time.monotonic() - start
+
+    def running(self) -> list[str]:
+        """Names of nodes vagrant knows as created (any state but not_created)."""
+        try:
+            return [s.name for s in self.v.status() if s.state != pyvagrant.Vagrant.NOT_CREATED]
+        except subprocess.CalledProcessError:
+            return []
+
+    def destroy(self) -> float:
+        """Destroy every VM of the lab (vagrant's view, then libvirt leftovers by prefix)."""
+        start = time.monotonic()
+        try:
+            if self.running():
+                self.v.destroy()
+        except subprocess.CalledProcessError as exc:
+            say(f"vagrant destroy failed (exit {exc.returncode}); removing domains with virsh")
+        self.destroy_leftovers()
+        return time.monotonic() - start
+
+    def destroy_leftovers(self) -> list[str]:
+        """Remove libvirt domains and volumes named gl-lab-<lab>-* that vagrant lost track of."""
+        prefix = f"gl-lab-{self.lab.name}-"
+        out = run([*VIRSH, "list", "--all", "--name"], timeout=60, what="virsh list").stdout.split()
+        removed = []
+        for dom in (d for d in out if d.startswith(prefix)):
+            subprocess.run([*VIRSH, "destroy", dom], capture_output=True, timeout=60)
+            run([*VIRSH, "undefine", dom, "--remove-all-storage", "--nvram"], timeout=120, check=False,
+                what="virsh undefine")
+            removed.append(dom)
+        vols = run([*VIRSH, "vol-list", "default"], timeout=60, check=False, what="virsh vol-list").stdout
+        for line in vols.splitlines():
+            parts = line.split()
+            if parts and parts[0].startswith(prefix):
+                run([*VIRSH, "vol-delete", parts[0], "--pool", "default"], timeout=60, check=False,
+                    what="virsh vol-delete")
+                removed.append(parts[0])
+        if removed:
+            say(f"removed leftovers: {', '.join(removed)}")
+        return removed
+
+    def ssh_params(self, name: str) -> dict[str, str]:
+        """HostName, Port, User, IdentityFile from `vagrant ssh-config NAME`."""
+        try:
+            text = self.v.ssh_config(vm_name=name)
+        except subprocess.CalledProcessError:
+            raise DeployError(f"vagrant ssh-config {name} failed; is the VM running?") from None
+        params: dict[str, str] = {}
+        for line in text.splitlines():
+            parts = line.strip().split(None, 1)
+            if len(parts) == 2 and parts[0] in ("HostName", "Port", "User", "IdentityFile"):
+                params[parts[0]] = parts[1].strip('"')
+        if "HostName" not in params:
+            raise DeployError(f"vagrant ssh-config {name} gave no HostName")
+        return params
+
+    def write_ssh_config(self, dest: Path) -> Path:
+        """ssh_config with one Host block per node, keyed by its private IP (and its name)."""
+        blocks = []
+        for node in self.lab.nodes:
+            p = self.ssh_params(node.name)
+            lines = [f"Host {node.ip} {node.name}", f"  HostName {p['HostName']}",
+                     f"  Port {p.get('Port', '22')}", "  User vagrant",
+                     f"  IdentityFile {p.get('IdentityFile', '')}"]
+            blocks.append("\n".join(lines + [f"  {o}" for o in SSH_OPTIONS]))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text("# written by `invoke lab.up`; hosts keyed by their lab private IP\n"
+                        + "\n\n".join(blocks) + "\n")
+        dest.chmod(0o600)
+        return dest
+
+
+def ssh(ssh_config: Path, host: str, argv: list[str], *, timeout: float = 300,
+        input_text: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run argv on a lab host over plain OpenSSH (each word quoted for the remote shell)."""
+    import shlex
+    remote = " ".join(shlex.quote(a) for a in argv)
+    return run(["ssh", "-F", str(ssh_config), host, remote], timeout=timeout, input_text=input_text,
+               check=check, what=f"ssh {host} {argv[0]}")
+
+
+def wait_ssh(ssh_config: Path, host: str, timeout: float = 300) -> float:
+    """Bounded wait until `ssh host true` works."""
+    start = time.monotonic()
+    while True:
+        probe = subprocess.run(["ssh", "-F", str(ssh_config), "-o", "ConnectTimeout=5", host, "true"],
+                               capture_output=True, timeout=60)
+        if probe.returncode == 0:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise DeployError(f"timed out after {timeout:.0f} s waiting for SSH on {host}")
+        time.sleep(2)
+
+
+def set_hostnames(ssh_config: Path, lab: Lab) -> None:
+    """Give each VM its table name as host name (cheaper than Vagrant's config.vm.hostname)."""
+    for node in lab.nodes:
+        script = (f"set -e; echo {node.name} > /etc/hostname; hostname {node.name}; "
+                  f"sed -i 's/^127.0.1.1.*/127.0.1.1 {node.name}/' /etc/hosts")
+        ssh(ssh_config, node.ip, ["sudo", "bash", "-c", script], timeout=60)
+
+
+def mgmt_network_exists() -> bool:
+    """True when the lab's management network is defined (host-setup ran)."""
+    return subprocess.run([*VIRSH, "net-info", MGMT_NET], capture_output=True).returncode == 0

@@ -1,0 +1,95 @@
+"""k3s on the lab hosts: binary, unit, config, secret files, API over TLS, preflight."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.helpers import eventually
+
+K3S = "/usr/local/bin/k3s"
+SECRET_FILES = ["/etc/rancher/k3s/config.yaml", "/etc/rancher/k3s/k3s.yaml",
+                "/var/lib/rancher/k3s/server/token", "/var/lib/rancher/k3s/server/node-token"]
+
+pytestmark = pytest.mark.lab
+
+
+def _sums(k3s_dir: str) -> dict[str, str]:
+    lines = (Path(k3s_dir) / "sha256sum-amd64.txt").read_text().splitlines()
+    return {p[1]: p[0] for p in (ln.split() for ln in lines) if len(p) == 2}
+
+
+def test_k3s_binary_version_and_checksum(host: Any, inventory: dict[str, Any], lab_settings: Any) -> None:
+    """The installed binary is the pinned version and byte-identical to the artifacts' k3s."""
+    binary = host.file(K3S)
+    assert binary.is_file and binary.mode & 0o111, f"{K3S} missing or not executable"
+    version = host.check_output(f"{K3S} --version")
+    assert lab_settings.k3s_version in version
+    assert ("(stand-in)" in version) == (inventory["k3s_mode"] == "standin"), version
+    assert binary.sha256sum == _sums(inventory["k3s_dir"])["k3s"]
+    assert binary.sha256sum == hashlib.sha256((Path(inventory["k3s_dir"]) / "k3s").read_bytes()).hexdigest()
+
+
+def test_k3s_unit_enabled_and_active(host: Any) -> None:
+    """systemd runs k3s and starts it at boot."""
+    service = host.service("k3s")
+    with host.sudo():
+        eventually(lambda: service.is_running, 60, "k3s.service active")
+        assert service.is_enabled
+
+
+def test_config_yaml_content_and_mode(host: Any, lab_settings: Any) -> None:
+    """config.yaml carries the settings and only root can read it."""
+    config = host.file("/etc/rancher/k3s/config.yaml")
+    with host.sudo():
+        assert config.mode == 0o600 and config.user == "root"
+        text = config.content_string
+    assert f'cluster-cidr: "{lab_settings.cluster_cidr}"' in text
+    assert f'service-cidr: "{lab_settings.service_cidr}"' in text
+    assert f"https-listen-port: {lab_settings.api_port}" in text
+    assert f'node-ip: "{lab_settings.control_plane_ips[0]}"' in text
+    assert f"secrets-encryption: {'true' if lab_settings.secrets_encryption else 'false'}" in text
+    for component in lab_settings.k3s_disable:
+        assert f'  - "{component}"' in text
+
+
+@pytest.mark.parametrize("path", SECRET_FILES)
+def test_secret_files_are_0600(host: Any, path: str) -> None:
+    """Token, kubeconfig and config are private to root."""
+    with host.sudo():
+        f = host.file(path)
+        eventually(lambda: f.exists, 60, f"{path} exists")
+        assert f.mode == 0o600, f"{path} has mode {oct(f.mode)}"
+        assert f.user == "root"
+
+
+def test_api_port_listening(host: Any, lab_settings: Any) -> None:
+    """Something listens on the API port on all addresses."""
+    port = lab_settings.api_port
+    eventually(lambda: any(host.socket(f"tcp://{a}:{port}").is_listening for a in ("0.0.0.0", "::")),
+               60, f"port {port} listening")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "node-ip"])
+def test_ping_over_tls(host: Any, lab_settings: Any, address: str) -> None:
+    """/ping answers pong over TLS verified against the server CA (loopback and node IP)."""
+    target = lab_settings.control_plane_ips[0] if address == "node-ip" else address
+    with host.sudo():
+        out = host.check_output(f"curl -fsS --max-time 10 --cacert /var/lib/rancher/k3s/server/tls/server-ca.crt "
+                                f"https://{target}:{lab_settings.api_port}/ping")
+    assert out.strip() == "pong"
+
+
+def test_preflight_json_clean(host: Any, inventory: dict[str, Any]) -> None:
+    """The offline pre-install check, re-run now, reports no failing check (exit 0, one JSON object)."""
+    with host.sudo():
+        cmd = host.run(f"bash /tmp/gl-offline/01_pre_install_check.sh --json")
+    assert cmd.rc == 0, cmd.stderr[-500:]
+    report = json.loads(cmd.stdout)
+    assert report["phase"] == "01_pre_install_check"
+    assert report["status"] in ("pass", "warn")
+    assert [c["name"] for c in report["checks"] if c["status"] == "fail"] == []
+    assert report["k3s_mode"] == inventory["k3s_mode"] or report["k3s_mode"] == "none"
