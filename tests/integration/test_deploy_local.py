@@ -92,3 +92,25 @@ def test_bad_env_value_exits_2_and_touches_nothing(tmp_path, sandbox):
     assert run.returncode == 2
     assert "overlaps CLUSTER_CIDR" in run.stderr
     assert not any(sandbox.iterdir()) and not (tmp_path / "work").exists()
+
+
+def test_cluster_init_first_server_uses_the_same_install_path(tmp_path, sandbox):
+    make_release(tmp_path / "release", "v1.28.3+k3s2")
+    token = tmp_path / "token"
+    token.write_text("cluster-join-secret-4711\n")
+    token.chmod(0o600)
+    env = {**os.environ, "GL_ROOT": str(sandbox)}
+    argv = ["invoke", "cluster.init", "--role", "first-server", "--env", "env/cluster.env",
+            "--hosts", "local", "--set", f"K3S_ARTIFACTS_DIR={tmp_path / 'release'}",
+            "--set", f"K3S_TOKEN_FILE={token}", "--set", f"API_PORT={free_port()}",
+            "--set", "MIN_CPU=1", "--set", "MIN_MEMORY_MB=256", "--set", "MIN_DISK_GB=1",
+            "--set", f"WORK_DIR={tmp_path / 'work'}", "--json-report", str(tmp_path / "r.json")]
+    run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = by_phase(json.loads((tmp_path / "r.json").read_text()))
+    assert list(results) == ["01_pre_install_check", "02_init_control_plane"]
+    config = (sandbox / "etc/rancher/k3s/config.yaml").read_text()
+    assert "cluster-init: true" in config and '"192.168.57.100"' in config  # VIP in tls-san
+    server_token = (sandbox / "var/lib/rancher/k3s/server/token").read_text()
+    assert server_token.startswith("K10") and "cluster-join-secret-4711" in server_token
+    assert "cluster-join-secret-4711" not in run.stdout + run.stderr, "the token must never be logged"
