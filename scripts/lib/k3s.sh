@@ -371,7 +371,8 @@ k3s_stop() {
 
 k3s_start() {
   if gl_has_systemd; then
-    systemctl daemon-reload && systemctl enable k3s >/dev/null 2>&1 && systemctl restart k3s; return
+    # --no-block: k3s is Type=notify with TimeoutStartSec=0; the bounded /ping wait follows instead
+    systemctl daemon-reload && systemctl enable k3s >/dev/null 2>&1 && systemctl --no-block restart k3s; return
   fi
   mkdir -p "$(dirname "${K3S_PIDFILE}")" "$(dirname "${K3S_LOG}")"
   (
