@@ -39,14 +39,14 @@ def phase_row(phase: str, host: str, rc: int, stdout: str, stderr: str, seconds:
     except (ValueError, IndexError):
         data = {}
     status = data.get("status") or ("pass" if rc == 0 else "fail")
-    if rc != 0:
+    if rc not in (0, 3) or (rc == 3 and status != "warn"):  # 0 pass, 3 warn (scripts' contract)
         status = "fail"
     bad = [c for c in data.get("checks", []) if c.get("status") == "fail"]
     skipped = [c for c in data.get("checks", []) if c.get("status") == "skipped"]
     reason = ""
     if bad:
         reason = "; ".join(f"{c['name']}: {c.get('message', '')}" for c in bad)[:200]
-    elif rc != 0:
+    elif status == "fail":
         reason = (stderr.strip().splitlines() or ["exit %d" % rc])[-1][:200]
     elif skipped:
         reason = f"{len(skipped)} check(s) skipped: {skipped[0].get('message', '')}"[:200]

@@ -93,7 +93,7 @@ class LabReport:
             elif skipped:
                 reason = f"{len(skipped)} check(s) skipped: {skipped[0].get('message', '')}"[:200]
             self.rows.append(Row(step, r.get("phase", "?"), r.get("host", "?"), r.get("status", "?"),
-                                 float(r.get("duration", 0.0)), reason))
+                                 round(float(r.get("duration", 0.0)), 1), reason))
 
     def summary(self) -> dict[str, Any]:
         """Derived numbers: total, share of each step, second-run ratio."""
@@ -123,14 +123,14 @@ class LabReport:
     def print(self, console: Console) -> None:
         """The human table: rows, then steps with their share, then the headline numbers."""
         mode = "REAL k3s" if self.k3s_mode == "real" else "k3s STAND-IN (Kubernetes checks skipped)"
-        table = Table(title=f"lab {self.lab}: {mode}, {self.accel}")
+        table = Table(title=Text(f"lab {self.lab}: {mode}, {self.accel}"))
         for col in ("step", "phase", "host", "duration", "result"):
             table.add_column(col)
         for r in self.rows:
             result = Text(r.status, style=STYLE.get(r.status, ""))
             if r.reason:
                 result.append(f": {r.reason}")
-            table.add_row(r.step, r.phase, r.host, f"{r.duration:.1f}s", result)
+            table.add_row(Text(r.step), Text(r.phase), Text(r.host), f"{r.duration:.1f}s", result)
         console.print(table)
         summ = self.summary()
         steps = Table(title="timings")
@@ -138,7 +138,7 @@ class LabReport:
         steps.add_column("seconds", justify="right")
         steps.add_column("share", justify="right")
         for name, secs in self.steps.items():
-            steps.add_row(name, f"{secs:.1f}", f"{summ['share'].get(name, 0) * 100:.0f}%")
+            steps.add_row(Text(name), f"{secs:.1f}", f"{summ['share'].get(name, 0) * 100:.0f}%")
         console.print(steps)
         ratio = summ.get("second_run_ratio")
         console.print(f"k3s mode: {self.k3s_mode} ({self.k3s_reason})", markup=False)

@@ -15,13 +15,13 @@ from gldeploy.lab import box as boxlib
 from gldeploy.lab import host, k3s_source, nodes, offline, site
 from gldeploy.lab.ntp import SntpServer
 from gldeploy.lab.registry import LabRegistry, push_sample_image
-from gldeploy.lab.report import LabReport, MemorySampler, Row
+from gldeploy.lab.report import LabReport, MemorySampler, Row, host_memory_used_mib
 from gldeploy.lab.vagrant import LabVMs, set_hostnames, ssh, wait_ssh
 from gldeploy.lab.proc import say
 
 REPO = Path(__file__).resolve().parents[2]
 REPORTS = REPO / "reports"
-DEPLOY_TIMEOUT = 2400
+DEPLOY_TIMEOUT = 1200
 TESTINFRA_TIMEOUT = 900
 
 
@@ -113,9 +113,12 @@ def junit_rows(junit: Path) -> list[Row]:
                 status = "skipped" if tag == "skipped" else "fail"
                 reason = (node.get("message") or "").splitlines()[0][:160] if node.get("message") else tag
         name = case.get("name", "?")
-        host = name.split("[", 1)[1].split("-", 1)[0].rstrip("]") if "[" in name else "-"
-        rows.append(Row("testinfra", name.split("[", 1)[0], host.removeprefix("ssh://"), status,
-                        float(case.get("time", 0.0)), reason))
+        func, _, params = name.partition("[")
+        params, host = params.rstrip("]"), "-"
+        if params.startswith("ssh://"):
+            host, _, params = params.removeprefix("ssh://").partition("-")
+        rows.append(Row("testinfra", f"{func}[{params}]" if params else func, host, status,
+                        round(float(case.get("time", 0.0)), 1), reason))
     return rows
 
 
@@ -155,6 +158,7 @@ def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name:
             vms = LabVMs(lab, box=name, accel=accel)
             with report.step("destroy leftovers"):
                 vms.destroy()
+            mem.baseline = mem.peak = host_memory_used_mib()
             with report.step("box"):
                 if name == boxlib.DEFAULT_BOX:
                     res = boxlib.ensure_box(name)
@@ -194,6 +198,7 @@ def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name:
             report.result, report.error = "interrupted", "interrupted by Ctrl-C"
         except DeployError as exc:
             report.result, report.error = "fail", str(exc)
+            report.extra["exit_code"] = exc.exit_code
         finally:
             registry.stop()
             ntp.stop()

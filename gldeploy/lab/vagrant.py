@@ -23,7 +23,7 @@ class LabVMs:
     """The VMs of one lab (vagrant/Vagrantfile with GL_LAB=<lab>)."""
 
     def __init__(self, lab: Lab, *, box: str, accel: Accel, boot_timeout: int = 600) -> None:
-        self.lab = lab
+        self.lab, self.box = lab, box
         env = dict(os.environ)
         env.update({"GL_LAB": lab.name, "GL_LAB_BOX": box, "GL_LAB_DRIVER": accel.driver,
                     "GL_LAB_BOOT_TIMEOUT": str(boot_timeout), "VAGRANT_DEFAULT_PROVIDER": "libvirt",
@@ -39,8 +39,12 @@ class LabVMs:
         try:
             self.v.up(provider="libvirt")
         except subprocess.CalledProcessError as exc:
-            raise DeployError(f"vagrant up failed for lab {self.lab.name} (exit {exc.returncode}); "
-                              f"see the vagrant output above (box missing? boot timeout? libvirtd?)") from None
+            from gldeploy.lab.box import box_listed
+            if not box_listed(self.box):
+                raise DeployError(f"box {self.box} is not added to Vagrant and could not be downloaded; "
+                                  f"run `invoke box.build` or `vagrant box add {self.box} <file|url>`") from None
+            raise DeployError(f"vagrant up failed for lab {self.lab.name} (exit {exc.returncode}); see the "
+                              f"vagrant output above (boot timeout? libvirtd? disk space?)") from None
         return time.monotonic() - start
 
     def running(self) -> list[str]:

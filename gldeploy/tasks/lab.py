@@ -79,7 +79,7 @@ def run(c: Context, lab: str = "single", keep: bool = False, artifacts: str = ""
     if report.result == "interrupted":
         raise KeyboardInterrupt
     if report.result != "pass":
-        raise DeployError(f"lab {lab} failed: {report.error}")
+        raise DeployError(f"lab {lab} failed: {report.error}", exit_code=report.extra.get("exit_code", 1))
 
 
 @task(help={"lab": LAB_HELP})

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,11 +42,3 @@ def test_backend_healthz_through_ingress(host: Any, lab_settings: Any) -> None:
     ip = lab_settings.control_plane_ips[0]
     cmd = (f"curl -fsS --max-time 10 -H 'Host: {lab_settings.backend_ingress_host}' http://{ip}/healthz")
     eventually(lambda: host.run(cmd).rc == 0, 180, "backend /healthz via ingress", interval=5)
-
-
-@pytest.mark.parametrize("report_index", [1], ids=["second-deploy"])
-def test_rerun_changed_nothing(inventory: dict[str, Any], report_index: int) -> None:
-    """The second `invoke deploy` reported no change on any phase and host."""
-    data = json.loads(Path(inventory["deploy_reports"][report_index]).read_text())
-    assert data["results"], "empty deploy report"
-    assert [f"{r['phase']}@{r['host']}" for r in data["results"] if r.get("changed")] == []

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 
 from gldeploy.lab.offline import phase_row
-from gldeploy.lab.report import LabReport, host_memory_used_mib
+from gldeploy.lab.report import LabReport, Row, host_memory_used_mib
 from gldeploy.lab.runner import junit_rows
 
 DEPLOY = {"results": [
@@ -41,8 +41,10 @@ def test_summary_shares_and_ratio(tmp_path: Path) -> None:
     assert body["k3s_mode"] == "real" and body["second_run_ratio"] == 0.2
     assert json.loads((tmp_path / "lab-single-latest.json").read_text()) == body
     console = Console(record=True, width=200)
+    report.rows.append(Row("testinfra", "test_x[/etc/rancher/k3s/config.yaml]", "[/]", "fail", 1.0, "[bold] x [/]"))
     report.print(console)
     text = console.export_text()
+    assert "test_x[/etc/rancher/k3s/config.yaml]" in text and "[bold] x [/]" in text
     assert "REAL k3s" in text and "0.20 (target < 0.2)" in text
 
 
@@ -72,11 +74,13 @@ def test_junit_rows(tmp_path: Path) -> None:
     xml.write_text('<testsuites><testsuite><testcase name="test_a[ssh://192.168.56.10]" time="1.5"/>'
                    '<testcase name="test_b[ssh://192.168.56.10]" time="0"><skipped message="needs real k3s"/>'
                    '</testcase><testcase name="test_c" time="2"><failure message="boom&#10;more"/></testcase>'
-                   '</testsuite></testsuites>')
+                   '<testcase name="test_d[ssh://192.168.56.10-/etc/x.yaml]" time="1"/>'
+                   '<testcase name="test_e[second-deploy]" time="1"/></testsuite></testsuites>')
     rows = junit_rows(xml)
     assert [(r.phase, r.status, r.reason) for r in rows] == [
-        ("test_a", "pass", ""), ("test_b", "skipped", "needs real k3s"), ("test_c", "fail", "boom")]
-    assert rows[0].host == "192.168.56.10" and rows[2].host == "-"
+        ("test_a", "pass", ""), ("test_b", "skipped", "needs real k3s"), ("test_c", "fail", "boom"),
+        ("test_d[/etc/x.yaml]", "pass", ""), ("test_e[second-deploy]", "pass", "")]
+    assert [r.host for r in rows] == ["192.168.56.10", "192.168.56.10", "-", "192.168.56.10", "-"]
 
 
 def test_offline_phase_row() -> None:
@@ -87,3 +91,9 @@ def test_offline_phase_row() -> None:
     assert "needs real k3s" in row.reason
     bad = phase_row("02_install_k3s", "single", 1, "", "fatal: no k3s\n", 2.0)
     assert (bad.status, bad.reason) == ("fail", "fatal: no k3s")
+
+
+def test_offline_warn_exit_code() -> None:
+    out = json.dumps({"status": "warn", "checks": [{"name": "existing-k3s", "status": "warn"}]})
+    assert phase_row("01_pre_install_check", "single", 3, out, "", 1.0).status == "warn"
+    assert phase_row("01_pre_install_check", "single", 3, json.dumps({"status": "pass"}), "", 1.0).status == "fail"
