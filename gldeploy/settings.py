@@ -220,3 +220,17 @@ def describe_keys() -> list[dict[str, str]]:
     """Rows for docs and --help: name, type, default, doc, example."""
     return [{"key": k, "type": m["type"], "default": "(required)" if m["raw_default"] is None
              else m["raw_default"], "doc": m["doc"], "example": m["example"]} for k, m in KEYS.items()]
+
+
+@dataclass(frozen=True)
+class LabOptions:
+    """VM-lab knobs from the environment (the lab tasks' flags win over these)."""
+
+    box: str  # GL_LAB_BOX: a catalogue box name instead of the locally built one
+    accel: str  # GL_LAB_ACCEL: kvm or tcg, overriding KVM detection
+
+
+def lab_options(environ: Mapping[str, str] | None = None) -> LabOptions:
+    """Read GL_LAB_BOX / GL_LAB_ACCEL (this module is the only reader of the environment)."""
+    environ = os.environ if environ is None else environ
+    return LabOptions(box=environ.get("GL_LAB_BOX", ""), accel=environ.get("GL_LAB_ACCEL", ""))

@@ -1,17 +1,16 @@
 """invoke tasks: build the lab's Debian 12 vagrant-libvirt box (`box.build`)."""
 from __future__ import annotations
 
-import os
-
 from invoke import Collection, Context, task
 
 from gldeploy.errors import guarded
 from gldeploy.lab import box as boxlib
+from gldeploy.settings import lab_options
 
 
 def default_box_name() -> str:
     """Box name: GL_LAB_BOX from the environment (e.g. a catalogue box), else the local build."""
-    return os.environ.get("GL_LAB_BOX", "") or boxlib.DEFAULT_BOX
+    return lab_options().box or boxlib.DEFAULT_BOX
 
 
 @task(help={"name": "Box name to add to Vagrant (default: $GL_LAB_BOX or gldeploy/debian12)",

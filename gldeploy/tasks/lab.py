@@ -1,11 +1,10 @@
 """invoke tasks of the VM lab: `lab.host-setup`, `lab.up`, `lab.run`, `lab.destroy`."""
 from __future__ import annotations
 
-import os
-
 from invoke import Collection, Context, task
 
 from gldeploy.errors import DeployError, guarded
+from gldeploy.settings import lab_options
 from gldeploy.lab import box as boxlib
 from gldeploy.lab import host, nodes
 from gldeploy.lab.proc import say
@@ -17,11 +16,11 @@ ACCEL_HELP = "kvm or tcg to override KVM detection (default: $GL_LAB_ACCEL or de
 
 
 def _box(box: str) -> str:
-    return box or os.environ.get("GL_LAB_BOX", "") or boxlib.DEFAULT_BOX
+    return box or lab_options().box or boxlib.DEFAULT_BOX
 
 
 def _accel(accel: str) -> str:
-    value = accel or os.environ.get("GL_LAB_ACCEL", "")
+    value = accel or lab_options().accel
     if value not in ("", "kvm", "tcg"):
         raise DeployError(f"--accel {value!r}: expected kvm or tcg", exit_code=2)
     return value
