@@ -127,7 +127,7 @@ KEYS = {f.name.upper(): f.metadata for f in key_fields()}
 
 def _suggest(name: str) -> str:
     close = difflib.get_close_matches(name.upper(), KEYS, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else f"; known keys: see docs/configuration.md"
+    return f"; did you mean {close[0]}?" if close else "; known keys: see docs/configuration.md"
 
 
 def _parse_overrides(overrides: Iterable[str]) -> list[tuple[str, str, str]]:

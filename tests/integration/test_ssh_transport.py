@@ -12,18 +12,14 @@ from typing import Iterator
 
 import pytest
 
+from tests.fixtures.k3s_standin.testing import free_port
+
 from gldeploy.errors import DeployError
 from gldeploy.transport import Ssh
 
 pytestmark = pytest.mark.integration
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _keygen(path: Path) -> None:
@@ -40,7 +36,7 @@ def sshd(tmp_path: Path) -> Iterator[Path]:
     _keygen(d / "host_key")
     _keygen(d / "client_key")
     (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    port = _free_port()
+    port = free_port()
     (d / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n"
         f"AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n"
@@ -112,7 +108,7 @@ def test_put_dir_and_run_over_real_sshd(sshd: Path, tmp_path: Path) -> None:
 
 def test_unreachable_host_is_a_clear_deploy_error(sshd: Path) -> None:
     config = sshd.parent / "bad_config"
-    config.write_text(f"Host badhost\n  HostName 127.0.0.1\n  Port {_free_port()}\n  ConnectTimeout 2\n")
+    config.write_text(f"Host badhost\n  HostName 127.0.0.1\n  Port {free_port()}\n  ConnectTimeout 2\n")
     link = Ssh("badhost", "root", ssh_config=str(config), echo=None)
     try:
         with pytest.raises(DeployError, match="ssh failed"):

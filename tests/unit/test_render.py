@@ -207,10 +207,6 @@ def test_sample_image_is_staged_and_checksummed(tmp_path: Path) -> None:
 
 
 def test_with_artifacts_stages_k3s_and_bakes_the_relative_path(tmp_path: Path) -> None:
-    try:
-        import gldeploy.artifacts  # noqa: F401
-    except ImportError:
-        pytest.skip("gldeploy.artifacts (stage_k3s) has not landed yet")
     from tests.fixtures.k3s_standin.release import make_release
     release = tmp_path / "release"
     release.mkdir()
