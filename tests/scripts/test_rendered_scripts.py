@@ -1,4 +1,4 @@
-"""The rendered standalone 01 runs with bash alone and agrees with the invoke path's 01."""
+"""Rendered standalone scripts run with bash alone and agree with the invoke path."""
 from __future__ import annotations
 
 import json
@@ -61,3 +61,42 @@ def test_rendered_01_rejects_bad_arguments_with_exit_2(lab_settings: settings.Se
     proc = subprocess.run(["env", "-i", BARE_PATH, "bash", str(out / "01_pre_install_check.sh"), "--bogus"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown argument" in proc.stderr
+
+
+def test_rendered_bundle_installs_like_the_invoke_path_with_bash_only(tmp_path: Path) -> None:
+    """All four rendered scripts, bash only, in a sandbox root: install, deploy, health; rerun = no change."""
+    from tests.fixtures.k3s_standin.release import make_release
+    from tests.fixtures.k3s_standin.testing import free_port, stop_standin
+
+    make_release(tmp_path / "release", "v1.28.3+k3s2")
+    overrides = [f"{k}={v}" for k, v in SMALL_HOST.items()]
+    overrides += ["CONTROL_PLANE_IPS=192.168.56.10", f"K3S_ARTIFACTS_DIR={tmp_path / 'release'}",
+                  f"API_PORT={free_port()}"]
+    loaded = settings.load(None, environ={}, overrides=overrides)
+    out = tmp_path / "standalone"
+    render.render_standalone(loaded, out, with_artifacts=True, sample_image=True, version="gldeploy test")
+    assert subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=out).returncode == 0
+    root = tmp_path / "root"
+    root.mkdir()
+    scripts = ["01_pre_install_check", "02_install_k3s", "03_deploy_gl_backend", "04_health_check"]
+
+    def run_all() -> dict[str, dict]:
+        reports = {}
+        for name in scripts:
+            proc = subprocess.run(["env", "-i", BARE_PATH, f"GL_ROOT={root}", "bash", f"{name}.sh", "--json"],
+                                  cwd=out, capture_output=True, text=True, timeout=90)
+            assert proc.returncode in (0, 3), f"{name}: {proc.stderr[-2000:]}"
+            reports[name] = json.loads(proc.stdout)
+        return reports
+
+    try:
+        first = run_all()
+        assert first["02_install_k3s"]["changed"] is True
+        assert first["02_install_k3s"]["k3s_mode"] == "standin"
+        health = dict(_checks(first["04_health_check"]))
+        assert health["api-ping"] == "pass" and health["node-ready"] == "skipped"
+        assert (root / "var/lib/rancher/k3s/agent/images/execution-backend-v1.1.oci.tar").is_file()
+        second = run_all()
+        assert [r["changed"] for r in second.values()] == [False, False, False, False]
+    finally:
+        stop_standin(root)
