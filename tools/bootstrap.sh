@@ -41,7 +41,12 @@ install_apt() {
 install_python() {
   local stamp="${STAMP_DIR}/pip.sha256" want
   want=$(sha256sum "${REPO}/pyproject.toml" | cut -d' ' -f1)
-  if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]] && python3 -c 'import gldeploy, invoke, nox, testinfra' 2>/dev/null; then
+  # the editable install must point at this checkout (another clone may have taken it over)
+  if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]] && python3 - "${REPO}" <<'PY' 2>/dev/null
+import sys, pathlib, gldeploy, invoke, nox, testinfra
+sys.exit(pathlib.Path(gldeploy.__file__).resolve().parents[1] != pathlib.Path(sys.argv[1]).resolve())
+PY
+  then
     info "pip: dependencies unchanged"
     return 0
   fi
