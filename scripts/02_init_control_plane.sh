@@ -6,6 +6,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/checks.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_files.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_install.sh"  # gl:include
 
 main() {
   # the same install path as 02_install_k3s.sh, with role first-server unless --role says otherwise

@@ -6,6 +6,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/checks.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_files.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_install.sh"  # gl:include
 
 main() {
   # parse --json/--role (default from TOPOLOGY), load settings, then k3s_install_main:
