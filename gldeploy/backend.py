@@ -62,6 +62,20 @@ def image_ref(settings: Settings) -> str:
     return f"{repo}:{settings.backend_version}"
 
 
+def containerd_name(settings: Settings) -> str:
+    """image_ref() fully qualified as containerd's CRI stores and looks it up (docker.io/...).
+
+    Kubernetes normalises ``gl-native/execution-backend:v1.1`` to
+    ``docker.io/gl-native/execution-backend:v1.1``; an archive imported under the short name would
+    not be found by the kubelet, so imported archives carry this name.
+    """
+    ref = image_ref(settings)
+    host, path = _split_image(ref)
+    if host:
+        return ref
+    return f"docker.io/{path}" if "/" in path else f"docker.io/library/{path}"
+
+
 def template_values(settings: Settings) -> dict[str, Any]:
     """The placeholder values, typed (ints stay ints, lists stay lists)."""
     api_hosts = list(settings.control_plane_ips) + ([settings.api_vip] if settings.api_vip else [])

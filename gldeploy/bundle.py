@@ -126,7 +126,7 @@ def _stage_sample_image(settings: Settings, dest: Path) -> None:
     images = dest / "artifacts" / "images"
     images.mkdir(parents=True, exist_ok=True)
     archive = image.build_sample_image(settings.backend_version, images,
-                                       image_name=backend.image_ref(settings))
+                                       image_name=backend.containerd_name(settings))
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     _write(images / "SHA256SUMS", f"{digest}  {archive.name}\n", 0o644)
 

@@ -54,8 +54,9 @@ class Settings:
     api_vip: str = key("", lambda v: t.ip(v) if v else "", "Virtual IP of the API (HA); added to tls-san",
                        "192.168.56.100", type_name="ip")
     api_port: int = key("6443", t.integer(1, 65535), "k3s API / supervisor port", type_name="port")
-    k3s_disable: tuple[str, ...] = key("servicelb", t.word_list, "Packaged k3s components to disable",
-                                       "servicelb,local-storage", type_name="list")
+    k3s_disable: tuple[str, ...] = key("", t.word_list, "Packaged k3s components to disable; keep traefik "
+                                       "and servicelb, which publish the backend Ingress on ports 80/443",
+                                       "local-storage,metrics-server", type_name="list")
     secrets_encryption: bool = key("true", t.boolean, "Encrypt Secrets at rest (k3s secrets-encryption)",
                                    type_name="bool")
     k3s_token_file: str = key("", t.PATH, "File (mode 0600) holding the cluster join token; empty = k3s "

@@ -233,3 +233,14 @@ def test_shipped_env_files_render_valid_manifests(env_file: Path) -> None:
     assert container["image"] == backend.image_ref(s)
     if s.registry:
         assert container["image"].startswith(s.registry + "/")
+
+
+@pytest.mark.parametrize("image, registry, expected", [
+    ("gl-native/execution-backend", "", "docker.io/gl-native/execution-backend:v1.1"),
+    ("busybox", "", "docker.io/library/busybox:v1.1"),
+    ("gl-native/execution-backend", "registry.local:5000", "registry.local:5000/gl-native/execution-backend:v1.1"),
+    ("localhost/backend", "", "localhost/backend:v1.1"),
+])
+def test_imported_archives_carry_the_name_the_kubelet_looks_up(image, registry, expected):
+    overrides = ["CONTROL_PLANE_IPS=192.168.56.10", f"BACKEND_IMAGE={image}", f"REGISTRY={registry}"]
+    assert backend.containerd_name(settings.load(None, environ={}, overrides=overrides)) == expected
