@@ -61,7 +61,7 @@ gl_checks_exit_code() {
 
 gl_hostname() {
   local h
-  h=$(cat /proc/sys/kernel/hostname 2>/dev/null || true)
+  h=$(</proc/sys/kernel/hostname) 2>/dev/null || h=""
   [[ -n "${h}" ]] || h=$(uname -n)
   printf '%s\n' "${h}"
 }
@@ -88,14 +88,19 @@ gl_checks_table() {
 
 # one JSON object (architecture.md result contract) on stdout; K3S_MODE is real|standin|none
 gl_checks_json() {
-  local k3s_mode="${1:-none}" i sep=""
+  local i sep="" phase host status mode name state message fix
+  gl_json_quote phase "${GL_PHASE}"
+  gl_json_quote host "$(gl_hostname)"
+  gl_json_quote status "$(gl_checks_status)"
+  gl_json_quote mode "${1:-none}"
   printf '{"phase": %s, "host": %s, "status": %s, "changed": %s, "k3s_mode": %s, "checks": [' \
-    "$(gl_json_str "${GL_PHASE}")" "$(gl_json_str "$(gl_hostname)")" \
-    "$(gl_json_str "$(gl_checks_status)")" "${GL_CHANGED:-false}" "$(gl_json_str "${k3s_mode}")"
+    "${phase}" "${host}" "${status}" "${GL_CHANGED:-false}" "${mode}"
   for i in "${!_GL_CHECK_NAMES[@]}"; do
-    printf '%s{"name": %s, "status": %s, "message": %s, "fix": %s}' "${sep}" \
-      "$(gl_json_str "${_GL_CHECK_NAMES[i]}")" "$(gl_json_str "${_GL_CHECK_STATUS[i]}")" \
-      "$(gl_json_str "${_GL_CHECK_MESSAGES[i]}")" "$(gl_json_str "${_GL_CHECK_FIXES[i]}")"
+    gl_json_quote name "${_GL_CHECK_NAMES[i]}"
+    gl_json_quote state "${_GL_CHECK_STATUS[i]}"
+    gl_json_quote message "${_GL_CHECK_MESSAGES[i]}"
+    gl_json_quote fix "${_GL_CHECK_FIXES[i]}"
+    printf '%s{"name": %s, "status": %s, "message": %s, "fix": %s}' "${sep}" "${name}" "${state}" "${message}" "${fix}"
     sep=", "
   done
   printf ']}\n'

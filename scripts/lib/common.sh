@@ -108,8 +108,11 @@ gl_wait() {
 }
 
 # --- JSON output helpers (no jq on minimal hosts) ---
-gl_json_str() {  # escape a string for JSON
-  local s="$1"
+# gl_json_quote VAR STRING: VAR becomes STRING as a JSON string literal (no subshell: forks are
+# expensive on slow hosts); gl_json_str STRING prints the same
+gl_json_quote() {
+  local s="$2"
   s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\n'/\\n}; s=${s//$'\t'/\\t}; s=${s//$'\r'/\\r}
-  printf '"%s"' "${s}"
+  printf -v "$1" '"%s"' "${s}"
 }
+gl_json_str() { local quoted; gl_json_quote quoted "$1"; printf '%s' "${quoted}"; }
