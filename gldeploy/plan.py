@@ -142,6 +142,11 @@ def describe(settings: Settings, plan: Plan, links: dict[str, Transport]) -> lis
     return lines
 
 
+def step_timeout(settings: Settings) -> float:
+    """Upper bound for one phase on one host: its own bounded waits plus a margin for slow hosts."""
+    return float(settings.health_timeout + settings.rollout_timeout + 600)
+
+
 def execute(settings: Settings, plan: Plan, links: dict[str, Transport], *, sample_image: bool = False,
             with_artifacts: bool | None = None,
             progress: Callable[[str], None] = print) -> list[results.PhaseResult]:
@@ -170,7 +175,7 @@ def execute(settings: Settings, plan: Plan, links: dict[str, Transport], *, samp
                     link.put_dir(staged, plan.bundle_dir)
                     shipped.add(step.host)
                 progress(f"{step.host}: {step.phase} ({step.role})")
-                res = link.run(plan.argv(step), plan.env())
+                res = link.run(plan.argv(step), plan.env(), timeout=step_timeout(settings))
             except DeployError as exc:  # unreachable host etc.: that host stops, the others go on
                 result = results.PhaseResult(step.phase, step.host, step.role, "fail", None,
                                              time.monotonic() - started, message=str(exc))

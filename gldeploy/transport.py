@@ -25,6 +25,7 @@ from .errors import ConfigError, DeployError
 
 Echo = Callable[[str], None]
 
+TIMED_OUT = 124  # exit code of a command killed by its timeout
 CONNECT_TIMEOUT = 15  # seconds for the TCP/SSH handshake; commands themselves are bounded by the scripts
 _SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET", re.IGNORECASE)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -75,8 +76,12 @@ def _pump(stream: IO[str], sink: list[str], echo: Echo | None, prefix: str) -> N
 
 
 def _execute(argv: Sequence[str], echo: Echo | None, prefix: str,
-             stdin_writer: Callable[[IO[bytes]], None] | None = None) -> Result:
-    """Run argv locally; stream stderr lines (prefixed) to echo while capturing both streams."""
+             stdin_writer: Callable[[IO[bytes]], None] | None = None, timeout: float | None = None) -> Result:
+    """Run argv locally; stream stderr lines (prefixed) to echo while capturing both streams.
+
+    With `timeout` (seconds) the command is killed when it runs longer and the result says so
+    (exit 124, like timeout(1)): every wait of a deploy is bounded, a hung host included.
+    """
     try:
         proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE if stdin_writer else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -103,7 +108,15 @@ def _execute(argv: Sequence[str], echo: Echo | None, prefix: str,
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
-    rc = proc.wait()
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        for reader in readers:
+            reader.join()
+        return Result(TIMED_OUT, "".join(out), "".join(err) + f"\ntimed out after {timeout:.0f} s: {argv[0]} "
+                      f"killed (raise HEALTH_TIMEOUT/ROLLOUT_TIMEOUT if the host is just slow)\n")
     for reader in readers:
         reader.join()
     return Result(rc, "".join(out), "".join(err))
@@ -140,8 +153,9 @@ class Local:
     def command(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
         return [*self._sudo(), *env_args(env), *argv]
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Result:
-        return _execute(self.command(argv, env), self.echo, "[local] ")
+    def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+            timeout: float | None = None) -> Result:
+        return _execute(self.command(argv, env), self.echo, "[local] ", timeout=timeout)
 
     def put_dir(self, src: Path, dest: str) -> None:
         """Copy src's contents into dest (created 0700), keeping file modes."""
@@ -211,10 +225,11 @@ class Ssh:
     def command(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
         return self.ssh_argv(self._remote([*env_args(env), *argv]))
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Result:
+    def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+            timeout: float | None = None) -> Result:
         remote = self._remote([*env_args(env), *argv])
         result = _execute(self.ssh_argv(remote, control_path=self._control_path()), self.echo,
-                          f"[{self.host}] ")
+                          f"[{self.host}] ", timeout=timeout)
         if result.rc == 255:
             raise DeployError(f"{self.host}: ssh failed (exit 255): {result.stderr.strip()[-500:]}; check "
                               f"the host is reachable, SSH_USER/SSH_KEY/SSH_CONFIG, and its host key")

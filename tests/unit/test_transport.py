@@ -101,3 +101,18 @@ def test_local_put_dir_keeps_modes_and_makes_dest_private(tmp_path: Path) -> Non
     assert stat.S_IMODE(dest.stat().st_mode) == 0o700
     assert stat.S_IMODE((dest / "run.sh").stat().st_mode) == 0o755
     assert stat.S_IMODE((dest / "secrets" / "token").stat().st_mode) == 0o600
+
+
+def test_a_hung_command_is_killed_at_its_timeout() -> None:
+    import time
+    started = time.monotonic()
+    result = Local(echo=None).run(["sleep", "30"], timeout=0.5)
+    assert time.monotonic() - started < 10
+    assert result.rc == 124 and "timed out after" in result.stderr
+
+
+def test_every_phase_step_is_bounded() -> None:
+    from gldeploy import plan, settings
+    loaded = settings.load(None, environ={}, overrides=["CONTROL_PLANE_IPS=192.168.56.10",
+                                                        "HEALTH_TIMEOUT=100", "ROLLOUT_TIMEOUT=200"])
+    assert plan.step_timeout(loaded) == 900
