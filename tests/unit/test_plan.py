@@ -43,7 +43,9 @@ class FakeTransport:
         self.calls.append(("put_dir", dest))
         self.bundle_files = sorted(str(p.relative_to(src)) for p in src.rglob("*"))
 
-    def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> Result:
+    def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+            timeout: float | None = None) -> Result:
+        assert timeout is not None and timeout > 0, "every step must be bounded"
         phase = Path(argv[1]).stem
         self.calls.append(("run", phase))
         rc, status = self.answers.get(phase, (0, "pass"))
