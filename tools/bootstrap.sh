@@ -42,7 +42,7 @@ install_python() {
   local stamp="${STAMP_DIR}/pip.sha256" want
   want=$(sha256sum "${REPO}/pyproject.toml" | cut -d' ' -f1)
   # the editable install must point at this checkout (another clone may have taken it over)
-  if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]] && python3 - "${REPO}" <<'PY' 2>/dev/null
+  if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]] && python3 -I - "${REPO}" <<'PY' 2>/dev/null
 import sys, pathlib, gldeploy, invoke, nox, testinfra
 sys.exit(pathlib.Path(gldeploy.__file__).resolve().parents[1] != pathlib.Path(sys.argv[1]).resolve())
 PY
