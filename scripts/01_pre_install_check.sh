@@ -27,23 +27,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s.sh"  # gl:include
 ROLE=""
 PF_K3S_MODE=none
 
-usage() { sed -n '3,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
-
-# shellcheck disable=SC2034  # GL_JSON is read by lib/checks.sh
-parse_args() {
-  while (($#)); do
-    case "$1" in
-      --json) GL_JSON=1 ;;
-      --role) (($# >= 2)) || die_input "--role needs a value: single|first-server|server|agent"
-              ROLE="$2"; shift ;;
-      --role=*) ROLE="${1#--role=}" ;;
-      -h|--help) usage; exit 0 ;;
-      *) usage; die_input "unknown argument '$1'; expected --json or --role single|first-server|server|agent" ;;
-    esac
-    shift
-  done
-}
-
 is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
 
 validate_settings() {
@@ -336,7 +319,8 @@ check_existing() {
 }
 
 main() {
-  parse_args "$@"
+  gl_parse_args "01_pre_install_check.sh [--json] [--role single|first-server|server|agent]" role "$@"
+  ROLE="${GL_ROLE}"
   gl_load_settings
   validate_settings
   gl_detect_os

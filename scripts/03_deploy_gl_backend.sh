@@ -16,18 +16,6 @@ IMAGES=()
 MODE=none
 NEEDS_REAL="needs real k3s"
 
-# shellcheck disable=SC2034  # GL_JSON is read by the libraries
-parse_args() {
-  while (( $# )); do
-    case "$1" in
-      --json) GL_JSON=1 ;;
-      -h|--help) echo "usage: 03_deploy_gl_backend.sh [--json]" >&2; exit 0 ;;
-      *) die_input "unknown argument '$1'; usage: 03_deploy_gl_backend.sh [--json]" ;;
-    esac
-    shift
-  done
-}
-
 # bad input is refused before anything is touched (exit 2)
 validate_inputs() {
   local f
@@ -100,6 +88,7 @@ import_images() {
 
 kubectl_k3s() { KUBECONFIG="${K3S_KUBECONFIG}" "${K3S_BIN}" kubectl "$@"; }
 
+# shellcheck disable=SC2034  # GL_CHANGED is reported by lib/checks.sh
 apply_manifests() {
   local out line changed=()
   if [[ "${MODE}" != real ]]; then gl_check_skip "backend manifests" "${NEEDS_REAL}"; return 0; fi
@@ -127,7 +116,7 @@ wait_rollout() {
 }
 
 main() {
-  parse_args "$@"
+  gl_parse_args "03_deploy_gl_backend.sh [--json]" norole "$@"
   gl_load_settings
   validate_inputs
   gl_require_root
@@ -136,7 +125,6 @@ main() {
   import_images
   apply_manifests
   wait_rollout
-  info "result: $([[ "${GL_CHANGED}" == true ]] && echo changed || echo 'no change')"
   k3s_report
 }
 

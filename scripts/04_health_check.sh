@@ -30,20 +30,6 @@ HC_BIN=""
 HC_DEADLINE=0
 HC_API_UP=0
 
-usage() { sed -n '3,5p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; }
-
-# shellcheck disable=SC2034  # GL_JSON is read by lib/checks.sh
-parse_args() {
-  while (($#)); do
-    case "$1" in
-      --json) GL_JSON=1 ;;
-      -h|--help) usage; exit 0 ;;
-      *) usage; die_input "unknown argument '$1'; expected --json" ;;
-    esac
-    shift
-  done
-}
-
 validate_settings() {
   local where="${GL_ENV_FILE:-settings.env}"
   API_PORT="${API_PORT:-6443}" HEALTH_TIMEOUT="${HEALTH_TIMEOUT:-180}"
@@ -251,7 +237,7 @@ skip_rest() {  # REASON: everything after k3s-installed
 
 main() {
   local service_up=0
-  parse_args "$@"
+  gl_parse_args "04_health_check.sh [--json]" norole "$@"
   gl_load_settings
   validate_settings
   HC_DEADLINE=$(($(date +%s) + HEALTH_TIMEOUT))

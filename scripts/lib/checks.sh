@@ -115,6 +115,6 @@ gl_checks_report() {
       fail) n_fail=$((n_fail + 1)) ;; *) n_skip=$((n_skip + 1)) ;; esac
   done
   gl_checks_table
-  info "result: ${status} (${n_pass} passed, ${n_warn} warnings, ${n_fail} failed, ${n_skip} skipped; no change)"
+  info "result: ${status} (${n_pass} passed, ${n_warn} warnings, ${n_fail} failed, ${n_skip} skipped; $([[ "${GL_CHANGED:-false}" == true ]] && echo changed || echo 'no change'))"
   if [[ "${GL_JSON}" == 1 ]]; then gl_checks_json "${k3s_mode}"; fi
 }

@@ -39,6 +39,30 @@ gl_tmpdir() {
 
 GL_CHANGED=false  # a phase sets this to true when it changed the host; reported as "changed"
 
+# --- arguments shared by every phase: [--json] [--role R] [-h] ---
+GL_ROLE=""
+# gl_parse_args "USAGE" role|norole ARGS...: sets GL_JSON and (when roles are accepted) GL_ROLE;
+# bad arguments exit 2 before anything is read or touched
+gl_parse_args() {
+  local usage="$1" roles="$2"
+  shift 2
+  while (( $# )); do
+    case "$1" in
+      --json) GL_JSON=1 ;;
+      --role|--role=*)
+        [[ "${roles}" == role ]] || die_input "unknown argument '$1'; usage: ${usage}"
+        if [[ "$1" == --role=* ]]; then GL_ROLE="${1#--role=}"
+        else
+          (( $# > 1 )) || die_input "--role needs a value: single, first-server, server or agent"
+          GL_ROLE="$2"; shift
+        fi ;;
+      -h|--help) printf 'usage: %s\n' "${usage}" >&2; exit 0 ;;
+      *) die_input "unknown argument '$1'; usage: ${usage}" ;;
+    esac
+    shift
+  done
+}
+
 # --- settings: baked into generated scripts, else sourced from the env file Python wrote ---
 gl_load_settings() {
   if [[ "${GL_BAKED:-0}" == 1 ]]; then return 0; fi

@@ -118,15 +118,8 @@ k3s_token_matches_ca() {
   [[ "${token}" == "K10${ca_hash}::"* ]]
 }
 
-# --- the phase: report helpers and the shared install function ---
-
-# k3s_report: checks table to stderr, one JSON object to stdout with --json (changed filled in)
-k3s_report() {
-  local mode
-  mode=$(k3s_mode)
-  gl_checks_table
-  if [[ "${GL_JSON}" == 1 ]]; then gl_checks_json "${mode}"; fi
-}
+# --- phase report: the shared check report, with the installed k3s' mode ---
+k3s_report() { gl_checks_report "$(k3s_mode)"; }
 
 # k3s_abort NAME MESSAGE FIX: record a failed check, report, exit 1
 k3s_abort() {

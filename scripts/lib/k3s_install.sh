@@ -179,20 +179,12 @@ k3s_install_main() {  # ROLE
       "inspect /var/lib/rancher/k3s/server/token; a token from another cluster cannot be reused"
   fi
   if pid=$(k3s_pid); then info "k3s running as pid ${pid} (log ${K3S_LOG})"; fi
-  info "result: $([[ "${GL_CHANGED}" == true ]] && echo changed || echo 'no change')"
   k3s_report
 }
 
 # --- phase entry shared by 02_install_k3s.sh and 02_init_control_plane.sh ---
-k3s_usage() {  # SCRIPT
-  cat >&2 <<USAGE
-usage: $1 [--json] [--role single|first-server|server|agent]
-  --role   single: one server (default for TOPOLOGY=single); first-server: embedded etcd
-           (cluster-init), the first server of an HA cluster; server/agent: HA join (not yet)
-  --json   print one JSON result object on stdout
-USAGE
-}
-
+# --role single: one server (default for TOPOLOGY=single); first-server: embedded etcd
+# (cluster-init), the first server of an HA cluster; server/agent: HA join (not yet)
 k3s_default_role() {
   case "${TOPOLOGY:-single}" in
     single) echo single ;;
@@ -200,21 +192,10 @@ k3s_default_role() {
   esac
 }
 
-# shellcheck disable=SC2034  # GL_JSON is read by checks.sh
 k3s_phase_main() {  # SCRIPT DEFAULT_ROLE ARGS...: parse [--json] [--role R], load settings, install
-  local script="$1" role="$2"
-  shift 2
-  while (( $# )); do
-    case "$1" in
-      --json) GL_JSON=1 ;;
-      --role) (( $# > 1 )) || die_input "--role needs a value: single, first-server, server or agent"
-              role="$2"; shift ;;
-      --role=*) role="${1#--role=}" ;;
-      -h|--help) k3s_usage "${script}"; exit 0 ;;
-      *) k3s_usage "${script}"; die_input "unknown argument '$1'" ;;
-    esac
-    shift
-  done
+  local script="$1" role
+  gl_parse_args "${script} [--json] [--role single|first-server|server|agent]" role "${@:3}"
+  role="${GL_ROLE:-$2}"
   gl_load_settings
   [[ -n "${role}" ]] || role=$(k3s_default_role)
   k3s_install_main "${role}"
