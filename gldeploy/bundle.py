@@ -7,14 +7,13 @@ standalone renderer (``render.py``) builds the same bundle with ``baked=True``.
 from __future__ import annotations
 
 import hashlib
-
 import shutil
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from . import envfile
+from .secretfile import read_private
 from .errors import ConfigError, DeployError
 from .settings import Settings
 
@@ -46,17 +45,8 @@ def phase_scripts(scripts_dir: Path = SCRIPTS_DIR) -> list[Path]:
 
 
 def _check_private_file(settings: Settings, key: str, path: str) -> Path:
-    where = settings.origin(key)
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConfigError(f"{where}: {key}={path}: file not found; create it (mode 0600) or clear {key}")
-    mode = stat.S_IMODE(p.stat().st_mode)
-    if mode & 0o077:
-        raise ConfigError(f"{where}: {key}={path} has mode {mode:04o}, readable by others; the secret must "
-                          f"be private to its owner: chmod 600 {path}")
-    if not p.read_bytes().strip():
-        raise ConfigError(f"{where}: {key}={path} is empty; put the secret in the file")
-    return p
+    read_private(path, what=f"{key}={path}", where=settings.origin(key))
+    return Path(path).expanduser()
 
 
 def _check_ca_file(settings: Settings, path: str) -> Path:

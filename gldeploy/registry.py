@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .errors import ConfigError, DeployError
+from .secretfile import read_private
 
 SKOPEO = "skopeo"
 PUSH_TIMEOUT = 900
@@ -57,17 +58,11 @@ def parse_ref(ref: str) -> Reference:
 
 def read_password(password_file: Path) -> str:
     """Read a password from a file that only its owner can read (mode 0600 or stricter)."""
+    raw = read_private(password_file, what="registry password file", where=str(password_file))
     try:
-        mode = password_file.stat().st_mode & 0o777
-        data = password_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{password_file}: registry password file not found; create it with mode 0600 "
-                          f"(install -m 600 /dev/null FILE, then write the password into it)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{password_file}: cannot read registry password file: {exc}") from None
-    if mode & 0o077:
-        raise ConfigError(f"{password_file}: mode {mode:04o} lets others read the registry password; "
-                          f"expected 0600. Fix: chmod 600 {password_file}")
+        data = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{password_file}: the registry password file is not UTF-8 text") from None
     password = data[:-1] if data.endswith("\n") else data
     if not password or "\n" in password:
         raise ConfigError(f"{password_file}: expected exactly one line holding the registry password")
