@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from gldeploy.lab.offline import phase_row
@@ -56,11 +57,9 @@ def test_no_ratio_without_two_runs() -> None:
 
 def test_step_timer_records_on_failure() -> None:
     report = LabReport("single", "standin", "", "TCG")
-    try:
+    with pytest.raises(RuntimeError):
         with report.step("boom"):
             raise RuntimeError
-    except RuntimeError:
-        pass
     assert "boom" in report.steps
 
 

@@ -1,6 +1,7 @@
 """Env files and settings: parsing like bash, validation with file:line:key, precedence."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -195,7 +196,7 @@ def test_set_flag_errors(tmp_path):
 
 def test_settings_are_frozen(tmp_path):
     s = load_text(tmp_path, MINIMAL)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         s.namespace = "x"  # type: ignore[misc]
 
 

@@ -137,12 +137,12 @@ def test_install_k3s_local_dry_run_touches_nothing(capsys: pytest.CaptureFixture
     assert set(tmp_path.iterdir()) == before
 
 
-def test_dry_run_with_default_work_dir_writes_nothing_on_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
-    default_dir = Path("/var/lib/gl-deploy")
-    existed = default_dir.exists()
-    code, out, _ = invoke(capsys, "deploy", "--hosts", "local,192.168.56.10", "--dry-run")
+def test_dry_run_writes_nothing_on_this_machine(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    work_dir = tmp_path / "gl-deploy"
+    code, out, _ = invoke(capsys, "deploy", "--hosts", "local,192.168.56.10", "--dry-run",
+                          "--set", f"WORK_DIR={work_dir}")
     assert code == 0 and out.count(": 04_health_check [single] $ ") == 2
-    assert default_dir.exists() == existed
+    assert str(work_dir) in out and not work_dir.exists()
 
 
 def test_precedence_env_file_then_environment_then_set(capsys: pytest.CaptureFixture[str], tmp_path: Path,
