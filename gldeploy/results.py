@@ -37,7 +37,7 @@ class PhaseResult:
         return self.status in ("pass", "warn", "skipped")
 
 
-def _json_object(stdout: str) -> dict[str, Any] | None:
+def json_object(stdout: str) -> dict[str, Any] | None:
     """The one JSON object a script prints with --json (tolerates stray lines before it)."""
     text = stdout.strip()
     candidates = [text] + [line for line in reversed(text.splitlines()) if line.startswith("{")]
@@ -56,10 +56,22 @@ def _last_line(stderr: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
+def check_summary(checks: Sequence[dict[str, Any]]) -> str:
+    """The notes for a phase: its failures and warnings, else how many checks were skipped and why
+    (under the k3s stand-in: "needs real k3s"), so a skipped check never reads as a plain pass."""
+    problems = [c for c in checks if c.get("status") in ("fail", "warn")]
+    if problems:
+        return "; ".join(f"{c.get('name')}: {c.get('message', '')}" for c in problems[:3])
+    skipped = [c for c in checks if c.get("status") == "skipped"]
+    if skipped:
+        return f"{len(skipped)} check(s) skipped: {skipped[0].get('message', '')}"
+    return ""
+
+
 def from_script(phase: str, host: str, role: str, rc: int, stdout: str, stderr: str,
                 duration: float) -> PhaseResult:
     """Build a result from a script's exit code and --json output."""
-    report = _json_object(stdout)
+    report = json_object(stdout)
     if report is None:
         status = "fail" if rc not in (0, 3) else "warn"
         message = _last_line(stderr) or f"exit {rc}, no JSON report on stdout"
@@ -72,8 +84,7 @@ def from_script(phase: str, host: str, role: str, rc: int, stdout: str, stderr: 
     elif status not in ("pass", "warn", "skipped"):
         status = "fail" if rc else "warn"
     checks = [c for c in report.get("checks", []) if isinstance(c, dict)]
-    problems = [c for c in checks if c.get("status") in ("fail", "warn")]
-    message = "; ".join(f"{c.get('name')}: {c.get('message', '')}" for c in problems[:3])
+    message = check_summary(checks)
     if rc == 2 and not message:
         message = _last_line(stderr) or "bad input"
     return PhaseResult(phase, host, role, status, rc, duration, changed=bool(report.get("changed")),

@@ -1,13 +1,13 @@
 """Prove the offline path in the lab: render standalone scripts, uninstall k3s, run them with bash only."""
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from gldeploy import results
 from gldeploy.errors import DeployError
 from gldeploy.lab.nodes import Lab
 from gldeploy.lab.proc import run, say
@@ -33,24 +33,11 @@ def render(env_file: Path, sets: list[str], out: Path) -> None:
 
 
 def phase_row(phase: str, host: str, rc: int, stdout: str, stderr: str, seconds: float) -> Row:
-    """A report row from one standalone script run (its --json object, or the exit code)."""
-    try:
-        data = json.loads(stdout.strip().splitlines()[-1]) if stdout.strip() else {}
-    except (ValueError, IndexError):
-        data = {}
-    status = data.get("status") or ("pass" if rc == 0 else "fail")
-    if rc not in (0, 3) or (rc == 3 and status != "warn"):  # 0 pass, 3 warn (scripts' contract)
-        status = "fail"
-    bad = [c for c in data.get("checks", []) if c.get("status") == "fail"]
-    skipped = [c for c in data.get("checks", []) if c.get("status") == "skipped"]
-    reason = ""
-    if bad:
-        reason = "; ".join(f"{c['name']}: {c.get('message', '')}" for c in bad)[:200]
-    elif status == "fail":
-        reason = (stderr.strip().splitlines() or ["exit %d" % rc])[-1][:200]
-    elif skipped:
-        reason = f"{len(skipped)} check(s) skipped: {skipped[0].get('message', '')}"[:200]
-    return Row("offline", phase, data.get("host", host), status, round(seconds, 1), reason)
+    """A report row from one standalone script run, read exactly as the invoke path reads it."""
+    result = results.from_script(phase, host, "", rc, stdout, stderr, seconds)
+    data = results.json_object(stdout) or {}
+    return Row("offline", phase, str(data.get("host", host)), result.status, round(seconds, 1),
+               result.message[:200])
 
 
 def run_offline(report: LabReport, lab: Lab, env_file: Path, sets: list[str], ssh_config: Path,

@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from gldeploy.results import check_summary
+
 STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "skipped": "dim", "error": "red"}
 
 
@@ -85,13 +87,7 @@ class LabReport:
     def add_deploy_report(self, step: str, data: dict[str, Any]) -> None:
         """Rows from the JSON report of `invoke deploy` (results per phase and host)."""
         for r in data.get("results", []):
-            skipped = [c for c in r.get("checks", []) if c.get("status") == "skipped"]
-            failed = [c for c in r.get("checks", []) if c.get("status") == "fail"]
-            reason = r.get("message", "") or ""
-            if failed:
-                reason = "; ".join(f"{c['name']}: {c.get('message', '')}" for c in failed)[:200]
-            elif skipped:
-                reason = f"{len(skipped)} check(s) skipped: {skipped[0].get('message', '')}"[:200]
+            reason = (r.get("message") or check_summary(r.get("checks", [])))[:200]
             self.rows.append(Row(step, r.get("phase", "?"), r.get("host", "?"), r.get("status", "?"),
                                  round(float(r.get("duration", 0.0)), 1), reason))
 

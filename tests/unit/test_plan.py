@@ -170,3 +170,15 @@ def test_local_execute_of_01_writes_a_private_bundle(tmp_path: Path) -> None:
     assert stat.S_IMODE(work.stat().st_mode) == 0o700
     assert stat.S_IMODE((work / "settings.env").stat().st_mode) == 0o600
     assert f"WORK_DIR={work}" in (work / "settings.env").read_text()
+
+
+def test_skipped_checks_are_named_in_the_notes_never_a_silent_pass() -> None:
+    r = results.from_script("04_health_check", "h1", "single", 0, json.dumps(
+        {"status": "pass", "k3s_mode": "standin", "checks": [
+            {"name": "api-ping", "status": "pass", "message": "pong"},
+            {"name": "node-ready", "status": "skipped", "message": "needs real k3s"},
+            {"name": "system-pods", "status": "skipped", "message": "needs real k3s"}]}), "", 0.5)
+    assert r.message == "2 check(s) skipped: needs real k3s"
+    console = Console(record=True, width=200)
+    results.print_table([r], console)
+    assert "2 check(s) skipped: needs real k3s" in console.export_text()
