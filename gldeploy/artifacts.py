@@ -121,6 +121,10 @@ def verify_release(src: Path, settings: Settings) -> list[Path]:
     return files
 
 
+class ReleaseUnreachable(DeployError):
+    """The release server could not be reached at all (no network, DNS, proxy); not a bad release."""
+
+
 def _download(url: str, dest: Path) -> None:
     """Fetch one URL to `dest` (http, https, file), with errors that name the URL."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
@@ -133,8 +137,21 @@ def _download(url: str, dest: Path) -> None:
                           f"K3S_RELEASE_URL, or set K3S_ARTIFACTS_DIR to a local copy of the release") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise DeployError(f"download {url}: {reason}; check the network/proxy, or set K3S_ARTIFACTS_DIR "
+        raise ReleaseUnreachable(f"download {url}: {reason}; check the network/proxy, or set K3S_ARTIFACTS_DIR "
                           f"to a local copy of the release") from None
+
+
+def release_cache(settings: Settings, cache_dir: Path | None = None) -> Path:
+    """Where the pinned release of `settings` is cached: <cache>/<version>/<arch>."""
+    return (cache_dir or default_cache_dir()) / settings.k3s_version / settings.k3s_arch
+
+
+def fetch_release(settings: Settings, cache_dir: Path | None = None, *, with_images: bool = False) -> Path:
+    """The pinned release, downloaded (once) and verified in the cache; returns the cache directory.
+
+    Raises ReleaseUnreachable when the release server cannot be reached at all.
+    """
+    return _fetch_to_cache(settings, release_cache(settings, cache_dir), with_images)
 
 
 def _fetch_to_cache(settings: Settings, cache: Path, with_images: bool) -> Path:
@@ -207,8 +224,7 @@ def stage_k3s(settings: Settings, dest: Path, *, cache_dir: Path | None = None,
     if settings.k3s_artifacts_dir:
         src = _local_release(settings)
     else:
-        cache = (cache_dir or default_cache_dir()) / settings.k3s_version / settings.k3s_arch
-        src = _fetch_to_cache(settings, cache, with_images)
+        src = fetch_release(settings, cache_dir, with_images=with_images)
     files = verify_release(src, settings)
     _stage(files, dest, binary_name(settings.k3s_arch))
     return "standin" if is_standin(dest / binary_name(settings.k3s_arch)) else "real"

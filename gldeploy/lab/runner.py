@@ -132,7 +132,7 @@ def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name:
     """The whole lab run; always destroys the VMs (unless keep) and writes the report."""
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
     lab = nodes.load(lab_name)
-    loaded = settings_lib.load(lab.env_file, environ={})
+    loaded = settings_lib.load(lab.env_file)  # same GL_* environment the invoke children see
     work = state_dir(lab_name)
     report = LabReport(lab_name, "?", "", "?")
     registry = LabRegistry(work / "registry", host.PRIVATE_HOST_IP)
@@ -147,8 +147,7 @@ def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name:
             report.accel = "KVM" if accel.kvm else "TCG"
             report.extra["accel_reason"] = accel.reason
             with report.step("k3s artifacts"):
-                source = k3s_source.choose(artifacts, loaded.k3s_version, loaded.k3s_release_url,
-                                           allow_download=download)
+                source = k3s_source.choose(artifacts, loaded, allow_download=download)
             report.k3s_mode, report.k3s_reason = source.mode, source.reason
             banner = "REAL k3s" if source.mode == "real" else "k3s STAND-IN (not Kubernetes)"
             console.rule(f"lab {lab_name}: {banner} {loaded.k3s_version} | {report.accel}")
