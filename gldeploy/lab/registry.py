@@ -112,12 +112,11 @@ class LabRegistry:
         self.proc = None
 
 
-def push_sample_image(info: RegistryInfo, version: str, image: str, dest_dir: Path) -> tuple[str, str]:
-    """Build the sample backend image and push it; returns (reference, manifest digest)."""
+def push_sample_image(info: RegistryInfo, ref: str, version: str, dest_dir: Path) -> tuple[str, str]:
+    """Build the sample backend image and push it as `ref`; returns (reference, manifest digest)."""
     from gldeploy import image as image_lib
     from gldeploy import registry as registry_lib
     archive = image_lib.build_sample_image(version, dest_dir)
-    ref = f"{info.address}/{image}:{version}"
     digest = registry_lib.push(archive, ref, ca_file=info.ca_file, user=info.user,
                                password_file=info.password_file)
     say(f"pushed sample image {ref} ({digest[:19]}...)")

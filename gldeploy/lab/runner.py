@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
+from gldeploy import backend
 from gldeploy import settings as settings_lib
 from gldeploy.errors import DeployError
 from gldeploy.lab import box as boxlib
@@ -176,11 +177,12 @@ def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name:
                 site.prepare(ssh_config, lab, host.PRIVATE_HOST_IP)
             with report.step("lab registry + sample image"):
                 reg = registry.start()
-                ref, digest = push_sample_image(reg, loaded.backend_version, "gov-native/execution-backend",
-                                                work / "image")
+                sets = overrides(ssh_config, source.directory, reg)
+                # the reference the backend Deployment uses (REGISTRY/BACKEND_IMAGE:BACKEND_VERSION)
+                deployed_ref = backend.image_ref(settings_lib.load(lab.env_file, overrides=sets))
+                ref, digest = push_sample_image(reg, deployed_ref, loaded.backend_version, work / "image")
                 for ip in lab.ips:
                     install_registry_client(ssh_config, ip, reg)
-            sets = overrides(ssh_config, source.directory, reg)
             with report.step("deploy (1st)"):
                 run_deploy(report, "deploy 1", lab.env_file, sets, work / "deploy-1.json")
             with report.step("deploy (2nd, idempotency)"):
