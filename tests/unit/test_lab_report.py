@@ -97,3 +97,17 @@ def test_offline_warn_exit_code() -> None:
     assert phase_row("01_pre_install_check", "single", 3, out, "", 1.0).status == "warn"
     # exit 3 is the warnings exit code whatever the JSON says: read as the invoke path reads it
     assert phase_row("01_pre_install_check", "single", 3, json.dumps({"status": "pass"}), "", 1.0).status == "warn"
+
+
+def test_a_standin_pass_is_never_reported_as_verified_kubernetes(tmp_path: Path) -> None:
+    report = LabReport("single", "standin", "stand-in", "TCG")
+    report.result = "pass"
+    body = json.loads(report.write(tmp_path).read_text())
+    assert body["result"] == "pass" and body["kubernetes_verified"] is False
+    console = Console(record=True, width=200)
+    report.print(console)
+    text = console.export_text()
+    assert "STAND-IN" in text and "Kubernetes not verified" in text
+    real = LabReport("single", "real", "given", "KVM")
+    real.result = "pass"
+    assert real.to_dict()["kubernetes_verified"] is True
