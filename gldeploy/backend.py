@@ -15,8 +15,9 @@ import yaml
 
 from .errors import ConfigError, DeployError
 from .settings import Settings
+from .paths import BACKEND_TEMPLATES
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "deploy" / "backend"
+TEMPLATE_DIR = BACKEND_TEMPLATES
 SECRET_NAME = "gl-backend-secrets"
 DEPLOYMENT_NAME = "gl-backend"
 HTTP_PORT = 8080

@@ -16,9 +16,8 @@ from . import envfile
 from .secretfile import read_private
 from .errors import ConfigError, DeployError
 from .settings import Settings
+from .paths import SCRIPTS_DIR
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS_DIR = PACKAGE_ROOT / "scripts"
 
 # secret/path keys rewritten to bundle-relative paths: key -> path inside the bundle
 SECRET_FILES = {"K3S_TOKEN_FILE": "secrets/k3s-token", "REGISTRY_PASSWORD_FILE": "secrets/registry-password"}

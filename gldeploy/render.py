@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
-from . import bundle, envfile
+from . import bundle, envfile, paths
 from .errors import ConfigError, DeployError
 from .settings import Settings
 
@@ -39,7 +39,7 @@ class RenderResult:
     k3s_mode: str = "none"
 
 
-def source_version(repo: Path = bundle.PACKAGE_ROOT) -> str:
+def source_version(repo: Path = paths.REPO) -> str:
     """Package version, plus `git describe` when this is a git checkout with git installed."""
     try:
         version = metadata.version("gl-native-deploy")
@@ -120,9 +120,9 @@ def bake_script(script: Path, values: dict[str, str], header: Sequence[str]) -> 
 def inputs_hash(settings: Settings, *, with_artifacts: bool, version: str) -> str:
     """sha256 over the script and library sources, the baked values and the source version."""
     digest = hashlib.sha256(version.encode() + b"\0")
-    sources = bundle.phase_scripts() + sorted((bundle.SCRIPTS_DIR / "lib").glob("*.sh"))
+    sources = bundle.phase_scripts() + sorted((paths.SCRIPTS_DIR / "lib").glob("*.sh"))
     for path in sources:
-        digest.update(f"{path.relative_to(bundle.SCRIPTS_DIR)}\0".encode() + path.read_bytes() + b"\0")
+        digest.update(f"{path.relative_to(paths.SCRIPTS_DIR)}\0".encode() + path.read_bytes() + b"\0")
     values = bundle.bundle_values(settings, artifacts_staged=with_artifacts)
     digest.update(envfile.render(values).encode())
     return digest.hexdigest()

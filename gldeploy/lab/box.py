@@ -17,10 +17,10 @@ from pathlib import Path
 
 from gldeploy.errors import DeployError
 from gldeploy.lab.proc import run, say
+from gldeploy.paths import CACHE_DIR, VAGRANT_DIR
 
-REPO = Path(__file__).resolve().parents[2]
-BOX_INPUTS = REPO / "vagrant" / "box"
-CACHE = REPO / ".cache" / "box"
+BOX_INPUTS = VAGRANT_DIR / "box"
+CACHE = CACHE_DIR / "box"
 DEFAULT_BOX = "gldeploy/debian12"
 BUILDER_VERSION = "1"  # bump when the assembly below changes in a way the inputs do not show
 SUITE = "bookworm"

@@ -14,8 +14,8 @@ from gldeploy import artifacts
 from gldeploy.errors import ConfigError
 from gldeploy.lab.proc import say
 from gldeploy.settings import Settings
+from gldeploy.paths import CACHE_DIR
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def inspect(directory: Path, settings: Settings) -> str:
 def _standin_release(settings: Settings) -> Path:
     """A release directory holding the test stand-in (kept under tests/, never installed by users)."""
     from tests.fixtures.k3s_standin.release import make_release  # the lab is a test harness
-    dest = REPO / ".cache" / "k3s-standin" / settings.k3s_version
+    dest = CACHE_DIR / "k3s-standin" / settings.k3s_version
     shutil.rmtree(dest, ignore_errors=True)
     make_release(dest, settings.k3s_version, settings.k3s_arch)
     return dest

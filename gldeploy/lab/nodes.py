@@ -10,9 +10,9 @@ from typing import Any
 import yaml
 
 from gldeploy.errors import ConfigError
+from gldeploy.paths import REPO, VAGRANT_DIR
 
-REPO = Path(__file__).resolve().parents[2]
-LABS_DIR = REPO / "vagrant" / "labs"
+LABS_DIR = VAGRANT_DIR / "labs"
 ROLES = ("single", "server", "agent")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 

@@ -13,8 +13,8 @@ from gldeploy.lab.nodes import Lab
 from gldeploy.lab.proc import run, say
 from gldeploy.lab.report import LabReport, Row
 from gldeploy.lab.vagrant import ssh
+from gldeploy.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 REMOTE_DIR = "/tmp/gl-offline"
 UNINSTALL = "/usr/local/bin/k3s-uninstall.sh"
 SINGLE_PHASES = ("01_pre_install_check", "02_install_k3s", "03_deploy_gl_backend", "04_health_check")

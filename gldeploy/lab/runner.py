@@ -19,8 +19,8 @@ from gldeploy.lab.registry import LabRegistry, push_sample_image
 from gldeploy.lab.report import LabReport, MemorySampler, Row, host_memory_used_mib
 from gldeploy.lab.vagrant import LabVMs, set_hostnames, ssh, wait_ssh
 from gldeploy.lab.proc import say
+from gldeploy.paths import CACHE_DIR, REPO
 
-REPO = Path(__file__).resolve().parents[2]
 REPORTS = REPO / "reports"
 DEPLOY_TIMEOUT = 1200
 TESTINFRA_TIMEOUT = 900
@@ -28,7 +28,7 @@ TESTINFRA_TIMEOUT = 900
 
 def state_dir(lab: str) -> Path:
     """Per-lab scratch dir (gitignored): ssh_config, deploy JSON, registry, inventory."""
-    path = REPO / ".cache" / "lab" / lab
+    path = CACHE_DIR / "lab" / lab
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
     return path

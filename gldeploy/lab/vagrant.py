@@ -12,8 +12,8 @@ from gldeploy.errors import DeployError
 from gldeploy.lab.host import MGMT_NET, VIRSH, Accel
 from gldeploy.lab.nodes import Lab
 from gldeploy.lab.proc import run, say
+from gldeploy.paths import VAGRANT_DIR
 
-VAGRANT_DIR = Path(__file__).resolve().parents[2] / "vagrant"
 SSH_OPTIONS = ("IdentitiesOnly yes", "StrictHostKeyChecking no", "UserKnownHostsFile /dev/null",
                "LogLevel ERROR", "ControlMaster auto", "ControlPath /tmp/gl-lab-ssh-%C",
                "ControlPersist 120", "ConnectTimeout 20", "ServerAliveInterval 15")

@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 from rich.console import Console
 
-from gldeploy import bundle, plan, results, settings
+from gldeploy import bundle, paths, plan, results, settings
 from gldeploy.errors import DeployError
 
 DEFAULT_ENV = "env/single.env"
@@ -30,8 +30,8 @@ COMMON_HELP = {
 def resolve_env(env: str) -> Path:
     """An env file path: as given, or (when relative and missing here) relative to the checkout."""
     path = Path(env)
-    if not path.is_absolute() and not path.exists() and (bundle.PACKAGE_ROOT / path).exists():
-        return bundle.PACKAGE_ROOT / path
+    if not path.is_absolute() and not path.exists() and (paths.REPO / path).exists():
+        return paths.REPO / path
     return path
 
 

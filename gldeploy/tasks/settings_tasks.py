@@ -9,7 +9,7 @@ from invoke import Collection, Context, task
 from rich.console import Console
 from rich.table import Table
 
-from gldeploy import bundle, settings
+from gldeploy import paths, settings
 from gldeploy.errors import guarded
 from gldeploy.tasks import COMMON_HELP, DEFAULT_ENV, load_settings
 
@@ -66,7 +66,7 @@ def configuration_markdown() -> str:
 @guarded
 def docs(c: Context, out: str = "") -> None:
     """Write docs/configuration.md from the settings table."""
-    path = Path(out) if out else bundle.PACKAGE_ROOT / DOCS_PATH
+    path = Path(out) if out else paths.REPO / DOCS_PATH
     text = configuration_markdown()
     if path.is_file() and path.read_text() == text:
         print(f"{path}: no change")
