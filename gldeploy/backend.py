@@ -19,7 +19,6 @@ from .paths import BACKEND_TEMPLATES
 
 TEMPLATE_DIR = BACKEND_TEMPLATES
 SECRET_NAME = "gl-backend-secrets"
-DEPLOYMENT_NAME = "gl-backend"
 HTTP_PORT = 8080
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")

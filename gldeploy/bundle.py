@@ -6,7 +6,6 @@ standalone renderer (``render.py``) builds the same bundle with ``baked=True``.
 """
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,14 +109,13 @@ def _stage_artifacts(settings: Settings, dest: Path) -> str:
 
 
 def _stage_sample_image(settings: Settings, dest: Path) -> None:
-    from . import backend, image
+    from . import artifacts, backend, image
 
     images = dest / "artifacts" / "images"
     images.mkdir(parents=True, exist_ok=True)
     archive = image.build_sample_image(settings.backend_version, images,
                                        image_name=backend.containerd_name(settings))
-    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    _write(images / "SHA256SUMS", f"{digest}  {archive.name}\n", 0o644)
+    _write(images / "SHA256SUMS", f"{artifacts.sha256_file(archive)}  {archive.name}\n", 0o644)
 
 
 def _stage_backend(settings: Settings, dest: Path) -> None:

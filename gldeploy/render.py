@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import bundle, envfile, paths
+from .artifacts import sha256_file
 from .errors import ConfigError, DeployError
 from .settings import Settings
 
@@ -173,7 +174,7 @@ def _sha256sums(root: Path) -> str:
         rel = path.relative_to(root).as_posix()
         if rel == SUMS or rel.startswith("secrets/"):
             continue
-        rows.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {rel}")
+        rows.append(f"{sha256_file(path)}  {rel}")
     return "\n".join(rows) + "\n"
 
 

@@ -186,12 +186,11 @@ class Ssh:
     name = "ssh"
 
     def __init__(self, host: str, user: str, ssh_config: str | None = None, key: str | None = None,
-                 *, port: int | None = None, echo: Echo | None = _stderr_echo) -> None:
+                 *, echo: Echo | None = _stderr_echo) -> None:
         self.host = validate_host(host)
         self.user = user
         self.ssh_config = ssh_config or None
         self.key = key or None
-        self.port = port
         self.echo = echo
         self._control_dir: str | None = None
 
@@ -211,8 +210,6 @@ class Ssh:
             argv += ["-F", self.ssh_config]
         if self.key:
             argv += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
-        if self.port:
-            argv += ["-p", str(self.port)]
         argv += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
                  "-o", "ControlMaster=auto", "-o", f"ControlPath={control_path or '<private>/%C'}",
                  "-o", "ControlPersist=60", "-l", self.user, self.host, "--", remote]

@@ -80,7 +80,7 @@ def box_listed(name: str) -> bool:
     return name in names
 
 
-def _mtools(args: list[str], image: Path) -> None:
+def _mtools(args: list[str]) -> None:
     run(args, timeout=120, env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
         what=args[0])
 
@@ -113,7 +113,7 @@ def assemble_disk(rootdir: Path, disk: Path) -> None:
                    "net.ifnames=0 quiet\n")
     target = f"{disk}@@{P1_START * SECTOR}"
     for src, name in ((kernels[-1], "vmlinuz"), (initrds[-1], "initrd.img"), (cfg, "syslinux.cfg")):
-        _mtools(["mcopy", "-o", "-i", target, str(src), f"::{name}"], disk)
+        _mtools(["mcopy", "-o", "-i", target, str(src), f"::{name}"])
     fstab = rootdir / "etc" / "fstab"
     fstab.write_text(f"UUID={root_uuid} / ext4 defaults,errors=remount-ro 0 1\n")
     root_img = workdir / "root.ext4"
@@ -182,8 +182,9 @@ def ensure_box(name: str = DEFAULT_BOX, *, force: bool = False) -> BoxResult:
     marker = CACHE / f"added-{name.replace('/', '_')}"
     added = False
     current = marker.read_text().strip() if marker.exists() else ""
-    if built or current != key or not box_listed(name):
-        if box_listed(name):
+    listed = box_listed(name)  # `vagrant box list` takes seconds: ask once
+    if built or current != key or not listed:
+        if listed:
             run(["vagrant", "box", "remove", "--force", "--all", name], timeout=300, what="vagrant box remove")
         drop_box_volumes(name)
         say(f"vagrant box add {name} ...")

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from gldeploy import results
+from gldeploy import plan, results
 from gldeploy.errors import DeployError
 from gldeploy.lab.nodes import Lab
 from gldeploy.lab.proc import run, say
@@ -17,7 +17,6 @@ from gldeploy.paths import REPO
 
 REMOTE_DIR = "/tmp/gl-offline"
 UNINSTALL = "/usr/local/bin/k3s-uninstall.sh"
-SINGLE_PHASES = ("01_pre_install_check", "02_install_k3s", "03_deploy_gl_backend", "04_health_check")
 SCRIPT_TIMEOUT = 1500
 
 
@@ -44,9 +43,9 @@ def run_offline(report: LabReport, lab: Lab, env_file: Path, sets: list[str], ss
                 out: Path) -> None:
     """Render, then on each server: k3s-uninstall.sh, copy the dir, sha256sum -c, run the scripts."""
     render(env_file, sets, out)
-    phases = [p for p in SINGLE_PHASES if (out / f"{p}.sh").exists()]
+    phases = [p for p in plan.SINGLE_NODE if (out / f"{p}.sh").exists()]
     if not phases:
-        raise DeployError(f"offline: {out} holds none of {', '.join(SINGLE_PHASES)}.sh after rendering")
+        raise DeployError(f"offline: {out} holds none of {', '.join(plan.SINGLE_NODE)}.sh after rendering")
     for node in lab.nodes:
         ip = node.ip
         uninstall = ssh(ssh_config, ip, ["sudo", "test", "-x", UNINSTALL], check=False)

@@ -18,7 +18,7 @@ from gldeploy.lab.ntp import SntpServer
 from gldeploy.lab.registry import LabRegistry, push_sample_image
 from gldeploy.lab.report import LabReport, MemorySampler, Row, host_memory_used_mib
 from gldeploy.lab.vagrant import LabVMs, set_hostnames, ssh, wait_ssh
-from gldeploy.lab.proc import say
+from gldeploy.lab.proc import run, say
 from gldeploy.paths import CACHE_DIR, REPO
 
 REPORTS = REPO / "reports"
@@ -57,10 +57,7 @@ def run_deploy(report: LabReport, label: str, env_file: Path, sets: list[str], o
     out.unlink(missing_ok=True)
     argv = invoke_argv("deploy", env_file, sets, "--sample-image", "--json-report", str(out))
     say(f"{label}: invoke deploy --env {env_file.name} ... --json-report {out.name}")
-    try:
-        proc = subprocess.run(argv, cwd=REPO, timeout=DEPLOY_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise DeployError(f"{label}: invoke deploy still running after {DEPLOY_TIMEOUT} s, gave up") from None
+    proc = run(argv, cwd=REPO, timeout=DEPLOY_TIMEOUT, check=False, capture=False, what=f"{label}: invoke deploy")
     data = json.loads(out.read_text()) if out.exists() else {}
     report.add_deploy_report(label, data)
     if proc.returncode != 0:
@@ -91,10 +88,8 @@ def run_testinfra(report: LabReport, lab: nodes.Lab, ssh_config: Path, inventory
             f"--ssh-config={ssh_config}", f"--junitxml={junit}", "-p", "no:cacheprovider", "-q", "-rs"]
     env = {**_environ(), "GL_LAB_INVENTORY": str(inventory)}
     say("testinfra: pytest tests/lab ...")
-    try:
-        proc = subprocess.run(argv, cwd=REPO, env=env, timeout=TESTINFRA_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise DeployError(f"testinfra still running after {TESTINFRA_TIMEOUT} s, gave up") from None
+    proc = run(argv, cwd=REPO, env=env, timeout=TESTINFRA_TIMEOUT, check=False, capture=False,
+               what="testinfra")
     report.rows.extend(junit_rows(junit))
     if proc.returncode != 0:
         raise DeployError(f"testinfra verifiers failed (pytest exit {proc.returncode}); see above")

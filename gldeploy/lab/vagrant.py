@@ -9,7 +9,7 @@ from pathlib import Path
 import vagrant as pyvagrant
 
 from gldeploy.errors import DeployError
-from gldeploy.lab.host import MGMT_NET, VIRSH, Accel
+from gldeploy.lab.host import VIRSH, Accel
 from gldeploy.lab.nodes import Lab
 from gldeploy.lab.proc import run, say
 from gldeploy.paths import VAGRANT_DIR
@@ -146,7 +146,3 @@ def set_hostnames(ssh_config: Path, lab: Lab) -> None:
                   f"sed -i 's/^127.0.1.1.*/127.0.1.1 {node.name}/' /etc/hosts")
         ssh(ssh_config, node.ip, ["sudo", "bash", "-c", script], timeout=60)
 
-
-def mgmt_network_exists() -> bool:
-    """True when the lab's management network is defined (host-setup ran)."""
-    return subprocess.run([*VIRSH, "net-info", MGMT_NET], capture_output=True).returncode == 0

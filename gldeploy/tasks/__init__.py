@@ -48,11 +48,11 @@ def run_phases(phases: Sequence[str], *, env: str, set_: Iterable[str], hosts: s
     targets = plan.parse_hosts(hosts) if hosts else ([loaded.first_server] if first_server_only else None)
     built = plan.build(loaded, phases, hosts=targets,
                        role=role or None, include_workers=include_workers)
-    bundle.check_inputs(loaded)  # bad secret files are bad input, also for --dry-run
     console = Console(highlight=False, soft_wrap=True, width=max(Console().width, 120))
     links = plan.transports(loaded, built)
     try:
-        if dry_run:
+        if dry_run:  # a real run validates while staging the bundle, before any host is touched
+            bundle.check_inputs(loaded)  # bad secret files are bad input, also for --dry-run
             for line in plan.describe(loaded, built, links):
                 console.print(line, markup=False)
             return

@@ -5,11 +5,12 @@ from typing import Any
 
 from invoke import Collection, Context, task
 
+from gldeploy import plan
 from gldeploy.errors import ConfigError, guarded
 from gldeploy.tasks import COMMON_HELP, run_phases
 
 CLUSTER_ENV = "env/cluster.env"
-ROLES = ("first-server", "server", "agent")
+ROLES = tuple(r for r in plan.ROLES if r != "single")  # the roles of a cluster node
 FIRST_SERVER_PHASES = ("01_pre_install_check", "02_init_control_plane")
 
 

@@ -5,6 +5,7 @@ from typing import Any, Callable
 
 from invoke import Context, Task, task
 
+from gldeploy import plan
 from gldeploy.errors import guarded
 from gldeploy.tasks import COMMON_HELP, DEFAULT_ENV, run_phases
 
@@ -31,8 +32,7 @@ deploy_gl_backend = _phase_task("deploy-gl-backend", ("03_deploy_gl_backend",),
                                 "Deploy the GL-Native Execution Backend into its namespace (03).")
 health_check = _phase_task("health-check", ("04_health_check",),
                            "Check k3s and the backend are healthy (04, read-only).")
-deploy = _phase_task("deploy", ("01_pre_install_check", "02_install_k3s", "03_deploy_gl_backend",
-                                "04_health_check"),
+deploy = _phase_task("deploy", plan.SINGLE_NODE,
                      "Run all single-node phases in order: check, install k3s, deploy backend, health.")
 
 TASKS = (pre_install_check, install_k3s, deploy_gl_backend, health_check, deploy)
