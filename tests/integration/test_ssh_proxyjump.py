@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -17,9 +16,9 @@ from typing import Iterator
 import pytest
 
 from gldeploy.transport import Ssh
+from tests.fixtures.sshd import SSHD, keys, known_host_line, require_sshd, sshd_config
 
 pytestmark = pytest.mark.integration
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
 def ip(*args: str) -> None:
@@ -36,17 +35,14 @@ def _wait_port(ns: str, addr: str, deadline: float) -> None:
 
 @pytest.fixture
 def bastion_and_target(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    if os.geteuid() != 0 or not os.path.exists(SSHD) or shutil.which("ip") is None:
-        pytest.skip("needs root, iproute2 and openssh-server")
+    require_sshd()
     tag = f"{os.getpid() % 10000}{random.randint(0, 99)}"
     bastion, target = f"glb{tag}", f"glt{tag}"
     net = random.randint(16, 250)
     a_net, b_net = f"10.{net}.1", f"10.{net}.2"
     d = tmp_path / "ssh"
     d.mkdir(mode=0o700)
-    for key in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
-    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    keys(d)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         ip("netns", "add", bastion)
@@ -63,20 +59,14 @@ def bastion_and_target(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         for ns, devs in ((bastion, ["lo", f"v{tag}b", f"w{tag}a"]), (target, ["lo", f"w{tag}b"])):
             for dev in devs:
                 ip("-n", ns, "link", "set", dev, "up")
-        Path("/run/sshd").mkdir(exist_ok=True)
         for ns in (bastion, target):
-            config = d / f"sshd_{ns}"
-            config.write_text(f"Port 22\nHostKey {d}/host_key\nPidFile {d}/{ns}.pid\n"
-                              f"AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n"
-                              "PasswordAuthentication no\nUsePAM no\nStrictModes no\nAllowTcpForwarding yes\n")
+            config = sshd_config(d, ns, 22)
             procs.append(subprocess.Popen(["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f", str(config)],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 10
         _wait_port(bastion, f"{a_net}.2", deadline)
         _wait_port(target, f"{b_net}.2", deadline)
-        host_key = (d / "host_key.pub").read_text().split()
-        (d / "known_hosts").write_text(f"{a_net}.2 {host_key[0]} {host_key[1]}\n"
-                                       f"{b_net}.2 {host_key[0]} {host_key[1]}\n")
+        (d / "known_hosts").write_text(known_host_line(d, f"{a_net}.2") + known_host_line(d, f"{b_net}.2"))
         common = (f"  IdentityFile {d}/client_key\n  UserKnownHostsFile {d}/known_hosts\n"
                   "  StrictHostKeyChecking yes\n  ConnectTimeout 5\n")
         ssh_config = d / "ssh_config"

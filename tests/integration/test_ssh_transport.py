@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import stat
 import subprocess
@@ -13,42 +12,27 @@ from typing import Iterator
 import pytest
 
 from tests.fixtures.k3s_standin.testing import free_port
+from tests.fixtures.sshd import SSHD, keys, known_host_line, require_sshd, sshd_config
 
 from gldeploy.errors import DeployError
 from gldeploy.transport import Ssh
 
 pytestmark = pytest.mark.integration
 
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-
-
-def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-
-
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[Path]:
     """Start sshd on 127.0.0.1:<free port>; yield an ssh_config whose Host `testhost` reaches it."""
-    if not os.path.exists(SSHD) or os.geteuid() != 0:
-        pytest.skip("needs openssh-server (apt-get install openssh-server) and root")
+    require_sshd()
     d = tmp_path / "ssh"
     d.mkdir(mode=0o700)
-    _keygen(d / "host_key")
-    _keygen(d / "client_key")
-    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    keys(d)
     port = free_port()
-    (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n"
-        f"AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-        "MaxStartups 50\n")
-    host_pub = (d / "host_key.pub").read_text().split()
-    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+    server_config = sshd_config(d, "loopback", port, listen="127.0.0.1")
+    (d / "known_hosts").write_text(known_host_line(d, f"[127.0.0.1]:{port}"))
     config = d / "ssh_config"
     config.write_text(f"Host testhost\n  HostName 127.0.0.1\n  Port {port}\n  IdentityFile {d}/client_key\n"
                       f"  UserKnownHostsFile {d}/known_hosts\n  StrictHostKeyChecking yes\n")
-    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(server_config)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while True:

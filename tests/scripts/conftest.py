@@ -12,11 +12,10 @@ from typing import Any, Callable
 import pytest
 
 from gldeploy import envfile, settings
+from tests.fixtures.k3s_standin.testing import SMALL_HOST
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
-# lab-sized minimums so preflight can pass on a small test machine
-SMALL_HOST = {"MIN_CPU": "1", "MIN_MEMORY_MB": "256", "MIN_DISK_GB": "1"}
 
 
 @dataclass

@@ -8,7 +8,6 @@ import http.server
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import threading
@@ -20,18 +19,13 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.fixtures.k3s_standin.release import make_release
+from tests.fixtures.k3s_standin.testing import PIDFILE, free_port
 
 PHASE = "04_health_check"
 K8S_CHECKS = ["node-ready", "system-pods", "backend-rollout", "backend-healthz"]
 ALL_CHECKS = ["k3s-installed", "k3s-service", "api-ping", "api-cert-expiry", "token-mode",
               "kubeconfig-mode", *K8S_CHECKS]
 Runner = Callable[..., Any]  # conftest.run_phase -> PhaseRun
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def install_standin(root: Path, tmp_path: Path, port: int) -> Path:
@@ -75,7 +69,7 @@ def running_standin(sandbox_root: Path, tmp_path: Path) -> Iterator[int]:
                                  str(sandbox_root / "etc/rancher/k3s/config.yaml")],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        pidfile = sandbox_root / "run/gl-deploy/k3s.pid"
+        pidfile = sandbox_root / PIDFILE
         pidfile.parent.mkdir(parents=True)
         pidfile.write_text(f"{proc.pid}\n")
         wait_for_ping(port, proc, log)
@@ -296,8 +290,8 @@ def fake_real_k3s(sandbox_root: Path, tmp_path: Path, tls_api: Callable[[int], i
         (sandbox_root / path).write_text("x\n")
         (sandbox_root / path).chmod(0o600)
     proc = subprocess.Popen([str(binary), "server"], start_new_session=True)
-    (sandbox_root / "run/gl-deploy").mkdir(parents=True)
-    (sandbox_root / "run/gl-deploy/k3s.pid").write_text(f"{proc.pid}\n")
+    (sandbox_root / PIDFILE).parent.mkdir(parents=True)
+    (sandbox_root / PIDFILE).write_text(f"{proc.pid}\n")
     node_ip = f"127.{os.getpid() % 250 + 1}.{port % 250 + 1}.{port // 250 % 250 + 1}"
     ingress = http.server.HTTPServer((node_ip, 80), _Healthz)
     threading.Thread(target=ingress.serve_forever, daemon=True).start()

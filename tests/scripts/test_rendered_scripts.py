@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gldeploy import plan, render, settings
+from tests.fixtures.k3s_standin.testing import SMALL_HOST
 
-SMALL_HOST = {"MIN_CPU": "1", "MIN_MEMORY_MB": "256", "MIN_DISK_GB": "1"}  # as in conftest.py
 
 BARE_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 
