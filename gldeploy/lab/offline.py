@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from gldeploy import plan, results
 from gldeploy.errors import DeployError
 from gldeploy.lab.nodes import Lab
-from gldeploy.lab.proc import run, say
+from gldeploy.lab.proc import invoke_argv, run, say
 from gldeploy.lab.report import LabReport, Row
 from gldeploy.lab.vagrant import ssh
 from gldeploy.paths import REPO
@@ -23,10 +22,8 @@ SCRIPT_TIMEOUT = 1500
 def render(env_file: Path, sets: list[str], out: Path) -> None:
     """`invoke scripts.render --env ... --set ... --out DIR --with-artifacts --sample-image`."""
     shutil.rmtree(out, ignore_errors=True)
-    argv = [sys.executable, "-m", "invoke", "scripts.render", "--env", str(env_file)]
-    for item in sets:
-        argv += ["--set", item]
-    argv += ["--out", str(out), "--with-artifacts", "--sample-image"]
+    argv = invoke_argv("scripts.render", env_file, sets, "--out", str(out), "--with-artifacts",
+                       "--sample-image")
     say("offline: invoke scripts.render --with-artifacts ...")
     run(argv, cwd=REPO, timeout=600, what="invoke scripts.render")
 

@@ -52,3 +52,11 @@ def wait_for(probe: Callable[[], bool], *, timeout: float, interval: float = 1.0
 def have(command: str) -> bool:
     """True when `command` is on PATH."""
     return shutil.which(command) is not None
+
+
+def invoke_argv(task: str, env_file: Path, sets: list[str], *extra: str) -> list[str]:
+    """`invoke <task> --env ... --set K=V ...` as the user would type it (argv list)."""
+    argv = [sys.executable, "-m", "invoke", task, "--env", str(env_file)]
+    for item in sets:
+        argv += ["--set", item]
+    return argv + list(extra)

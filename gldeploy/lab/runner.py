@@ -18,7 +18,7 @@ from gldeploy.lab.ntp import SntpServer
 from gldeploy.lab.registry import LabRegistry, push_sample_image
 from gldeploy.lab.report import LabReport, MemorySampler, Row, host_memory_used_mib
 from gldeploy.lab.vagrant import LabVMs, set_hostnames, ssh, wait_ssh
-from gldeploy.lab.proc import run, say
+from gldeploy.lab.proc import invoke_argv, run, say
 from gldeploy.paths import CACHE_DIR, REPO
 
 REPORTS = REPO / "reports"
@@ -42,14 +42,6 @@ def overrides(ssh_config: Path, k3s_dir: Path, reg: Any) -> list[str]:
         sets += [f"REGISTRY={reg.address}", f"REGISTRY_USER={reg.user}",
                  f"REGISTRY_PASSWORD_FILE={reg.password_file}", f"REGISTRY_CA_FILE={reg.ca_file}"]
     return sets
-
-
-def invoke_argv(task: str, env_file: Path, sets: list[str], *extra: str) -> list[str]:
-    """`invoke <task> --env ... --set K=V ...` as the user would type it (argv list)."""
-    argv = [sys.executable, "-m", "invoke", task, "--env", str(env_file)]
-    for item in sets:
-        argv += ["--set", item]
-    return argv + list(extra)
 
 
 def run_deploy(report: LabReport, label: str, env_file: Path, sets: list[str], out: Path) -> dict[str, Any]:
