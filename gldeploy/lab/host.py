@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ PACKAGES = ["vagrant", "vagrant-libvirt", "libvirt-daemon-system", "libvirt-clie
             "openssh-client", "skopeo"]
 VIRSH = ["virsh", "-c", "qemu:///system"]
 RUN_DIR = Path("/run/libvirt")
+VIRTLOGD_SOCK = RUN_DIR / "virtlogd-sock"
 PIDFILES = {"virtlogd": Path("/run/gl-lab-virtlogd.pid"), "libvirtd": Path("/run/gl-lab-libvirtd.pid")}
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 MGMT_NET = "gl-lab-mgmt"
@@ -127,11 +129,23 @@ def libvirt_answers() -> bool:
 
 
 def _alive(pidfile: Path) -> bool:
+    """True when the pidfile names a live process of that daemon (a reused PID does not count)."""
     try:
-        os.kill(int(pidfile.read_text().strip()), 0)
-        return True
+        pid = int(pidfile.read_text().strip())
+        return Path(f"/proc/{pid}/comm").read_text().strip() == pidfile.stem.removeprefix("gl-lab-")
     except (OSError, ValueError):
         return False
+
+
+def socket_answers(path: Path) -> bool:
+    """True when a unix socket accepts a connection (a file left by a killed daemon does not)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect(str(path))
+            return True
+        except OSError:
+            return False
 
 
 def start_daemons(restart_libvirtd: bool = False) -> None:
@@ -144,8 +158,12 @@ def start_daemons(restart_libvirtd: bool = False) -> None:
     elif restart_libvirtd and libvirt_answers():
         raise DeployError("qemu.conf was changed but libvirtd was started by someone else; restart "
                           "libvirtd so QEMU runs as root")
-    if not _alive(PIDFILES["virtlogd"]) and not Path("/run/libvirt/virtlogd-sock").exists():
+    if not socket_answers(VIRTLOGD_SOCK):
+        say("starting virtlogd")
+        VIRTLOGD_SOCK.unlink(missing_ok=True)  # left behind when a previous virtlogd was killed
         run(["virtlogd", "-d", "-p", str(PIDFILES["virtlogd"])], what="virtlogd")
+        wait_for(lambda: socket_answers(VIRTLOGD_SOCK), timeout=30, interval=0.2,
+                 what=f"virtlogd to answer on {VIRTLOGD_SOCK}")
     if not libvirt_answers():
         say("starting libvirtd")
         run(["libvirtd", "-d", "-p", str(PIDFILES["libvirtd"])], what="libvirtd")

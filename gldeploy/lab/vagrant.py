@@ -30,12 +30,24 @@ class LabVMs:
                     "VAGRANT_DOTFILE_PATH": str(VAGRANT_DIR / ".vagrant" / lab.name),
                     "VAGRANT_CHECKPOINT_DISABLE": "1"})
         self.env = env
-        self.v = pyvagrant.Vagrant(root=str(VAGRANT_DIR), env=env, quiet_stdout=True, quiet_stderr=False)
+        self.log = VAGRANT_DIR / ".vagrant" / f"{lab.name}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        log_cm = pyvagrant.make_file_cm(str(self.log))
+        self.v = pyvagrant.Vagrant(root=str(VAGRANT_DIR), env=env, out_cm=log_cm, err_cm=log_cm)
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines vagrant wrote (stdout and stderr), for error messages."""
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no vagrant log)"
+        return "\n".join("  | " + ln for ln in text[-lines:])
 
     def up(self) -> float:
         """`vagrant up` every node; returns seconds. Raises DeployError with the cause."""
         start = time.monotonic()
-        say(f"vagrant up {' '.join(self.lab.names)} (provider libvirt) ...")
+        say(f"vagrant up {' '.join(self.lab.names)} (provider libvirt; log {self.log}) ...")
+        self.log.write_text("")
         try:
             self.v.up(provider="libvirt")
         except subprocess.CalledProcessError as exc:
@@ -43,8 +55,8 @@ class LabVMs:
             if not box_listed(self.box):
                 raise DeployError(f"box {self.box} is not added to Vagrant and could not be downloaded; "
                                   f"run `invoke box.build` or `vagrant box add {self.box} <file|url>`") from None
-            raise DeployError(f"vagrant up failed for lab {self.lab.name} (exit {exc.returncode}); see the "
-                              f"vagrant output above (boot timeout? libvirtd? disk space?)") from None
+            raise DeployError(f"vagrant up failed for lab {self.lab.name} (exit {exc.returncode}); the end "
+                              f"of {self.log}:\n{self.log_tail()}") from None
         return time.monotonic() - start
 
     def running(self) -> list[str]:
