@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # 02_install_k3s.sh: install (or update) k3s from a verified release and start it; idempotent.
 #   usage: 02_install_k3s.sh [--json] [--role single|first-server|server|agent]
-# The install itself is k3s_install_main in lib/k3s.sh, shared with 02_init_control_plane.sh.
+# The install itself is k3s_install_main in lib/k3s_install.sh, shared with 02_init_control_plane.sh.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/checks.sh"  # gl:include

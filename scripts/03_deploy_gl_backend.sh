@@ -125,7 +125,7 @@ main() {
   import_images
   apply_manifests
   wait_rollout
-  k3s_report
+  gl_checks_finish "$(k3s_mode)"
 }
 
 main "$@"

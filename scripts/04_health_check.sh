@@ -252,8 +252,7 @@ main() {
   else
     skip_rest "k3s is not installed"
   fi
-  gl_checks_report "${HC_MODE}"
-  exit "$(gl_checks_exit_code)"
+  gl_checks_finish "${HC_MODE}"
 }
 
 main "$@"

@@ -23,6 +23,7 @@ VIRTLOGD_SOCK = RUN_DIR / "virtlogd-sock"
 PIDFILES = {"virtlogd": Path("/run/gl-lab-virtlogd.pid"), "libvirtd": Path("/run/gl-lab-libvirtd.pid")}
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 MGMT_NET = "gl-lab-mgmt"
+MGMT_CIDR = "192.168.123.0/24"
 PRIVATE_NET = "gl-lab-private"
 MGMT_XML = f"""<network>
   <name>{MGMT_NET}</name>
@@ -216,8 +217,8 @@ def ensure_network(name: str, xml: str) -> None:
         _virsh("net-start", name)
 
 
-def setup(*, install: bool = True) -> Accel:
-    """Everything the lab needs on this host; returns the acceleration decision."""
+def setup(*, install: bool = True, accel_override: str = "") -> Accel:
+    """Everything the lab needs on this host; returns the acceleration decision (kvm/tcg override)."""
     if install:
         install_packages()
     for tool in ("virsh", "libvirtd", "vagrant", "qemu-system-x86_64"):
@@ -231,4 +232,4 @@ def setup(*, install: bool = True) -> Accel:
     plugins = run(["vagrant", "plugin", "list"], timeout=120, what="vagrant plugin list").stdout
     if "vagrant-libvirt" not in plugins:
         raise DeployError("the vagrant-libvirt plugin is missing; apt-get install vagrant-libvirt")
-    return detect_accel()
+    return detect_accel(accel_override)

@@ -17,7 +17,7 @@ from gldeploy.lab import host, k3s_source, nodes, offline, site
 from gldeploy.lab.ntp import SntpServer
 from gldeploy.lab.registry import LabRegistry, push_sample_image
 from gldeploy.lab.report import LabReport, MemorySampler, Row, host_memory_used_mib
-from gldeploy.lab.vagrant import LabVMs, set_hostnames, ssh, wait_ssh
+from gldeploy.lab.vagrant import LabVMs, ssh
 from gldeploy.lab.proc import invoke_argv, run, say
 from gldeploy.paths import CACHE_DIR, REPO
 
@@ -129,9 +129,7 @@ def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name:
     with MemorySampler() as mem:
         try:
             with report.step("host set-up"):
-                accel = host.setup()
-                if accel_override:
-                    accel = host.detect_accel(accel_override)
+                accel = host.setup(accel_override=accel_override)
             report.accel = "KVM" if accel.kvm else "TCG"
             report.extra["accel_reason"] = accel.reason
             with report.step("k3s artifacts"):
@@ -155,10 +153,7 @@ def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name:
                 vms.up()
             ssh_config = work / "ssh-config"
             with report.step("ssh ready"):
-                vms.write_ssh_config(ssh_config)
-                for ip in lab.ips:
-                    wait_ssh(ssh_config, ip)
-                set_hostnames(ssh_config, lab)
+                vms.ready(ssh_config)
             with report.step("site route/DNS/NTP"):
                 ntp.start()
                 site.prepare(ssh_config, lab, host.PRIVATE_HOST_IP)

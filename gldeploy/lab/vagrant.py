@@ -9,7 +9,7 @@ from pathlib import Path
 import vagrant as pyvagrant
 
 from gldeploy.errors import DeployError
-from gldeploy.lab.host import VIRSH, Accel
+from gldeploy.lab.host import MGMT_CIDR, MGMT_NET, PRIVATE_NET, VIRSH, Accel
 from gldeploy.lab.nodes import Lab
 from gldeploy.lab.proc import run, say
 from gldeploy.paths import VAGRANT_DIR
@@ -24,9 +24,12 @@ class LabVMs:
 
     def __init__(self, lab: Lab, *, box: str, accel: Accel, boot_timeout: int = 600) -> None:
         self.lab, self.box = lab, box
+        self.prefix = f"gl-lab-{lab.name}-"  # libvirt domain and volume names
         env = dict(os.environ)
         env.update({"GL_LAB": lab.name, "GL_LAB_BOX": box, "GL_LAB_DRIVER": accel.driver,
-                    "GL_LAB_BOOT_TIMEOUT": str(boot_timeout), "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+                    "GL_LAB_BOOT_TIMEOUT": str(boot_timeout), "GL_LAB_PREFIX": self.prefix,
+                    "GL_LAB_MGMT_NET": MGMT_NET, "GL_LAB_MGMT_CIDR": MGMT_CIDR,
+                    "GL_LAB_PRIVATE_NET": PRIVATE_NET, "VAGRANT_DEFAULT_PROVIDER": "libvirt",
                     "VAGRANT_DOTFILE_PATH": str(VAGRANT_DIR / ".vagrant" / lab.name),
                     "VAGRANT_CHECKPOINT_DISABLE": "1"})
         self.env = env
@@ -79,7 +82,7 @@ class LabVMs:
 
     def destroy_leftovers(self) -> list[str]:
         """Remove libvirt domains and volumes named gl-lab-<lab>-* that vagrant lost track of."""
-        prefix = f"gl-lab-{self.lab.name}-"
+        prefix = self.prefix
         out = run([*VIRSH, "list", "--all", "--name"], timeout=60, what="virsh list").stdout.split()
         removed = []
         for dom in (d for d in out if d.startswith(prefix)):
@@ -97,6 +100,14 @@ class LabVMs:
         if removed:
             say(f"removed leftovers: {', '.join(removed)}")
         return removed
+
+    def ready(self, ssh_config: Path) -> Path:
+        """After `up`: write the ssh_config, wait (bounded) for SSH on every node, set host names."""
+        self.write_ssh_config(ssh_config)
+        for ip in self.lab.ips:
+            wait_ssh(ssh_config, ip)
+        set_hostnames(ssh_config, self.lab)
+        return ssh_config
 
     def ssh_params(self, name: str) -> dict[str, str]:
         """HostName, Port, User, IdentityFile from `vagrant ssh-config NAME`."""

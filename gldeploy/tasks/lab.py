@@ -8,7 +8,7 @@ from gldeploy.settings import lab_options
 from gldeploy.lab import box as boxlib
 from gldeploy.lab import host, nodes
 from gldeploy.lab.proc import say
-from gldeploy.lab.vagrant import LabVMs, set_hostnames, wait_ssh
+from gldeploy.lab.vagrant import LabVMs
 
 LAB_HELP = "Lab name: a node table vagrant/labs/<lab>.yml (default single)"
 BOX_HELP = "Vagrant box (default: $GL_LAB_BOX or gldeploy/debian12, built locally by box.build)"
@@ -31,9 +31,7 @@ def _accel(accel: str) -> str:
 @guarded
 def host_setup(c: Context, no_install: bool = False, accel: str = "") -> None:
     """Install lab packages, start libvirt (no systemd needed), define pool and networks, probe KVM."""
-    result = host.setup(install=not no_install)
-    if _accel(accel):
-        result = host.detect_accel(_accel(accel))
+    result = host.setup(install=not no_install, accel_override=_accel(accel))
     print(f"libvirt ready (qemu:///system), pool default, networks {host.MGMT_NET} + {host.PRIVATE_NET}; "
           f"{result.reason}")
 
@@ -44,19 +42,14 @@ def up(c: Context, lab: str = "single", box: str = "", accel: str = "") -> None:
     """Bring a lab's VMs up and write its ssh_config (hosts keyed by private IP); no phases run."""
     from gldeploy.lab.runner import state_dir
     table = nodes.load(lab)
-    detected = host.setup()
-    if _accel(accel):
-        detected = host.detect_accel(_accel(accel))
+    detected = host.setup(accel_override=_accel(accel))
     name = _box(box)
     if name == boxlib.DEFAULT_BOX:
         boxlib.ensure_box(name)
     vms = LabVMs(table, box=name, accel=detected)
     try:
         took = vms.up()
-        cfg = vms.write_ssh_config(state_dir(lab) / "ssh-config")
-        for ip in table.ips:
-            wait_ssh(cfg, ip)
-        set_hostnames(cfg, table)
+        cfg = vms.ready(state_dir(lab) / "ssh-config")
     except (DeployError, KeyboardInterrupt):
         say("bring-up failed: destroying the lab's VMs")
         vms.destroy()

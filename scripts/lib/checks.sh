@@ -51,6 +51,12 @@ gl_checks_status() {
   printf '%s\n' "${worst}"
 }
 
+# gl_checks_finish K3S_MODE: print the report (human or --json) and exit with gl_checks_exit_code
+gl_checks_finish() {
+  gl_checks_report "$1"
+  exit "$(gl_checks_exit_code)"
+}
+
 gl_checks_exit_code() {
   case "$(gl_checks_status)" in
     fail) echo 1 ;;

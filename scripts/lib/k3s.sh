@@ -119,12 +119,10 @@ k3s_token_matches_ca() {
 }
 
 # --- phase report: the shared check report, with the installed k3s' mode ---
-k3s_report() { gl_checks_report "$(k3s_mode)"; }
-
 # k3s_abort NAME MESSAGE FIX: record a failed check, report, exit 1
 k3s_abort() {
   gl_check_fail "$1" "$2" "$3"
   _gl_log "FATAL" "$2"
-  k3s_report
+  gl_checks_report "$(k3s_mode)"
   exit 1
 }

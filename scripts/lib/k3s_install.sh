@@ -179,7 +179,7 @@ k3s_install_main() {  # ROLE
       "inspect /var/lib/rancher/k3s/server/token; a token from another cluster cannot be reused"
   fi
   if pid=$(k3s_pid); then info "k3s running as pid ${pid} (log ${K3S_LOG})"; fi
-  k3s_report
+  gl_checks_finish "$(k3s_mode)"
 }
 
 # --- phase entry shared by 02_install_k3s.sh and 02_init_control_plane.sh ---

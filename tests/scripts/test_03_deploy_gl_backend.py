@@ -112,7 +112,7 @@ def test_images_without_sums_are_copied_with_a_warning(
         run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: Path) -> None:
     (backend_bundle / "artifacts/images/SHA256SUMS").unlink()
     result = deploy(run_phase, "--json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # warnings only: the documented exit code of every phase
     assert result.check("backend image checksums")["status"] == "warn"
     assert result.report["status"] == "warn"
 
