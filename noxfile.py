@@ -46,3 +46,10 @@ def _lab(session: nox.Session, lab: str) -> None:
 def lab_single(session: nox.Session) -> None:
     """Single-node VM lab end to end: box, VM, phases twice, standalone scripts, testinfra, report."""
     _lab(session, "single")
+
+
+@nox.session(python=False, default=False, tags=["lab"])
+def lab_faults(session: nox.Session) -> None:
+    """VM lab faults for real: dead libvirt daemons, missing box, boot timeout, Ctrl-C (lab single)."""
+    session.run("python", "-m", "pytest", "-v", "-rs", "tests/lab_faults", *session.posargs,
+                env={"GL_LAB_FAULTS": "1"})

@@ -229,9 +229,11 @@ class LabOptions:
 
     box: str  # GL_LAB_BOX: a catalogue box name instead of the locally built one
     accel: str  # GL_LAB_ACCEL: kvm or tcg, overriding KVM detection
+    boot_timeout: str  # GL_LAB_BOOT_TIMEOUT: seconds Vagrant waits for each VM to boot (as given)
 
 
 def lab_options(environ: Mapping[str, str] | None = None) -> LabOptions:
-    """Read GL_LAB_BOX / GL_LAB_ACCEL (this module is the only reader of the environment)."""
+    """Read GL_LAB_BOX / GL_LAB_ACCEL / GL_LAB_BOOT_TIMEOUT (the only reader of the environment)."""
     environ = os.environ if environ is None else environ
-    return LabOptions(box=environ.get("GL_LAB_BOX", ""), accel=environ.get("GL_LAB_ACCEL", ""))
+    return LabOptions(box=environ.get("GL_LAB_BOX", ""), accel=environ.get("GL_LAB_ACCEL", ""),
+                      boot_timeout=environ.get("GL_LAB_BOOT_TIMEOUT", ""))

@@ -17,7 +17,7 @@ from gldeploy.lab import host, k3s_source, nodes, offline, site
 from gldeploy.lab.ntp import SntpServer
 from gldeploy.lab.registry import LabRegistry, push_sample_image
 from gldeploy.lab.report import LabReport, MemorySampler, Row, host_memory_used_mib
-from gldeploy.lab.vagrant import LabVMs, ssh
+from gldeploy.lab.vagrant import DEFAULT_BOOT_TIMEOUT, LabVMs, ssh
 from gldeploy.lab.proc import invoke_argv, run, say
 from gldeploy.paths import CACHE_DIR, REPO
 
@@ -116,7 +116,7 @@ def _environ() -> dict[str, str]:
 
 
 def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name: str = "",
-            download: bool = True, accel_override: str = "") -> LabReport:
+            download: bool = True, accel_override: str = "", boot_timeout: int = DEFAULT_BOOT_TIMEOUT) -> LabReport:
     """The whole lab run; always destroys the VMs (unless keep) and writes the report."""
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
     lab = nodes.load(lab_name)
@@ -140,7 +140,7 @@ def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name:
             console.print(f"k3s: {source.reason}; artifacts {source.directory}", markup=False)
             console.print(f"VMs: {accel.reason}", markup=False)
             name = box_name or boxlib.DEFAULT_BOX
-            vms = LabVMs(lab, box=name, accel=accel)
+            vms = LabVMs(lab, box=name, accel=accel, boot_timeout=boot_timeout)
             with report.step("destroy leftovers"):
                 vms.destroy()
             mem.baseline = mem.peak = host_memory_used_mib()

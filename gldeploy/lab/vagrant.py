@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -19,11 +21,58 @@ SSH_OPTIONS = ("IdentitiesOnly yes", "StrictHostKeyChecking no", "UserKnownHosts
                "ControlPersist 120", "ConnectTimeout 20", "ServerAliveInterval 15")
 
 
+DEFAULT_BOOT_TIMEOUT = 600  # seconds; TCG on 2 cores boots one VM in about 40 s, six in about 150 s
+BOOT_TIMED_OUT = "Timed out while waiting for the machine to boot"
+CLEANUP_GRACE = 90  # seconds vagrant gets to clean up after SIGINT before it is killed
+
+
+def child_pids() -> list[int]:
+    """PIDs of this process's direct children (from /proc)."""
+    me, found = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            found.append(int(stat.parent.name))
+    return found
+
+
+class Watchdog:
+    """Bound a blocking vagrant call: after `seconds`, SIGINT the children (vagrant cleans up as on
+    Ctrl-C), then SIGKILL what is left after CLEANUP_GRACE. `fired` tells the caller it happened."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.fired = seconds, False
+        self._timers: list[threading.Timer] = []
+
+    def _signal(self, sig: int) -> None:
+        self.fired = True
+        for pid in child_pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self) -> "Watchdog":
+        for delay, sig in ((self.seconds, signal.SIGINT), (self.seconds + CLEANUP_GRACE, signal.SIGKILL)):
+            timer = threading.Timer(delay, self._signal, args=(sig,))
+            timer.daemon = True
+            timer.start()
+            self._timers.append(timer)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for timer in self._timers:
+            timer.cancel()
+
+
 class LabVMs:
     """The VMs of one lab (vagrant/Vagrantfile with GL_LAB=<lab>)."""
 
-    def __init__(self, lab: Lab, *, box: str, accel: Accel, boot_timeout: int = 600) -> None:
-        self.lab, self.box = lab, box
+    def __init__(self, lab: Lab, *, box: str, accel: Accel, boot_timeout: int = DEFAULT_BOOT_TIMEOUT) -> None:
+        self.lab, self.box, self.boot_timeout = lab, box, boot_timeout
         self.prefix = f"gl-lab-{lab.name}-"  # libvirt domain and volume names
         env = dict(os.environ)
         env.update({"GL_LAB": lab.name, "GL_LAB_BOX": box, "GL_LAB_DRIVER": accel.driver,
@@ -47,17 +96,29 @@ class LabVMs:
         return "\n".join("  | " + ln for ln in text[-lines:])
 
     def up(self) -> float:
-        """`vagrant up` every node; returns seconds. Raises DeployError with the cause."""
+        """`vagrant up` every node, bounded by the boot timeout; returns seconds. DeployError on failure."""
         start = time.monotonic()
-        say(f"vagrant up {' '.join(self.lab.names)} (provider libvirt; log {self.log}) ...")
+        say(f"vagrant up {' '.join(self.lab.names)} (provider libvirt; at most {self.boot_timeout} s; "
+            f"log {self.log}) ...")
         self.log.write_text("")
+        watchdog = Watchdog(self.boot_timeout)
         try:
-            self.v.up(provider="libvirt")
+            with watchdog:
+                self.v.up(provider="libvirt")
         except subprocess.CalledProcessError as exc:
+            if watchdog.fired:
+                raise DeployError(f"lab {self.lab.name}: the VMs did not boot and answer SSH within the boot "
+                                  f"timeout of {self.boot_timeout} s; raise it with --boot-timeout or "
+                                  f"GL_LAB_BOOT_TIMEOUT (TCG is slow), or read the console log in "
+                                  f"/var/log/libvirt/qemu/") from None
             from gldeploy.lab.box import box_listed
             if not box_listed(self.box):
                 raise DeployError(f"box {self.box} is not added to Vagrant and could not be downloaded; "
                                   f"run `invoke box.build` or `vagrant box add {self.box} <file|url>`") from None
+            if BOOT_TIMED_OUT in self.log.read_text(errors="replace"):
+                raise DeployError(f"a VM of lab {self.lab.name} booted but did not answer SSH within "
+                                  f"{self.boot_timeout} s (Vagrant's boot_timeout); raise it with --boot-timeout "
+                                  f"or read the console log in /var/log/libvirt/qemu/") from None
             raise DeployError(f"vagrant up failed for lab {self.lab.name} (exit {exc.returncode}); the end "
                               f"of {self.log}:\n{self.log_tail()}") from None
         return time.monotonic() - start

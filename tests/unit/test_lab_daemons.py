@@ -29,3 +29,26 @@ def test_a_pidfile_counts_only_when_its_pid_is_that_daemon(tmp_path: Path) -> No
     assert host._alive(own)
     pidfile.write_text("not a pid\n")
     assert not host._alive(pidfile)
+
+
+def test_watchdog_interrupts_a_call_that_overruns_its_bound() -> None:
+    import subprocess
+    import time
+
+    from gldeploy.lab.vagrant import Watchdog
+    start = time.monotonic()
+    with Watchdog(0.5) as dog:
+        proc = subprocess.run(["sleep", "30"])
+    assert dog.fired and proc.returncode == -2  # SIGINT, as a Ctrl-C would send
+    assert time.monotonic() - start < 10
+
+
+def test_watchdog_stays_quiet_when_the_call_finishes_in_time() -> None:
+    import subprocess
+
+    from gldeploy.lab.vagrant import Watchdog, child_pids
+    with Watchdog(30) as dog:
+        proc = subprocess.Popen(["sleep", "0.2"])
+        assert proc.pid in child_pids()
+        proc.wait()
+    assert not dog.fired and proc.returncode == 0
