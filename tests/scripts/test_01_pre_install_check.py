@@ -248,3 +248,57 @@ def test_api_port_held_by_installed_k3s_passes(run_phase: Runner, sandbox_root: 
     finally:
         proc.kill()
         proc.wait()
+
+
+OS_RELEASES = {
+    "debian": ('ID=debian\nVERSION_ID="12"\n', "debian 12"),
+    "ubuntu": ('ID=ubuntu\nID_LIKE=debian\nVERSION_ID="22.04"\n', "ubuntu 22.04"),
+    "rocky": ('ID="rocky"\nID_LIKE="rhel centos fedora"\nVERSION_ID="9.3"\n', "rocky 9.3"),
+    "rhel": ('ID="rhel"\nID_LIKE="fedora"\nVERSION_ID="8.9"\n', "rhel 8.9"),
+}
+
+
+def _host_os(sandbox_root: Path, os_release: str, selinux_enforce: str | None) -> None:
+    (sandbox_root / "etc").mkdir(exist_ok=True)
+    (sandbox_root / "etc/os-release").write_text(os_release)
+    if selinux_enforce is not None:
+        (sandbox_root / "sys/fs/selinux").mkdir(parents=True)
+        (sandbox_root / "sys/fs/selinux/enforce").write_text(selinux_enforce)
+
+
+@pytest.mark.parametrize("name", sorted(OS_RELEASES))
+def test_os_is_detected_from_os_release(run_phase: Runner, sandbox_root: Path, name: str) -> None:
+    text, shown = OS_RELEASES[name]
+    _host_os(sandbox_root, text, None)
+    run = run_phase(PHASE, "--json")
+    assert f"on {shown} (read-only)" in run.stderr
+    assert run.check("selinux")["status"] == "pass"
+
+
+@pytest.mark.parametrize("name", ["rocky", "rhel"])
+def test_enforcing_selinux_on_rhel_family_without_k3s_selinux_fails(
+        run_phase: Runner, sandbox_root: Path, tmp_path: Path, name: str) -> None:
+    _host_os(sandbox_root, OS_RELEASES[name][0], "1")
+    check = run_phase(PHASE, "--json", env=shim(tmp_path, "rpm", "exit 1")).check("selinux")
+    assert check["status"] == "fail" and "k3s-selinux policy is not installed" in check["message"]
+    assert "dnf install container-selinux k3s-selinux" in check["fix"]
+
+
+def test_enforcing_selinux_on_rhel_with_k3s_selinux_passes(
+        run_phase: Runner, sandbox_root: Path, tmp_path: Path) -> None:
+    _host_os(sandbox_root, OS_RELEASES["rocky"][0], "1")
+    env = shim(tmp_path, "rpm", '[ "$1 $2" = "-q k3s-selinux" ] && echo k3s-selinux-1.5-1.el9.noarch')
+    check = run_phase(PHASE, "--json", env=env).check("selinux")
+    assert check["status"] == "pass" and "k3s-selinux policy installed" in check["message"]
+
+
+def test_enforcing_selinux_on_debian_family_warns(run_phase: Runner, sandbox_root: Path) -> None:
+    _host_os(sandbox_root, OS_RELEASES["ubuntu"][0], "1")
+    check = run_phase(PHASE, "--json").check("selinux")
+    assert check["status"] == "warn" and "only packaged for RHEL-family" in check["message"]
+
+
+def test_permissive_selinux_passes_on_rhel(run_phase: Runner, sandbox_root: Path) -> None:
+    _host_os(sandbox_root, OS_RELEASES["rocky"][0], "0")
+    check = run_phase(PHASE, "--json").check("selinux")
+    assert check["status"] == "pass" and "permissive" in check["message"]
