@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gldeploy.errors import DeployError
+from gldeploy.lab import shared
 from gldeploy.lab.proc import run, say
 from gldeploy.paths import CACHE_DIR, VAGRANT_DIR
 
 BOX_INPUTS = VAGRANT_DIR / "box"
 CACHE = CACHE_DIR / "box"
-DEFAULT_BOX = "gldeploy/debian12"
+DEFAULT_BOX = shared.load().box
 BUILDER_VERSION = "1"  # bump when the assembly below changes in a way the inputs do not show
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gldeploy.errors import DeployError
+from gldeploy.lab import shared
 from gldeploy.lab.proc import have, run, say, wait_for
+from gldeploy.lab.shared import Network
 
 PACKAGES = ["vagrant", "vagrant-libvirt", "libvirt-daemon-system", "libvirt-clients", "qemu-system-x86",
             "qemu-utils", "dnsmasq-base", "mmdebstrap", "syslinux", "syslinux-common", "mtools",
@@ -22,24 +24,33 @@ RUN_DIR = Path("/run/libvirt")
 VIRTLOGD_SOCK = RUN_DIR / "virtlogd-sock"
 PIDFILES = {"virtlogd": Path("/run/gl-lab-virtlogd.pid"), "libvirtd": Path("/run/gl-lab-libvirtd.pid")}
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
-MGMT_NET = "gl-lab-mgmt"
-MGMT_CIDR = "192.168.123.0/24"
-PRIVATE_NET = "gl-lab-private"
-MGMT_XML = f"""<network>
-  <name>{MGMT_NET}</name>
-  <bridge name='virbr-glmgmt' stp='on' delay='0'/>
+SHARED = shared.load()
+MGMT_NET = SHARED.mgmt.name
+PRIVATE_NET = SHARED.private.name
+PRIVATE_HOST_IP = SHARED.private.host_ip
+
+
+def mgmt_xml(net: Network = SHARED.mgmt) -> str:
+    """libvirt XML of the management network: DHCP for Vagrant, no DNS forwarding, no route out."""
+    first, last = net.cidr.network_address + 10, net.cidr.broadcast_address - 5
+    return f"""<network>
+  <name>{net.name}</name>
+  <bridge name='{net.bridge}' stp='on' delay='0'/>
   <dns enable='no'/>
-  <ip address='192.168.123.1' netmask='255.255.255.0'>
-    <dhcp><range start='192.168.123.10' end='192.168.123.250'/></dhcp>
+  <ip address='{net.host_ip}' netmask='{net.cidr.netmask}'>
+    <dhcp><range start='{first}' end='{last}'/></dhcp>
   </ip>
 </network>"""
-PRIVATE_XML = f"""<network>
-  <name>{PRIVATE_NET}</name>
-  <bridge name='virbr-glpriv' stp='on' delay='0'/>
-  <domain name='lab.internal' localOnly='yes'/>
-  <ip address='192.168.56.1' netmask='255.255.255.0'/>
+
+
+def private_xml(net: Network = SHARED.private) -> str:
+    """libvirt XML of the isolated private network (no <forward>: no route anywhere)."""
+    domain = f"\n  <domain name='{net.domain}' localOnly='yes'/>" if net.domain else ""
+    return f"""<network>
+  <name>{net.name}</name>
+  <bridge name='{net.bridge}' stp='on' delay='0'/>{domain}
+  <ip address='{net.host_ip}' netmask='{net.cidr.netmask}'/>
 </network>"""
-PRIVATE_HOST_IP = "192.168.56.1"
 
 
 @dataclass(frozen=True)
@@ -227,8 +238,8 @@ def setup(*, install: bool = True, accel_override: str = "") -> Accel:
     changed = configure_qemu_root()
     start_daemons(restart_libvirtd=changed)
     ensure_pool()
-    ensure_network(MGMT_NET, MGMT_XML)
-    ensure_network(PRIVATE_NET, PRIVATE_XML)
+    ensure_network(MGMT_NET, mgmt_xml())
+    ensure_network(PRIVATE_NET, private_xml())
     plugins = run(["vagrant", "plugin", "list"], timeout=120, what="vagrant plugin list").stdout
     if "vagrant-libvirt" not in plugins:
         raise DeployError("the vagrant-libvirt plugin is missing; apt-get install vagrant-libvirt")

@@ -11,7 +11,8 @@ from pathlib import Path
 import vagrant as pyvagrant
 
 from gldeploy.errors import DeployError
-from gldeploy.lab.host import MGMT_CIDR, MGMT_NET, PRIVATE_NET, VIRSH, Accel
+from gldeploy.lab import shared
+from gldeploy.lab.host import VIRSH, Accel
 from gldeploy.lab.nodes import Lab
 from gldeploy.lab.proc import run, say
 from gldeploy.paths import VAGRANT_DIR
@@ -21,7 +22,7 @@ SSH_OPTIONS = ("IdentitiesOnly yes", "StrictHostKeyChecking no", "UserKnownHosts
                "ControlPersist 120", "ConnectTimeout 20", "ServerAliveInterval 15")
 
 
-DEFAULT_BOOT_TIMEOUT = 600  # seconds; TCG on 2 cores boots one VM in about 40 s, six in about 150 s
+DEFAULT_BOOT_TIMEOUT = shared.load().boot_timeout  # TCG, 2 cores: one VM boots in ~40 s, six in ~150 s
 BOOT_TIMED_OUT = "Timed out while waiting for the machine to boot"
 CLEANUP_GRACE = 90  # seconds vagrant gets to clean up after SIGINT before it is killed
 
@@ -73,12 +74,10 @@ class LabVMs:
 
     def __init__(self, lab: Lab, *, box: str, accel: Accel, boot_timeout: int = DEFAULT_BOOT_TIMEOUT) -> None:
         self.lab, self.box, self.boot_timeout = lab, box, boot_timeout
-        self.prefix = f"gl-lab-{lab.name}-"  # libvirt domain and volume names
+        self.prefix = shared.load().prefix(lab.name)  # libvirt domain and volume names
         env = dict(os.environ)
         env.update({"GL_LAB": lab.name, "GL_LAB_BOX": box, "GL_LAB_DRIVER": accel.driver,
-                    "GL_LAB_BOOT_TIMEOUT": str(boot_timeout), "GL_LAB_PREFIX": self.prefix,
-                    "GL_LAB_MGMT_NET": MGMT_NET, "GL_LAB_MGMT_CIDR": MGMT_CIDR,
-                    "GL_LAB_PRIVATE_NET": PRIVATE_NET, "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+                    "GL_LAB_BOOT_TIMEOUT": str(boot_timeout), "VAGRANT_DEFAULT_PROVIDER": "libvirt",
                     "VAGRANT_DOTFILE_PATH": str(VAGRANT_DIR / ".vagrant" / lab.name),
                     "VAGRANT_CHECKPOINT_DISABLE": "1"})
         self.env = env

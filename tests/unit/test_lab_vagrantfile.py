@@ -1,32 +1,69 @@
-"""vagrant/Vagrantfile takes every lab name from gldeploy.lab (one place), and refuses to guess."""
+"""vagrant/Vagrantfile and gldeploy/lab read the same vagrant/lab.yml, and the Vagrantfile loads in any
+environment (Vagrant loads it for global commands such as `vagrant box remove`, not only for the lab)."""
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from gldeploy.lab import host, nodes
+from gldeploy.errors import ConfigError
+from gldeploy.lab import host, nodes, shared
 from gldeploy.lab.vagrant import LabVMs
 from gldeploy.paths import VAGRANT_DIR
 
-pytestmark = pytest.mark.skipif(shutil.which("vagrant") is None,
-                                reason="vagrant is not installed (tools/bootstrap.sh lab installs it)")
+needs_vagrant = pytest.mark.skipif(shutil.which("vagrant") is None,
+                                   reason="vagrant is not installed (tools/bootstrap.sh lab installs it)")
+RUBY_DUMP = """
+require "yaml"; require "json"
+s = YAML.safe_load(File.read(ARGV[0]))
+puts JSON.generate({"prefix" => format(s["domain_prefix"], lab: "single"), "box" => s["box"],
+                    "mgmt" => s["management_network"]["name"], "private" => s["private_network"]["name"]})
+"""
 
 
+@needs_vagrant
 @pytest.mark.parametrize("lab", nodes.available())
 def test_vagrantfile_validates_with_the_environment_the_lab_sets(lab: str) -> None:
     vms = LabVMs(nodes.load(lab), box="gldeploy/debian12", accel=host.Accel(False, "test"))
-    assert vms.env["GL_LAB_MGMT_NET"] == host.MGMT_NET and vms.env["GL_LAB_PREFIX"] == f"gl-lab-{lab}-"
     proc = subprocess.run(["vagrant", "validate"], cwd=VAGRANT_DIR, env=vms.env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_vagrantfile_run_by_hand_says_how_to_run_it() -> None:
-    env = {k: v for k, v in LabVMs(nodes.load("single"), box="b", accel=host.Accel(False, "t")).env.items()
-           if k != "GL_LAB_PRIVATE_NET"}
+@needs_vagrant
+def test_vagrantfile_loads_without_any_lab_variable() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GL_")}
     proc = subprocess.run(["vagrant", "validate"], cwd=VAGRANT_DIR, env=env, capture_output=True,
                           text=True, timeout=120)
-    assert proc.returncode != 0
-    assert "GL_LAB_PRIVATE_NET is not set: run the lab through `invoke lab.up`" in proc.stdout + proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("ruby") is None, reason="ruby is not installed (comes with vagrant)")
+def test_ruby_and_python_read_the_same_names_from_lab_yml() -> None:
+    out = subprocess.run(["ruby", "-e", RUBY_DUMP, str(shared.SHARED_FILE)], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    s = shared.load()
+    assert json.loads(out) == {"prefix": s.prefix("single"), "box": s.box, "mgmt": s.mgmt.name,
+                               "private": s.private.name}
+    assert s.prefix("single") == "gl-lab-single-" and host.PRIVATE_HOST_IP == "192.168.56.1"
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("box: b\n", "missing key(s)"),
+    ("box: b\nboot_timeout: soon\ndomain_prefix: 'x-%{lab}-'\nmanagement_network: {}\nprivate_network: {}\n",
+     "boot_timeout 'soon'"),
+    ("box: b\nboot_timeout: 5\ndomain_prefix: fixed-\nmanagement_network: {}\nprivate_network: {}\n",
+     "must contain %{lab}"),
+    ("box: b\nboot_timeout: 5\ndomain_prefix: 'x-%{lab}-'\nprivate_network: {}\n"
+     "management_network: {name: m, bridge: b, cidr: 300.1.1.0/24}\n", "management_network.cidr"),
+])
+def test_a_broken_lab_yml_is_named(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "lab.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="lab.yml") as err:
+        shared.load(path)
+    assert needle in str(err.value)
