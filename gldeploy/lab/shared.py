@@ -35,12 +35,17 @@ class Shared:
     box: str
     boot_timeout: int
     domain_prefix: str
+    console_log: str
     mgmt: Network
     private: Network
 
     def prefix(self, lab: str) -> str:
         """libvirt name prefix of a lab's domains and volumes."""
         return self.domain_prefix.replace("%{lab}", lab)
+
+    def console(self, lab: str, node: str) -> Path:
+        """The file a node's serial console (kernel and systemd boot messages) is written to."""
+        return Path(self.console_log.replace("%{domain}", self.prefix(lab) + node))
 
 
 def _network(raw: object, key: str, path: Path) -> Network:
@@ -59,13 +64,16 @@ def load(path: Path = SHARED_FILE) -> Shared:
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping")
-    missing = {"box", "boot_timeout", "domain_prefix", "management_network", "private_network"} - raw.keys()
+    missing = {"box", "boot_timeout", "domain_prefix", "console_log", "management_network",
+               "private_network"} - raw.keys()
     if missing:
         raise ConfigError(f"{path}: missing key(s) {', '.join(sorted(missing))}")
     if not isinstance(raw["boot_timeout"], int) or raw["boot_timeout"] < 1:
         raise ConfigError(f"{path}: boot_timeout {raw['boot_timeout']!r}: expected whole seconds")
     if "%{lab}" not in str(raw["domain_prefix"]):
         raise ConfigError(f"{path}: domain_prefix must contain %{{lab}} so labs do not share VMs")
-    return Shared(str(raw["box"]), raw["boot_timeout"], str(raw["domain_prefix"]),
+    if "%{domain}" not in str(raw["console_log"]):
+        raise ConfigError(f"{path}: console_log must contain %{{domain}} so every VM has its own file")
+    return Shared(str(raw["box"]), raw["boot_timeout"], str(raw["domain_prefix"]), str(raw["console_log"]),
                   _network(raw["management_network"], "management_network", path),
                   _network(raw["private_network"], "private_network", path))

@@ -69,6 +69,14 @@ class Watchdog:
             timer.cancel()
 
 
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"  | ({path} not readable)"
+    return "\n".join("  | " + ln.rstrip()[:200] for ln in text[-lines:] if ln.strip()) or "  | (empty)"
+
+
 class LabVMs:
     """The VMs of one lab (vagrant/Vagrantfile with GL_LAB=<lab>)."""
 
@@ -88,11 +96,15 @@ class LabVMs:
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines vagrant wrote (stdout and stderr), for error messages."""
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no vagrant log)"
-        return "\n".join("  | " + ln for ln in text[-lines:])
+        return _tail(self.log, lines)
+
+    def console_tails(self, lines: int = 5) -> str:
+        """Where each node's serial console log is, and how far each boot got (its last lines)."""
+        parts = []
+        for name in self.lab.names:
+            path = shared.load().console(self.lab.name, name)
+            parts.append(f"Console of {name} ({path}), last lines:\n{_tail(path, lines)}")
+        return "\n".join(parts)
 
     def up(self) -> float:
         """`vagrant up` every node, bounded by the boot timeout; returns seconds. DeployError on failure."""
@@ -108,16 +120,15 @@ class LabVMs:
             if watchdog.fired:
                 raise DeployError(f"lab {self.lab.name}: the VMs did not boot and answer SSH within the boot "
                                   f"timeout of {self.boot_timeout} s; raise it with --boot-timeout or "
-                                  f"GL_LAB_BOOT_TIMEOUT (TCG is slow), or read the console log in "
-                                  f"/var/log/libvirt/qemu/") from None
+                                  f"GL_LAB_BOOT_TIMEOUT (TCG is slow). {self.console_tails()}") from None
             from gldeploy.lab.box import box_listed
             if not box_listed(self.box):
                 raise DeployError(f"box {self.box} is not added to Vagrant and could not be downloaded; "
                                   f"run `invoke box.build` or `vagrant box add {self.box} <file|url>`") from None
             if BOOT_TIMED_OUT in self.log.read_text(errors="replace"):
                 raise DeployError(f"a VM of lab {self.lab.name} booted but did not answer SSH within "
-                                  f"{self.boot_timeout} s (Vagrant's boot_timeout); raise it with --boot-timeout "
-                                  f"or read the console log in /var/log/libvirt/qemu/") from None
+                                  f"{self.boot_timeout} s (Vagrant's boot_timeout); raise it with "
+                                  f"--boot-timeout. {self.console_tails()}") from None
             raise DeployError(f"vagrant up failed for lab {self.lab.name} (exit {exc.returncode}); the end "
                               f"of {self.log}:\n{self.log_tail()}") from None
         return time.monotonic() - start

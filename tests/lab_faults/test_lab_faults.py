@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gldeploy.lab import host, nodes
+from gldeploy.lab import host, nodes, shared
 from gldeploy.lab.vagrant import LabVMs
 from gldeploy.paths import REPO
 
@@ -94,6 +94,8 @@ def test_vm_not_booting_within_the_bound_fails_and_leaves_nothing() -> None:
     assert proc.returncode == 1, proc.stderr
     assert "did not boot and answer SSH within the boot timeout of 12 s" in proc.stderr
     assert "--boot-timeout" in proc.stderr  # the fix is named
+    console = shared.load().console(LAB, LAB)  # how far the boot got is shown, and where to read more
+    assert f"Console of {LAB} ({console}), last lines:" in proc.stderr and console.exists()
     assert "destroying the lab's VMs" in proc.stderr
     assert domains() == [] and vagrant_knows_nothing()
     assert took < 12 + 90 + 120, f"the bound was not kept: {took:.0f} s"

@@ -52,18 +52,30 @@ def test_ruby_and_python_read_the_same_names_from_lab_yml() -> None:
     assert s.prefix("single") == "gl-lab-single-" and host.PRIVATE_HOST_IP == "192.168.56.1"
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("box: b\n", "missing key(s)"),
-    ("box: b\nboot_timeout: soon\ndomain_prefix: 'x-%{lab}-'\nmanagement_network: {}\nprivate_network: {}\n",
-     "boot_timeout 'soon'"),
-    ("box: b\nboot_timeout: 5\ndomain_prefix: fixed-\nmanagement_network: {}\nprivate_network: {}\n",
-     "must contain %{lab}"),
-    ("box: b\nboot_timeout: 5\ndomain_prefix: 'x-%{lab}-'\nprivate_network: {}\n"
-     "management_network: {name: m, bridge: b, cidr: 300.1.1.0/24}\n", "management_network.cidr"),
+GOOD = ("box: b\nboot_timeout: 5\ndomain_prefix: 'x-%{lab}-'\nconsole_log: '/tmp/%{domain}.log'\n"
+        "management_network: {name: m, bridge: bm, cidr: 10.9.0.0/24}\n"
+        "private_network: {name: p, bridge: bp, cidr: 10.8.0.0/24}\n")
+
+
+@pytest.mark.parametrize("change, needle", [
+    (("boot_timeout: 5", ""), "missing key(s) boot_timeout"),
+    (("boot_timeout: 5", "boot_timeout: soon"), "boot_timeout 'soon'"),
+    (("'x-%{lab}-'", "fixed-"), "must contain %{lab}"),
+    (("'/tmp/%{domain}.log'", "/tmp/console.log"), "must contain %{domain}"),
+    (("cidr: 10.9.0.0/24", "cidr: 300.1.1.0/24"), "management_network.cidr"),
+    (("{name: p, bridge: bp, cidr: 10.8.0.0/24}", "{name: p}"), "private_network needs name, bridge and cidr"),
 ])
-def test_a_broken_lab_yml_is_named(tmp_path: Path, text: str, needle: str) -> None:
+def test_a_broken_lab_yml_is_named(tmp_path: Path, change: tuple[str, str], needle: str) -> None:
     path = tmp_path / "lab.yml"
-    path.write_text(text)
+    path.write_text(GOOD.replace(*change))
     with pytest.raises(ConfigError, match="lab.yml") as err:
         shared.load(path)
     assert needle in str(err.value)
+
+
+def test_the_good_example_loads_and_names_each_console(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yml"
+    path.write_text(GOOD)
+    loaded = shared.load(path)
+    assert loaded.prefix("cluster") == "x-cluster-" and loaded.private.host_ip == "10.8.0.1"
+    assert loaded.console("cluster", "server1") == Path("/tmp/x-cluster-server1.log")
