@@ -133,9 +133,11 @@ def describe(settings: Settings, plan: Plan, links: dict[str, Transport]) -> lis
     for host in plan.hosts:
         link = links[host]
         lines.append(f"host {host}: transport {link.describe()}, bundle {plan.bundle_dir}")
-        lines.append(f"  {host}: copy bundle -> {plan.bundle_dir} (mode 0700; settings.env and secrets 0600)")
+        lines.append(f"  {host}: copy bundle -> {plan.bundle_dir} (replaced whole; mode 0700; settings.env and "
+                     f"secrets 0600)")
         for step in (s for s in plan.steps if s.host == host):
-            lines.append(f"  {host}: {step.phase} [{step.role}] $ {shlex.join(link.command(plan.argv(step), plan.env()))}")
+            argv = link.command(plan.argv(step), plan.env(), step_timeout(settings))
+            lines.append(f"  {host}: {step.phase} [{step.role}] $ {shlex.join(argv)}")
     if plan.needs_artifacts:
         lines.append(f"k3s {settings.k3s_version} artifacts are staged into the bundle "
                      f"({settings.k3s_artifacts_dir or settings.k3s_release_url})")

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -25,8 +26,12 @@ from .errors import ConfigError, DeployError
 
 Echo = Callable[[str], None]
 
-TIMED_OUT = 124  # exit code of a command killed by its timeout
-CONNECT_TIMEOUT = 15  # seconds for the TCP/SSH handshake; commands themselves are bounded by the scripts
+TIMED_OUT = 124  # exit code of a command killed by its timeout (as timeout(1) gives)
+CONNECT_TIMEOUT = 15  # seconds for the TCP/SSH handshake
+ALIVE_INTERVAL, ALIVE_COUNT = 15, 4  # a silent dead connection is given up after about 60 s
+KILL_GRACE = 10  # seconds a timed-out command gets after SIGTERM before SIGKILL (timeout -k)
+LOCAL_GRACE = 30  # extra seconds this side waits for the target's own timeout before killing locally
+PUT_TIMEOUT = 3600  # seconds for shipping a bundle (k3s and its image tarballs: a few hundred MB)
 _SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET", re.IGNORECASE)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -67,6 +72,26 @@ def validate_host(host: str) -> str:
     return host
 
 
+def bounded(argv: Sequence[str], timeout: float | None) -> list[str]:
+    """argv under timeout(1) on the target: after `timeout` seconds the command and every process it
+    started (its process group) get SIGTERM, then SIGKILL KILL_GRACE s later; exit 124."""
+    if timeout is None:
+        return list(argv)
+    return ["timeout", "-k", str(KILL_GRACE), f"{timeout:g}", *argv]
+
+
+def _local_bound(timeout: float | None) -> float | None:
+    return None if timeout is None else timeout + KILL_GRACE + LOCAL_GRACE
+
+
+def _note_timeout(result: Result, timeout: float | None, where: str) -> Result:
+    if timeout is None or result.rc != TIMED_OUT:
+        return result
+    return Result(result.rc, result.stdout, result.stderr + f"\ntimed out after {timeout:g} s on {where}: the "
+                  f"phase and its processes were stopped (raise HEALTH_TIMEOUT/ROLLOUT_TIMEOUT if the host "
+                  f"is just slow)\n")
+
+
 def _pump(stream: IO[str], sink: list[str], echo: Echo | None, prefix: str) -> None:
     for line in stream:
         sink.append(line)
@@ -79,21 +104,22 @@ def _execute(argv: Sequence[str], echo: Echo | None, prefix: str,
              stdin_writer: Callable[[IO[bytes]], None] | None = None, timeout: float | None = None) -> Result:
     """Run argv locally; stream stderr lines (prefixed) to echo while capturing both streams.
 
-    With `timeout` (seconds) the command is killed when it runs longer and the result says so
-    (exit 124, like timeout(1)): every wait of a deploy is bounded, a hung host included.
+    With `timeout` (seconds) the command's whole process group is killed when it runs longer and the
+    result says so (exit 124, like timeout(1)): every wait of a deploy is bounded, a hung host included.
     """
     try:
         proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE if stdin_writer else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     except FileNotFoundError:
         raise DeployError(f"{argv[0]}: command not found on this machine") from None
     out: list[str] = []
     err: list[str] = []
     assert proc.stdout is not None and proc.stderr is not None
     readers = [
-        threading.Thread(target=_pump, args=(io.TextIOWrapper(proc.stdout, errors="replace"), out, None, "")),
+        threading.Thread(target=_pump, args=(io.TextIOWrapper(proc.stdout, errors="replace"), out, None, ""),
+                         daemon=True),
         threading.Thread(target=_pump, args=(io.TextIOWrapper(proc.stderr, errors="replace"), err, echo,
-                                             prefix)),
+                                             prefix), daemon=True),
     ]
     for reader in readers:
         reader.start()
@@ -111,12 +137,16 @@ def _execute(argv: Sequence[str], echo: Echo | None, prefix: str,
     try:
         rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the command and everything it started
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
         proc.wait()
         for reader in readers:
-            reader.join()
-        return Result(TIMED_OUT, "".join(out), "".join(err) + f"\ntimed out after {timeout:.0f} s: {argv[0]} "
-                      f"killed (raise HEALTH_TIMEOUT/ROLLOUT_TIMEOUT if the host is just slow)\n")
+            reader.join(timeout=5)  # a process that escaped the group may hold the pipes: do not hang
+        return Result(TIMED_OUT, "".join(out), "".join(err) + f"\ntimed out after {timeout:g} s: {argv[0]} "
+                      f"and its processes killed (raise HEALTH_TIMEOUT/ROLLOUT_TIMEOUT if the host is just "
+                      f"slow)\n")
     for reader in readers:
         reader.join()
     return Result(rc, "".join(out), "".join(err))
@@ -150,34 +180,45 @@ class Local:
     def _sudo(self) -> list[str]:
         return [] if os.geteuid() == 0 else ["sudo", "-n", "--"]
 
-    def command(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
-        return [*self._sudo(), *env_args(env), *argv]
+    def command(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+                timeout: float | None = None) -> list[str]:
+        return [*self._sudo(), *env_args(env), *bounded(argv, timeout)]
 
     def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
             timeout: float | None = None) -> Result:
-        return _execute(self.command(argv, env), self.echo, "[local] ", timeout=timeout)
+        result = _execute(self.command(argv, env, timeout), self.echo, "[local] ",
+                          timeout=_local_bound(timeout))
+        return _note_timeout(result, timeout, "this machine")
 
     def put_dir(self, src: Path, dest: str) -> None:
-        """Copy src's contents into dest (created 0700), keeping file modes."""
+        """Replace dest (0700) by src's contents, keeping file modes: nothing stale stays behind."""
         if self._sudo():
             result = _execute([*self._sudo(), "sh", "-c", _EXTRACT, "sh", dest], self.echo, "[local] ",
-                              _tar_stream(Path(src)))
+                              _tar_stream(Path(src)), timeout=PUT_TIMEOUT)
             if result.rc != 0:
                 raise DeployError(f"local: copying the bundle to {dest} failed: {result.stderr.strip()}")
             return
         target = Path(dest)
-        target.mkdir(mode=0o700, parents=True, exist_ok=True)
-        target.chmod(0o700)
-        shutil.copytree(src, target, dirs_exist_ok=True, copy_function=shutil.copy2)
-        target.chmod(0o700)  # copytree copied the source directory's mode
+        new, old = target.with_name(target.name + ".gl-new"), target.with_name(target.name + ".gl-old")
+        for stale in (new, old):
+            shutil.rmtree(stale, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, new, copy_function=shutil.copy2)
+        new.chmod(0o700)  # copytree copied the source directory's mode
+        if target.exists():
+            target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
 
     def close(self) -> None:
         """Nothing to release for the local transport."""
 
 
-# remote extraction: private umask, dest 0700, modes from the archive
-_EXTRACT = ('umask 077 && mkdir -p -- "$1" && chmod 700 -- "$1" && '
-            'tar -x -p --no-same-owner -f - -C "$1"')
+# remote extraction into "$1.gl-new" (private umask, 0700, modes from the archive), then swapped in
+# for "$1": the host's bundle is exactly what was shipped, no file of an earlier bundle stays behind
+_EXTRACT = ('umask 077 && rm -rf -- "$1.gl-new" "$1.gl-old" && mkdir -p -- "$1.gl-new" && '
+            'tar -x -p --no-same-owner -f - -C "$1.gl-new" && chmod 700 -- "$1.gl-new" && '
+            '{ [ ! -e "$1" ] || mv -- "$1" "$1.gl-old"; } && mv -- "$1.gl-new" "$1" && rm -rf -- "$1.gl-old"')
 
 
 class Ssh:
@@ -211,6 +252,7 @@ class Ssh:
         if self.key:
             argv += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
         argv += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
+                 "-o", f"ServerAliveInterval={ALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={ALIVE_COUNT}",
                  "-o", "ControlMaster=auto", "-o", f"ControlPath={control_path or '<private>/%C'}",
                  "-o", "ControlPersist=60", "-l", self.user, self.host, "--", remote]
         return argv
@@ -219,24 +261,25 @@ class Ssh:
         sudo = [] if self.user == "root" else ["sudo", "-n", "--"]
         return shlex.join([*sudo, *argv])
 
-    def command(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
-        return self.ssh_argv(self._remote([*env_args(env), *argv]))
+    def command(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+                timeout: float | None = None) -> list[str]:
+        return self.ssh_argv(self._remote([*env_args(env), *bounded(argv, timeout)]))
 
     def run(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
             timeout: float | None = None) -> Result:
-        remote = self._remote([*env_args(env), *argv])
+        remote = self._remote([*env_args(env), *bounded(argv, timeout)])
         result = _execute(self.ssh_argv(remote, control_path=self._control_path()), self.echo,
-                          f"[{self.host}] ", timeout=timeout)
+                          f"[{self.host}] ", timeout=_local_bound(timeout))
         if result.rc == 255:
             raise DeployError(f"{self.host}: ssh failed (exit 255): {result.stderr.strip()[-500:]}; check "
                               f"the host is reachable, SSH_USER/SSH_KEY/SSH_CONFIG, and its host key")
-        return result
+        return _note_timeout(result, timeout, self.host)
 
     def put_dir(self, src: Path, dest: str) -> None:
-        """Stream src as tar into `sudo tar -x` at dest (created 0700), keeping modes."""
+        """Stream src as tar into `sudo tar -x`, replacing dest (0700): nothing stale stays behind."""
         remote = self._remote(["sh", "-c", _EXTRACT, "sh", dest])
         result = _execute(self.ssh_argv(remote, control_path=self._control_path()), self.echo,
-                          f"[{self.host}] ", _tar_stream(Path(src)))
+                          f"[{self.host}] ", _tar_stream(Path(src)), timeout=PUT_TIMEOUT)
         if result.rc != 0:
             raise DeployError(f"{self.host}: copying the bundle to {dest} failed (exit {result.rc}): "
                               f"{result.stderr.strip()[-500:]}")

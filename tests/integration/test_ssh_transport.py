@@ -99,3 +99,47 @@ def test_unreachable_host_is_a_clear_deploy_error(sshd: Path) -> None:
             link.run(["true"])
     finally:
         link.close()
+
+
+def _running(marker: str) -> bool:
+    return subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0
+
+
+def test_a_timed_out_remote_phase_is_stopped_with_everything_it_started(sshd: Path, tmp_path: Path) -> None:
+    """The phase runs under timeout(1) on the host: at the bound its whole process group is stopped,
+    background children included, and the result is 124 with a sentence saying so."""
+    marker = f"gl-timeout-probe-{tmp_path.name}"
+    script = f"exec -a {marker}-child sleep 300 & exec -a {marker}-main sleep 300"
+    link = Ssh("testhost", "root", ssh_config=str(sshd), echo=None)
+    try:
+        started = time.monotonic()
+        result = link.run(["bash", "-c", script], timeout=1)
+        took = time.monotonic() - started
+    finally:
+        link.close()
+    assert result.rc == 124 and "timed out after 1 s on testhost" in result.stderr
+    assert took < 20, f"not bounded: {took:.0f} s"
+    deadline = time.monotonic() + 10
+    while _running(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _running(marker), "a process of the timed-out phase is still running on the host"
+
+
+def test_put_dir_replaces_the_bundle_so_nothing_stale_stays(sshd: Path, tmp_path: Path) -> None:
+    old, new, dest = tmp_path / "old", tmp_path / "new", tmp_path / "bundle"
+    (old / "artifacts/images").mkdir(parents=True)
+    (old / "artifacts/images/execution-backend-v1.0.oci.tar").write_text("old image")
+    (old / "secrets").mkdir()
+    (old / "secrets/registry-password").write_text("old")
+    (new / "artifacts/images").mkdir(parents=True)
+    (new / "artifacts/images/execution-backend-v1.1.oci.tar").write_text("new image")
+    link = Ssh("testhost", "root", ssh_config=str(sshd), echo=None)
+    try:
+        link.put_dir(old, str(dest))
+        link.put_dir(new, str(dest))
+    finally:
+        link.close()
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert files == ["artifacts/images/execution-backend-v1.1.oci.tar"]
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o700
+    assert not (tmp_path / "bundle.gl-new").exists() and not (tmp_path / "bundle.gl-old").exists()

@@ -133,7 +133,8 @@ def test_install_k3s_local_dry_run_touches_nothing(capsys: pytest.CaptureFixture
     code, out, _ = invoke(capsys, "install-k3s", "--hosts", "local", "--dry-run", "--set", f"WORK_DIR={work}")
     assert code == 0
     assert f"host local: transport local (this machine), bundle {work}" in out
-    assert f"local: 02_install_k3s [single] $ env GL_BUNDLE_DIR={work} bash {work}/02_install_k3s.sh --json --role single" in out
+    assert (f"local: 02_install_k3s [single] $ env GL_BUNDLE_DIR={work} timeout -k 10 1080 bash "
+            f"{work}/02_install_k3s.sh --json --role single") in out
     assert set(tmp_path.iterdir()) == before
 
 

@@ -103,12 +103,56 @@ def test_local_put_dir_keeps_modes_and_makes_dest_private(tmp_path: Path) -> Non
     assert stat.S_IMODE((dest / "secrets" / "token").stat().st_mode) == 0o600
 
 
-def test_a_hung_command_is_killed_at_its_timeout() -> None:
+def test_a_hung_command_is_stopped_at_its_timeout_with_its_children(tmp_path: Path) -> None:
+    import subprocess
     import time
+    marker = f"gl-local-timeout-{tmp_path.name}"
     started = time.monotonic()
-    result = Local(echo=None).run(["sleep", "30"], timeout=0.5)
-    assert time.monotonic() - started < 10
-    assert result.rc == 124 and "timed out after" in result.stderr
+    result = Local(echo=None).run(["bash", "-c", f"exec -a {marker}-bg sleep 60 & sleep 60; true"], timeout=0.5)
+    assert time.monotonic() - started < 10, "the background child kept the phase alive"
+    assert result.rc == 124 and "timed out after 0.5 s on this machine" in result.stderr
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+
+
+def test_the_local_backstop_kills_the_whole_process_group(tmp_path: Path) -> None:
+    """Even when the command itself ignores its bound, _execute kills its group and does not hang on
+    pipes a background child still holds."""
+    import subprocess
+    import time
+
+    from gldeploy.transport import _execute
+    marker = f"gl-backstop-{tmp_path.name}"
+    started = time.monotonic()
+    result = _execute(["bash", "-c", f"exec -a {marker} sleep 60 & sleep 60"], None, "", timeout=0.5)
+    assert time.monotonic() - started < 10 and result.rc == 124
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+
+
+def test_phase_commands_run_under_timeout_and_dry_run_shows_it() -> None:
+    local = Local(echo=None).command(["bash", "x.sh"], {"GL_BUNDLE_DIR": "/b"}, 900)
+    assert local[-7:] == ["timeout", "-k", "10", "900", "bash", "x.sh"][-7:] or local[-6:] == [
+        "timeout", "-k", "10", "900", "bash", "x.sh"]
+    remote = Ssh("h", "vagrant").command(["bash", "x.sh"], None, 900)[-1]
+    assert remote == "sudo -n -- timeout -k 10 900 bash x.sh"
+
+
+def test_ssh_gives_up_on_a_dead_connection() -> None:
+    argv = Ssh("h", "root").ssh_argv("true")
+    assert "ServerAliveInterval=15" in argv and "ServerAliveCountMax=4" in argv
+
+
+def test_local_put_dir_replaces_stale_files(tmp_path: Path) -> None:
+    old, new, dest = tmp_path / "old", tmp_path / "new", tmp_path / "dest"
+    (old / "images").mkdir(parents=True)
+    (old / "images/v1.0.tar").write_text("old")
+    (new / "images").mkdir(parents=True)
+    (new / "images/v1.1.tar").write_text("new")
+    Local(echo=None).put_dir(old, str(dest))
+    Local(echo=None).put_dir(new, str(dest))
+    assert sorted(p.name for p in dest.rglob("*") if p.is_file()) == ["v1.1.tar"]
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o700
 
 
 def test_every_phase_step_is_bounded() -> None:
