@@ -230,10 +230,12 @@ class LabOptions:
     box: str  # GL_LAB_BOX: a catalogue box name instead of the locally built one
     accel: str  # GL_LAB_ACCEL: kvm or tcg, overriding KVM detection
     boot_timeout: str  # GL_LAB_BOOT_TIMEOUT: seconds Vagrant waits for each VM to boot (as given)
+    vagrant_home: Path  # VAGRANT_HOME (default ~/.vagrant.d): where Vagrant keeps added boxes
 
 
 def lab_options(environ: Mapping[str, str] | None = None) -> LabOptions:
-    """Read GL_LAB_BOX / GL_LAB_ACCEL / GL_LAB_BOOT_TIMEOUT (the only reader of the environment)."""
+    """Read GL_LAB_BOX / GL_LAB_ACCEL / GL_LAB_BOOT_TIMEOUT / VAGRANT_HOME (the only env reader)."""
     environ = os.environ if environ is None else environ
     return LabOptions(box=environ.get("GL_LAB_BOX", ""), accel=environ.get("GL_LAB_ACCEL", ""),
-                      boot_timeout=environ.get("GL_LAB_BOOT_TIMEOUT", ""))
+                      boot_timeout=environ.get("GL_LAB_BOOT_TIMEOUT", ""),
+                      vagrant_home=Path(environ.get("VAGRANT_HOME") or Path.home() / ".vagrant.d"))

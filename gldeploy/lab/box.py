@@ -16,14 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gldeploy.errors import DeployError
+from gldeploy.artifacts import sha256_file
 from gldeploy.lab import shared
+from gldeploy.lab.children import Guard
+from gldeploy.lab.host import POOL_DIR as IMAGES_DIR
+from gldeploy.lab.host import VIRSH
 from gldeploy.lab.proc import run, say
 from gldeploy.paths import CACHE_DIR, VAGRANT_DIR
+from gldeploy.settings import lab_options
 
 BOX_INPUTS = VAGRANT_DIR / "box"
 CACHE = CACHE_DIR / "box"
 DEFAULT_BOX = shared.load().box
-BUILDER_VERSION = "1"  # bump when the assembly below changes in a way the inputs do not show
+BUILDER_VERSION = "2"  # bump when the assembly below changes in a way the inputs do not show
+KEY_FIELD = "gldeploy_key"  # metadata.json field naming the cache key the box was built from
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 DISK_MIB = 4096
@@ -125,17 +131,18 @@ def assemble_disk(rootdir: Path, disk: Path) -> None:
     root_img.unlink()
 
 
-def build_box(dest: Path, workdir: Path) -> None:
+def build_box(dest: Path, workdir: Path, key: str = "") -> None:
     """mmdebstrap a root dir, assemble and convert the disk, and tar it into `dest` (.box)."""
     rootdir = workdir / "rootfs"
     pubkey = insecure_key()
     hook = BOX_INPUTS / "customize.sh"
     say(f"mmdebstrap {SUITE} ({len(packages())} packages) from {MIRROR} ...")
-    run(["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
-         f"--include={','.join(packages())}", "--dpkgopt=path-exclude=/usr/share/doc/*",
-         "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
-         f"--customize-hook={hook} \"$1\" {pubkey}", SUITE, str(rootdir), MIRROR],
-        timeout=1500, what="mmdebstrap")
+    with Guard():  # on Ctrl-C mmdebstrap unmounts what it mounted under rootdir before we go on
+            run(["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
+             f"--include={','.join(packages())}", "--dpkgopt=path-exclude=/usr/share/doc/*",
+             "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
+             f"--customize-hook={hook} \"$1\" {pubkey}", SUITE, str(rootdir), MIRROR],
+            timeout=1500, what="mmdebstrap")
     disk = workdir / "disk.raw"
     say("assembling the disk (sfdisk, syslinux, mkfs.ext4 -d) ...")
     assemble_disk(rootdir, disk)
@@ -147,7 +154,7 @@ def build_box(dest: Path, workdir: Path) -> None:
         timeout=900, what="qemu-img convert")
     disk.unlink()
     (boxdir / "metadata.json").write_text(json.dumps(
-        {"provider": "libvirt", "format": "qcow2", "virtual_size": DISK_MIB // 1024}))
+        {"provider": "libvirt", "format": "qcow2", "virtual_size": DISK_MIB // 1024, KEY_FIELD: key}))
     shutil.copyfile(BOX_INPUTS / "Vagrantfile.box", boxdir / "Vagrantfile")
     partial = dest.with_suffix(".partial")
     run(["tar", "-C", str(boxdir), "-cf", str(partial), "metadata.json", "Vagrantfile", "box.img"],
@@ -155,44 +162,92 @@ def build_box(dest: Path, workdir: Path) -> None:
     partial.rename(dest)
 
 
-def drop_box_volumes(name: str) -> None:
-    """Delete vagrant-libvirt's uploaded copies of an old box `name` from the default pool."""
+def installed_dir(name: str) -> Path:
+    """Where Vagrant keeps an added libvirt box (shared by every checkout on this machine)."""
+    return lab_options().vagrant_home / "boxes" / name.replace("/", "-VAGRANTSLASH-") / "0" / "libvirt"
+
+
+def installed_key(name: str) -> str:
+    """The cache key the added box was built from ("" for a box not built here, or none added)."""
+    try:
+        return str(json.loads((installed_dir(name) / "metadata.json").read_text()).get(KEY_FIELD, ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def _volumes(name: str) -> list[str]:
     prefix = name.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
-    vols = run(["virsh", "-c", "qemu:///system", "vol-list", "default"], timeout=60, check=False,
-               what="virsh vol-list").stdout
-    for vol in (ln.split()[0] for ln in vols.splitlines() if ln.strip().startswith(prefix)):
-        run(["virsh", "-c", "qemu:///system", "vol-delete", vol, "--pool", "default"], timeout=60,
-            check=False, what="virsh vol-delete")
+    vols = run([*VIRSH, "vol-list", "default"], timeout=60, check=False, what="virsh vol-list").stdout
+    return [ln.split()[0] for ln in vols.splitlines() if ln.strip().startswith(prefix)]
+
+
+def _delete_volume(vol: str) -> None:
+    run([*VIRSH, "vol-delete", vol, "--pool", "default"], timeout=60, check=False, what="virsh vol-delete")
+
+
+def drop_box_volumes(name: str) -> None:
+    """Delete vagrant-libvirt's uploaded copies of box `name` from the default pool."""
+    for vol in _volumes(name):
+        _delete_volume(vol)
+
+
+def drop_bad_box_volumes(name: str) -> list[str]:
+    """Delete uploaded copies of the box that differ from the added box.img (an upload cut short by a
+    kill would otherwise be reused as every VM's base image). Returns what was deleted."""
+    image = installed_dir(name) / "box.img"
+    if not image.exists():
+        return []
+    want = sha256_file(image)
+    dropped = []
+    for vol in _volumes(name):
+        path = IMAGES_DIR / vol
+        if not path.exists() or path.stat().st_size != image.stat().st_size or sha256_file(path) != want:
+            say(f"box volume {vol} differs from the added box (an interrupted upload?): deleting it")
+            _delete_volume(vol)
+            dropped.append(vol)
+    return dropped
+
+
+def clean_stale_builds() -> None:
+    """Remove what a killed build left: *.partial boxes and gl-box-* work dirs (unmounting first
+    anything mmdebstrap had mounted inside them)."""
+    for partial in CACHE.glob("*.partial"):
+        partial.unlink()
+    for workdir in CACHE.glob("gl-box-*"):
+        mounts = [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+                  if ln.split()[4].startswith(f"{workdir}/")]
+        for mount in sorted(mounts, key=len, reverse=True):
+            run(["umount", "--lazy", mount], timeout=60, check=False, what="umount")
+        say(f"removing a box build left by a killed run: {workdir.name}")
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def ensure_box(name: str = DEFAULT_BOX, *, force: bool = False) -> BoxResult:
-    """Build (if the cache misses) and `vagrant box add` (if not already added with this key)."""
+    """Build (if the cache misses) and `vagrant box add` (if the added box has another key)."""
     start = time.monotonic()
     key = cache_key(pubkey=insecure_key().read_bytes())
     CACHE.mkdir(parents=True, exist_ok=True)
+    clean_stale_builds()
     dest = CACHE / f"debian12-{key}.box"
     built = False
     if force or not dest.exists():
         for stale in CACHE.glob("debian12-*.box"):
             stale.unlink()
         with tempfile.TemporaryDirectory(prefix="gl-box-", dir=CACHE) as tmp:
-            build_box(dest, Path(tmp))
+            build_box(dest, Path(tmp), key)
         built = True
     else:
         say(f"box cache hit: {dest.name} (inputs unchanged)")
-    marker = CACHE / f"added-{name.replace('/', '_')}"
     added = False
-    current = marker.read_text().strip() if marker.exists() else ""
-    listed = box_listed(name)  # `vagrant box list` takes seconds: ask once
-    if built or current != key or not listed:
-        if listed:
-            run(["vagrant", "box", "remove", "--force", "--all", name], timeout=300, what="vagrant box remove")
+    if built or installed_key(name) != key:
+        # `vagrant box add --force` replaces the box in place. `vagrant box remove` is not used: it
+        # loads the Vagrantfile of every machine in Vagrant's index, other checkouts' included.
         drop_box_volumes(name)
         say(f"vagrant box add {name} ...")
         run(["vagrant", "box", "add", "--force", "--name", name, str(dest)], timeout=600,
             what="vagrant box add")
-        marker.write_text(key + "\n")
         added = True
     else:
         say(f"box {name} already added (key {key})")
+        drop_bad_box_volumes(name)
     return BoxResult(name, dest, key, built, added, time.monotonic() - start, dest.stat().st_size)

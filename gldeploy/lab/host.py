@@ -24,6 +24,7 @@ RUN_DIR = Path("/run/libvirt")
 VIRTLOGD_SOCK = RUN_DIR / "virtlogd-sock"
 PIDFILES = {"virtlogd": Path("/run/gl-lab-virtlogd.pid"), "libvirtd": Path("/run/gl-lab-libvirtd.pid")}
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
+POOL_DIR = Path("/var/lib/libvirt/images")  # the `default` storage pool
 SHARED = shared.load()
 MGMT_NET = SHARED.mgmt.name
 PRIVATE_NET = SHARED.private.name
@@ -140,11 +141,14 @@ def libvirt_answers() -> bool:
     return subprocess.run([*VIRSH, "version"], capture_output=True, timeout=30).returncode == 0
 
 
-def _alive(pidfile: Path) -> bool:
-    """True when the pidfile names a live process of that daemon (a reused PID does not count)."""
+def pid_alive(pidfile: Path, comm: str = "") -> bool:
+    """True when the pidfile names a live process named `comm` (default: the pidfile's name without
+    gl-lab-): a PID reused by another program does not count."""
     try:
         pid = int(pidfile.read_text().strip())
-        return Path(f"/proc/{pid}/comm").read_text().strip() == pidfile.stem.removeprefix("gl-lab-")
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False  # exited, not yet reaped by its parent
+        return Path(f"/proc/{pid}/comm").read_text().strip() == (comm or pidfile.stem.removeprefix("gl-lab-"))
     except (OSError, ValueError):
         return False
 
@@ -162,9 +166,9 @@ def socket_answers(path: Path) -> bool:
 
 def start_daemons(restart_libvirtd: bool = False) -> None:
     """Start virtlogd and libvirtd by hand when not running (systemd is not PID 1 here)."""
-    for d in (RUN_DIR, Path("/var/log/libvirt"), Path("/var/lib/libvirt/images")):
+    for d in (RUN_DIR, Path("/var/log/libvirt"), POOL_DIR):
         d.mkdir(parents=True, exist_ok=True)
-    if restart_libvirtd and _alive(PIDFILES["libvirtd"]):
+    if restart_libvirtd and pid_alive(PIDFILES["libvirtd"]):
         say("restarting libvirtd (qemu.conf changed)")
         stop_daemons(only=("libvirtd",))
     elif restart_libvirtd and libvirt_answers():
@@ -188,10 +192,10 @@ def stop_daemons(only: tuple[str, ...] = ("libvirtd", "virtlogd")) -> None:
     """Stop the daemons this module started, by the PIDs in its pidfiles only."""
     for name in only:
         pidfile = PIDFILES[name]
-        if _alive(pidfile):
+        if pid_alive(pidfile):
             pid = int(pidfile.read_text().strip())
             os.kill(pid, 15)
-            wait_for(lambda: not _alive(pidfile), timeout=30, what=f"{name} (pid {pid}) to stop")
+            wait_for(lambda: not pid_alive(pidfile), timeout=30, what=f"{name} (pid {pid}) to stop")
         pidfile.unlink(missing_ok=True)
 
 
@@ -202,7 +206,7 @@ def _virsh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def ensure_pool() -> None:
     """Define, build and start the `default` dir storage pool at /var/lib/libvirt/images."""
     if _virsh("pool-info", "default", check=False).returncode != 0:
-        _virsh("pool-define-as", "default", "dir", "--target", "/var/lib/libvirt/images")
+        _virsh("pool-define-as", "default", "dir", "--target", str(POOL_DIR))
     info = _virsh("pool-info", "default").stdout
     if not re.search(r"State:\s+running", info):
         _virsh("pool-start", "default")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import http.client
 import os
 import secrets
+import signal
 import ssl
 import subprocess
 import time
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gldeploy.errors import DeployError
-from gldeploy.lab.proc import run, say
+from gldeploy.lab.host import pid_alive as _alive
+from gldeploy.lab.proc import run, say, wait_for
 
 START_TIMEOUT = 30.0
+COMM = "docker-registry"
 USER = "gl-lab"
 
 
@@ -49,6 +52,8 @@ class LabRegistry:
 
     def __init__(self, workdir: Path, ip: str, port: int = 5000) -> None:
         self.workdir, self.ip, self.port = workdir, ip, port
+        # one registry per address, whichever checkout started it: a killed run's is found again
+        self.pidfile = Path(f"/run/gl-lab-registry-{ip}-{port}.pid")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _answers_401(self, ca_file: Path) -> bool:
@@ -62,8 +67,19 @@ class LabRegistry:
         finally:
             conn.close()
 
+    def reclaim(self) -> None:
+        """Stop a lab registry left running by a killed run (any checkout), found by its pidfile."""
+        if _alive(self.pidfile, COMM):
+            pid = int(self.pidfile.read_text().strip())
+            say(f"stopping a lab registry left running by an earlier run (pid {pid})")
+            os.kill(pid, signal.SIGTERM)
+            wait_for(lambda: not _alive(self.pidfile, COMM), timeout=15,
+                     what=f"the old lab registry (pid {pid}) to stop")
+        self.pidfile.unlink(missing_ok=True)
+
     def start(self) -> RegistryInfo:
         """Write certs/htpasswd/config (0600 where secret), start the registry, wait for 401 on /v2/."""
+        self.reclaim()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o700)
         ca_file, cert, key = _certs(self.workdir, self.ip)
@@ -89,6 +105,7 @@ class LabRegistry:
         log = (self.workdir / "registry.log").open("wb")
         self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.pidfile.write_text(f"{self.proc.pid}\n")
         deadline = time.monotonic() + START_TIMEOUT
         while not self._answers_401(ca_file):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -109,6 +126,7 @@ class LabRegistry:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            self.pidfile.unlink(missing_ok=True)
         self.proc = None
 
 

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich.console import Console
 
@@ -14,6 +14,7 @@ from gldeploy import settings as settings_lib
 from gldeploy.errors import DeployError
 from gldeploy.lab import box as boxlib
 from gldeploy.lab import host, k3s_source, nodes, offline, site
+from gldeploy.lab.children import term_as_interrupt
 from gldeploy.lab.ntp import SntpServer
 from gldeploy.lab.registry import LabRegistry, push_sample_image
 from gldeploy.lab.report import LabReport, MemorySampler, Row, host_memory_used_mib
@@ -118,6 +119,7 @@ def _environ() -> dict[str, str]:
 def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name: str = "",
             download: bool = True, accel_override: str = "", boot_timeout: int = DEFAULT_BOOT_TIMEOUT) -> LabReport:
     """The whole lab run; always destroys the VMs (unless keep) and writes the report."""
+    term_as_interrupt()  # a SIGTERM (CI timeout) unwinds like Ctrl-C: VMs destroyed, report written
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
     lab = nodes.load(lab_name)
     loaded = settings_lib.load(lab.env_file)  # same GL_* environment the invoke children see
@@ -183,12 +185,10 @@ def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name:
             report.result, report.error = "fail", str(exc)
             report.extra["exit_code"] = exc.exit_code
         finally:
-            registry.stop()
-            ntp.stop()
-            close_ssh_masters(work / "ssh-config", lab)
+            cleanup(report, [registry.stop, ntp.stop, lambda: close_ssh_masters(work / "ssh-config", lab)])
             if vms is not None and not keep:
                 with report.step("destroy"):
-                    vms.destroy()
+                    cleanup(report, [vms.destroy])
             elif keep:
                 say(f"--keep: VMs left running; ssh -F {work / 'ssh-config'} {lab.ips[0]}")
     report.extra["host_ram_peak_mib"] = mem.peak
@@ -197,6 +197,19 @@ def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name:
     report.print(console)
     console.print(f"report: {path}", markup=False)
     return report
+
+
+def cleanup(report: LabReport, steps: list[Callable[[], object]]) -> None:
+    """Run every cleanup step even when one fails; a failure fails the run (a VM may be left) but
+    never hides the error that came first, and the report is still written."""
+    for step in steps:
+        try:
+            step()
+        except (DeployError, OSError, subprocess.SubprocessError) as exc:
+            say(f"cleanup step failed: {exc}")
+            report.extra.setdefault("cleanup_errors", []).append(str(exc))
+            if report.result == "pass":
+                report.result, report.error = "fail", f"cleanup failed: {exc}"
 
 
 def close_ssh_masters(ssh_config: Path, lab: nodes.Lab) -> None:

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import vagrant as pyvagrant
 
 from gldeploy.errors import DeployError
 from gldeploy.lab import shared
+from gldeploy.lab.children import Guard
 from gldeploy.lab.host import VIRSH, Accel
 from gldeploy.lab.nodes import Lab
 from gldeploy.lab.proc import run, say
@@ -24,51 +23,8 @@ SSH_OPTIONS = ("IdentitiesOnly yes", "StrictHostKeyChecking no", "UserKnownHosts
 
 DEFAULT_BOOT_TIMEOUT = shared.load().boot_timeout  # TCG, 2 cores: one VM boots in ~40 s, six in ~150 s
 BOOT_TIMED_OUT = "Timed out while waiting for the machine to boot"
-CLEANUP_GRACE = 90  # seconds vagrant gets to clean up after SIGINT before it is killed
-
-
-def child_pids() -> list[int]:
-    """PIDs of this process's direct children (from /proc)."""
-    me, found = os.getpid(), []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == me:
-            found.append(int(stat.parent.name))
-    return found
-
-
-class Watchdog:
-    """Bound a blocking vagrant call: after `seconds`, SIGINT the children (vagrant cleans up as on
-    Ctrl-C), then SIGKILL what is left after CLEANUP_GRACE. `fired` tells the caller it happened."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.fired = seconds, False
-        self._timers: list[threading.Timer] = []
-
-    def _signal(self, sig: int) -> None:
-        self.fired = True
-        for pid in child_pids():
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def __enter__(self) -> "Watchdog":
-        for delay, sig in ((self.seconds, signal.SIGINT), (self.seconds + CLEANUP_GRACE, signal.SIGKILL)):
-            timer = threading.Timer(delay, self._signal, args=(sig,))
-            timer.daemon = True
-            timer.start()
-            self._timers.append(timer)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for timer in self._timers:
-            timer.cancel()
-
-
+VAGRANT_QUERY_TIMEOUT = 120  # seconds for `vagrant status` / `vagrant ssh-config`
+VAGRANT_DESTROY_TIMEOUT = 300  # seconds for `vagrant destroy` before virsh does it
 def _tail(path: Path, lines: int) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -112,19 +68,20 @@ class LabVMs:
         say(f"vagrant up {' '.join(self.lab.names)} (provider libvirt; at most {self.boot_timeout} s; "
             f"log {self.log}) ...")
         self.log.write_text("")
-        watchdog = Watchdog(self.boot_timeout)
+        watchdog = Guard(self.boot_timeout)
         try:
             with watchdog:
                 self.v.up(provider="libvirt")
         except subprocess.CalledProcessError as exc:
+            from gldeploy.lab.box import box_listed
+            if not box_listed(self.box):  # before the boot bound: a slow download is no boot failure
+                raise DeployError(f"box {self.box} is not added to Vagrant and could not be downloaded"
+                                  f"{' within the bound' if watchdog.fired else ''}; run `invoke box.build` "
+                                  f"or `vagrant box add {self.box} <file|url>`") from None
             if watchdog.fired:
                 raise DeployError(f"lab {self.lab.name}: the VMs did not boot and answer SSH within the boot "
                                   f"timeout of {self.boot_timeout} s; raise it with --boot-timeout or "
                                   f"GL_LAB_BOOT_TIMEOUT (TCG is slow). {self.console_tails()}") from None
-            from gldeploy.lab.box import box_listed
-            if not box_listed(self.box):
-                raise DeployError(f"box {self.box} is not added to Vagrant and could not be downloaded; "
-                                  f"run `invoke box.build` or `vagrant box add {self.box} <file|url>`") from None
             if BOOT_TIMED_OUT in self.log.read_text(errors="replace"):
                 raise DeployError(f"a VM of lab {self.lab.name} booted but did not answer SSH within "
                                   f"{self.boot_timeout} s (Vagrant's boot_timeout); raise it with "
@@ -136,7 +93,8 @@ class LabVMs:
     def running(self) -> list[str]:
         """Names of nodes vagrant knows as created (any state but not_created)."""
         try:
-            return [s.name for s in self.v.status() if s.state != pyvagrant.Vagrant.NOT_CREATED]
+            with Guard(VAGRANT_QUERY_TIMEOUT):
+                return [s.name for s in self.v.status() if s.state != pyvagrant.Vagrant.NOT_CREATED]
         except subprocess.CalledProcessError:
             return []
 
@@ -145,9 +103,10 @@ class LabVMs:
         start = time.monotonic()
         try:
             if self.running():
-                self.v.destroy()
+                with Guard(VAGRANT_DESTROY_TIMEOUT):
+                    self.v.destroy()
         except subprocess.CalledProcessError as exc:
-            say(f"vagrant destroy failed (exit {exc.returncode}); removing domains with virsh")
+            say(f"vagrant destroy failed or timed out (exit {exc.returncode}); removing domains with virsh")
         self.destroy_leftovers()
         return time.monotonic() - start
 
@@ -183,7 +142,8 @@ class LabVMs:
     def ssh_params(self, name: str) -> dict[str, str]:
         """HostName, Port, User, IdentityFile from `vagrant ssh-config NAME`."""
         try:
-            text = self.v.ssh_config(vm_name=name)
+            with Guard(VAGRANT_QUERY_TIMEOUT):
+                text = self.v.ssh_config(vm_name=name)
         except subprocess.CalledProcessError:
             raise DeployError(f"vagrant ssh-config {name} failed; is the VM running?") from None
         params: dict[str, str] = {}

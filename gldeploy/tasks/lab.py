@@ -8,6 +8,7 @@ from gldeploy.settings import lab_options
 from gldeploy.lab import box as boxlib
 from gldeploy.lab import host, nodes
 from gldeploy.lab.proc import say
+from gldeploy.lab.children import term_as_interrupt
 from gldeploy.lab.vagrant import DEFAULT_BOOT_TIMEOUT, LabVMs
 
 LAB_HELP = "Lab name: a node table vagrant/labs/<lab>.yml (default single)"
@@ -53,11 +54,13 @@ def up(c: Context, lab: str = "single", box: str = "", accel: str = "", boot_tim
     from gldeploy.lab.runner import state_dir
     table = nodes.load(lab)
     timeout = _boot_timeout(boot_timeout)
+    term_as_interrupt()
     detected = host.setup(accel_override=_accel(accel))
     name = _box(box)
     if name == boxlib.DEFAULT_BOX:
         boxlib.ensure_box(name)
     vms = LabVMs(table, box=name, accel=detected, boot_timeout=timeout)
+    vms.destroy()  # leftovers of a killed run would make vagrant refuse the domain names
     try:
         took = vms.up()
         cfg = vms.ready(state_dir(lab) / "ssh-config")

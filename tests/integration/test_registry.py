@@ -119,3 +119,28 @@ def test_missing_archive_and_half_credentials_are_bad_input(tmp_path: Path) -> N
     archive.write_bytes(b"")
     with pytest.raises(ConfigError, match="set both or neither"):
         registry.push(archive, "127.0.0.1:1/a:v1", ca_file=None, user="u", password_file=None)
+
+
+def test_a_registry_left_by_a_killed_run_is_reclaimed(tmp_path: Path) -> None:
+    """A run killed before its cleanup leaves docker-registry on the lab address; the next run (from
+    any checkout) stops it by its pidfile and starts its own instead of failing to bind."""
+    import os
+
+    from gldeploy.lab.registry import LabRegistry
+    from tests.fixtures.k3s_standin.testing import free_port
+    port = free_port()
+    first = LabRegistry(tmp_path / "first", "127.0.0.1", port)
+    first.start()
+    assert first.proc is not None
+    orphan = first.proc.pid  # the "killed run" never calls first.stop()
+    second = LabRegistry(tmp_path / "second", "127.0.0.1", port)
+    try:
+        info = second.start()
+        assert info.address == f"127.0.0.1:{port}" and second.proc is not None
+        first.proc.wait(timeout=15)  # reaped: it was stopped by the second start
+        assert not os.path.exists(f"/proc/{orphan}") or first.proc.returncode is not None
+        assert second.pidfile.read_text().strip() == str(second.proc.pid)
+    finally:
+        second.stop()
+        first.stop()
+    assert not second.pidfile.exists()

@@ -43,3 +43,27 @@ def test_packages_list_has_what_the_lab_needs() -> None:
     assert {"systemd-sysv", "openssh-server", "sudo", "python3", "curl", "iproute2", "iptables",
             "ca-certificates", "kmod", "linux-image-cloud-amd64", "openssl", "systemd-timesyncd"} <= names
     assert not any(n.startswith("#") or " " in n for n in names)
+
+
+def test_the_added_box_is_known_by_the_key_in_its_metadata(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The added box is shared by every checkout on the machine: its own metadata says which inputs
+    built it (a marker file in one checkout could not)."""
+    import json
+    monkeypatch.setenv("VAGRANT_HOME", str(tmp_path / "vh"))
+    assert box.installed_key("gldeploy/debian12") == ""
+    d = box.installed_dir("gldeploy/debian12")
+    assert d == tmp_path / "vh/boxes/gldeploy-VAGRANTSLASH-debian12/0/libvirt"
+    d.mkdir(parents=True)
+    (d / "metadata.json").write_text(json.dumps({"provider": "libvirt", box.KEY_FIELD: "abc123"}))
+    assert box.installed_key("gldeploy/debian12") == "abc123"
+    (d / "metadata.json").write_text("{not json")
+    assert box.installed_key("gldeploy/debian12") == ""
+
+
+def test_a_killed_build_leaves_nothing_behind_for_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(box, "CACHE", tmp_path)
+    (tmp_path / "debian12-abc.partial").write_bytes(b"half")
+    (tmp_path / "gl-box-xyz/rootfs/etc").mkdir(parents=True)
+    (tmp_path / "debian12-abc.box").write_bytes(b"whole")
+    box.clean_stale_builds()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["debian12-abc.box"]

@@ -22,33 +22,54 @@ def test_a_socket_file_nobody_listens_on_does_not_answer(tmp_path: Path) -> None
 def test_a_pidfile_counts_only_when_its_pid_is_that_daemon(tmp_path: Path) -> None:
     pidfile = tmp_path / "gl-lab-virtlogd.pid"
     pidfile.write_text(f"{os.getpid()}\n")  # alive, but python, not virtlogd (a reused PID)
-    assert not host._alive(pidfile)
+    assert not host.pid_alive(pidfile)
     comm = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
     own = tmp_path / f"gl-lab-{comm}.pid"
     own.write_text(f"{os.getpid()}\n")
-    assert host._alive(own)
+    assert host.pid_alive(own)
     pidfile.write_text("not a pid\n")
-    assert not host._alive(pidfile)
+    assert not host.pid_alive(pidfile)
 
 
-def test_watchdog_interrupts_a_call_that_overruns_its_bound() -> None:
+def test_guard_interrupts_a_call_that_overruns_its_bound() -> None:
     import subprocess
     import time
 
-    from gldeploy.lab.vagrant import Watchdog
+    from gldeploy.lab.children import Guard
     start = time.monotonic()
-    with Watchdog(0.5) as dog:
+    with Guard(0.5) as guard:
         proc = subprocess.run(["sleep", "30"])
-    assert dog.fired and proc.returncode == -2  # SIGINT, as a Ctrl-C would send
+    assert guard.fired and proc.returncode == -2  # SIGINT, as a Ctrl-C would send
     assert time.monotonic() - start < 10
 
 
-def test_watchdog_stays_quiet_when_the_call_finishes_in_time() -> None:
+def test_guard_stays_quiet_when_the_call_finishes_in_time() -> None:
     import subprocess
 
-    from gldeploy.lab.vagrant import Watchdog, child_pids
-    with Watchdog(30) as dog:
+    from gldeploy.lab.children import Guard, child_pids
+    with Guard(30) as guard:
         proc = subprocess.Popen(["sleep", "0.2"])
         assert proc.pid in child_pids()
         proc.wait()
-    assert not dog.fired and proc.returncode == 0
+    assert not guard.fired and proc.returncode == 0
+
+
+def test_guard_lets_the_child_clean_up_on_sigterm_then_raises_keyboard_interrupt(tmp_path: Path) -> None:
+    """SIGTERM to this process is passed on to the child as SIGINT; the child's own cleanup runs to
+    the end (Python alone would kill it 0.25 s after a Ctrl-C); then KeyboardInterrupt is raised."""
+    import signal
+    import subprocess
+    import threading
+
+    import pytest
+
+    from gldeploy.lab.children import Guard
+    done = tmp_path / "cleaned-up"
+    child = f"trap 'sleep 1; touch {done}; exit 130' INT; sleep 30 & wait"
+    threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGTERM)).start()
+    with pytest.raises(KeyboardInterrupt):
+        with Guard() as guard:
+            proc = subprocess.run(["bash", "-c", child])
+    assert guard.interrupted and proc.returncode == 130
+    assert done.exists(), "the child's cleanup did not finish"
+    assert signal.getsignal(signal.SIGTERM) is not guard._on_signal  # handlers restored
