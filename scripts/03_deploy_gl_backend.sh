@@ -40,13 +40,28 @@ require_k3s() {
   gl_check_pass "k3s installed" "k3s (${MODE}) present$([[ "${MODE}" == standin ]] && echo ': the test stand-in, Kubernetes steps are skipped')"
 }
 
-verify_images() {  # SHA256SUMS next to the archives, when present, must match before any copy
-  local sums="${IMAGES_DIR}/SHA256SUMS" out
+listed_in_sums() {  # NAME SUMS: 0 when SUMS has a line "<sha>  NAME" (or "<sha> *NAME", binary mode)
+  local name
+  while read -r _ name; do
+    if [[ "${name#\*}" == "$1" ]]; then return 0; fi
+  done <"$2"
+  return 1
+}
+
+verify_images() {  # SHA256SUMS, when present, must list and match every archive before any copy
+  local sums="${IMAGES_DIR}/SHA256SUMS" out f unlisted=()
   if (( ${#IMAGES[@]} == 0 )); then return 0; fi
   if [[ ! -f "${sums}" ]]; then
     gl_check_warn "backend image checksums" "no SHA256SUMS in artifacts/images: archives not verified" \
       "ship artifacts/images/SHA256SUMS (sha256sum *.tar > SHA256SUMS) with the bundle"
     return 0
+  fi
+  for f in "${IMAGES[@]}"; do
+    listed_in_sums "$(basename "${f}")" "${sums}" || unlisted+=("$(basename "${f}")")
+  done
+  if (( ${#unlisted[@]} )); then  # sha256sum -c --ignore-missing would pass them unchecked
+    k3s_abort "backend image checksums" "not listed in artifacts/images/SHA256SUMS, refusing unverified archive(s): ${unlisted[*]}" \
+      "remove them from artifacts/images, or ship the release's SHA256SUMS that lists them; nothing was copied"
   fi
   if ! out=$(cd "${IMAGES_DIR}" && sha256sum -c --ignore-missing --quiet SHA256SUMS 2>&1); then
     k3s_abort "backend image checksums" "image archives do not match artifacts/images/SHA256SUMS: ${out//$'\n'/; }" \
@@ -55,10 +70,15 @@ verify_images() {  # SHA256SUMS next to the archives, when present, must match b
   gl_check_pass "backend image checksums" "${#IMAGES[@]} archive(s) match SHA256SUMS"
 }
 
-image_present() {  # REF: 0 when containerd (k8s.io namespace) already has the image
-  local ref="$1" listed
+# image_present REF: 0 when containerd (k8s.io namespace) already has the backend image: first under
+# BACKEND_IMAGE_REF, the name the archives are imported as (gldeploy's backend.containerd_name), else
+# as REF or its docker.io forms. No empty pattern: grep -x "" would match an empty listing.
+image_present() {
+  local ref="$1" listed forms=()
   listed=$("${K3S_BIN}" ctr images ls -q 2>/dev/null) || return 1
-  grep -qxF -e "${ref}" -e "docker.io/${ref}" -e "docker.io/library/${ref}" <<<"${listed}"
+  if [[ -n "${BACKEND_IMAGE_REF:-}" ]]; then forms+=(-e "${BACKEND_IMAGE_REF}"); fi
+  forms+=(-e "${ref}" -e "docker.io/${ref}" -e "docker.io/library/${ref}")
+  grep -qxF "${forms[@]}" <<<"${listed}"
 }
 
 import_images() {
@@ -69,7 +89,8 @@ import_images() {
   fi
   for f in "${IMAGES[@]}"; do
     dest="${K3S_IMAGES_DIR}/$(basename "${f}")"
-    if [[ "$(gl_install_file "${f}" "${dest}" 0644)" == changed ]]; then copied+=("$(basename "${f}")"); fi
+    gl_install_file "${f}" "${dest}" 0644  # in this shell: a failed copy ends the phase
+    if [[ "${GL_INSTALLED}" == changed ]]; then copied+=("$(basename "${f}")"); fi
     if [[ "${MODE}" == real ]] && { (( ${#copied[@]} )) || ! image_present "${BACKEND_IMAGE}:${BACKEND_VERSION}"; }; then
       "${K3S_BIN}" ctr images import "${dest}" >&2 || k3s_abort "backend images" "k3s ctr images import ${dest} failed" \
         "check the archive (skopeo inspect oci-archive:${dest}) and free space under /var/lib/rancher"
@@ -80,7 +101,7 @@ import_images() {
   gl_check_pass "backend images" "$(( ${#IMAGES[@]} )) archive(s) in ${K3S_IMAGES_DIR#"${GL_ROOT}"}$( (( ${#copied[@]} )) && echo "; copied ${copied[*]}" || echo ", unchanged")"
   if [[ "${MODE}" == real ]]; then
     if (( ${#imported[@]} )); then GL_CHANGED=true; gl_check_pass "backend image import" "imported ${imported[*]} into containerd"
-    else gl_check_pass "backend image import" "${BACKEND_IMAGE}:${BACKEND_VERSION} already in containerd"; fi
+    else gl_check_pass "backend image import" "${BACKEND_IMAGE_REF:-${BACKEND_IMAGE}:${BACKEND_VERSION}} already in containerd"; fi
   else
     gl_check_skip "backend image import" "${NEEDS_REAL}"
   fi
@@ -92,8 +113,9 @@ kubectl_k3s() { KUBECONFIG="${K3S_KUBECONFIG}" "${K3S_BIN}" kubectl "$@"; }
 apply_manifests() {
   local out line changed=()
   if [[ "${MODE}" != real ]]; then gl_check_skip "backend manifests" "${NEEDS_REAL}"; return 0; fi
-  out=$(kubectl_k3s apply -f "${MANIFEST}" 2>&1) || k3s_abort "backend manifests" "kubectl apply failed: ${out//$'\n'/; }" \
-    "validate backend/backend.yaml (invoke backend.render) and check the API: k3s kubectl get --raw /readyz"
+  out=$(kubectl_k3s apply --request-timeout=60s -f "${MANIFEST}" 2>&1) \
+    || k3s_abort "backend manifests" "kubectl apply failed: ${out//$'\n'/; }" \
+         "check backend/backend.yaml (invoke deploy-gl-backend renders it again) and the API: k3s kubectl get --raw /readyz"
   while IFS= read -r line; do
     [[ -z "${line}" || "${line}" == *" unchanged" ]] || changed+=("${line}")
   done <<<"${out}"
@@ -101,18 +123,25 @@ apply_manifests() {
   else gl_check_pass "backend manifests" "all objects unchanged"; fi
 }
 
-wait_rollout() {
-  local kind name ns waited=()
+wait_rollout() {  # the list is captured first: a failed kubectl get must fail the phase, not list nothing
+  local kind name ns list tmp waited=()
   if [[ "${MODE}" != real ]]; then gl_check_skip "backend rollout" "${NEEDS_REAL}"; return 0; fi
+  gl_tmpdir tmp
+  list=$(kubectl_k3s get --request-timeout=60s -f "${MANIFEST}" \
+           -o jsonpath='{range .items[*]}{.kind} {.metadata.name} {.metadata.namespace}{"\n"}{end}' 2>"${tmp}/err") \
+    || k3s_abort "backend rollout" "could not list the workloads in backend/backend.yaml: $(tr '\n' ' ' <"${tmp}/err")" \
+         "check the API (k3s kubectl get --raw /readyz) and run this phase again"
   while read -r kind name ns; do
     case "${kind}" in Deployment|StatefulSet|DaemonSet) ;; *) continue ;; esac
     info "waiting up to ${ROLLOUT_TIMEOUT}s for ${kind}/${name} in ${ns:-${NAMESPACE}}"
-    kubectl_k3s -n "${ns:-${NAMESPACE}}" rollout status "${kind,,}/${name}" --timeout="${ROLLOUT_TIMEOUT}s" >&2 \
+    kubectl_k3s -n "${ns:-${NAMESPACE}}" rollout status "${kind,,}/${name}" --timeout="${ROLLOUT_TIMEOUT}s" >&2 </dev/null \
       || k3s_abort "backend rollout" "${kind}/${name} did not become ready within ${ROLLOUT_TIMEOUT}s" \
            "k3s kubectl -n ${ns:-${NAMESPACE}} describe ${kind,,}/${name}; k3s kubectl -n ${ns:-${NAMESPACE}} get events --sort-by=.lastTimestamp"
     waited+=("${kind,,}/${name}")
-  done < <(kubectl_k3s get -f "${MANIFEST}" -o jsonpath='{range .items[*]}{.kind} {.metadata.name} {.metadata.namespace}{"\n"}{end}')
-  gl_check_pass "backend rollout" "ready: ${waited[*]:-no workloads in the manifest}"
+  done <<<"${list}"
+  (( ${#waited[@]} )) || k3s_abort "backend rollout" "backend/backend.yaml has no Deployment, StatefulSet or DaemonSet to wait for" \
+    "the backend manifest always has a Deployment: render the bundle again (invoke deploy-gl-backend)"
+  gl_check_pass "backend rollout" "ready: ${waited[*]}"
 }
 
 main() {

@@ -30,11 +30,13 @@ trap '_gl_err "${LINENO}" "${BASH_COMMAND}" "$?"' ERR
 
 # gl_tmpdir VAR: a private temp dir removed on exit. Sets VAR instead of printing the path, so the
 # cleanup is registered in this shell (a $(...) subshell would register it and forget it).
+# The path is %q-quoted into the cleanup command, which is eval'ed: a quote in TMPDIR stays data.
 gl_tmpdir() {
-  local d
-  d=$(mktemp -d "${TMPDIR:-/tmp}/gl-${GL_PHASE}.XXXXXX")
-  gl_on_exit "rm -rf '${d}'"
-  printf -v "$1" '%s' "${d}"
+  local _gl_dir _gl_cmd
+  _gl_dir=$(mktemp -d "${TMPDIR:-/tmp}/gl-${GL_PHASE}.XXXXXX")
+  printf -v _gl_cmd 'rm -rf -- %q' "${_gl_dir}"
+  gl_on_exit "${_gl_cmd}"
+  printf -v "$1" '%s' "${_gl_dir}"
 }
 
 GL_CHANGED=false  # a phase sets this to true when it changed the host; reported as "changed"
@@ -63,11 +65,19 @@ gl_parse_args() {
   done
 }
 
-# --- settings: baked into generated scripts, else sourced from the env file Python wrote ---
+# --- settings: baked into generated scripts, else sourced from the settings.env gldeploy wrote ---
+# Only a file carrying gldeploy's marker line is sourced: a hand-written env file (env/single.env)
+# lacks the defaults and checks, and would fail later as "unbound variable" instead of bad input.
+GL_SETTINGS_MARKER="GL_SETTINGS_FORMAT='1'"
 gl_load_settings() {
   if [[ "${GL_BAKED:-0}" == 1 ]]; then return 0; fi
   local env_file="${GL_ENV_FILE:-${GL_BUNDLE_DIR}/settings.env}"
   [[ -r "${env_file}" ]] || die_input "settings file ${env_file} not found; set GL_ENV_FILE or run through invoke"
+  grep -qxF -- "${GL_SETTINGS_MARKER}" "${env_file}" || die_input "${env_file} was not written by gldeploy" \
+    "(no ${GL_SETTINGS_MARKER} line). The phases need the settings.env gldeploy writes: a gldeploy" \
+    "settings.env carries every key with defaults applied and checked. Get one by running the phase" \
+    "through invoke (e.g. invoke pre-install-check --env ${env_file}), or render standalone scripts" \
+    "with the settings baked in: invoke scripts.render --env ${env_file} --out <dir>"
   # shellcheck disable=SC1090
   source "${env_file}"
 }
@@ -105,17 +115,28 @@ gl_detect_os() {  # sets OS_ID, OS_VERSION, OS_FAMILY (debian|rhel|unknown)
 
 gl_has_systemd() { [[ -z "${GL_ROOT}" && -d /run/systemd/system ]]; }
 
-# --- idempotent file install: prints "changed" or "unchanged" on stdout ---
+# --- idempotent file install: sets GL_INSTALLED=changed|unchanged ---
+# Call it directly, never inside $(...): set -e is off in command substitutions, so a failure there
+# would be reported as a change. A failed step removes the temp copy and ends the phase (fatal);
+# DEST is replaced by rename only once a complete copy exists.
+GL_INSTALLED=""
 gl_install_file() {  # SRC DEST MODE
-  local src="$1" dest="$2" mode="$3"
-  mkdir -p "$(dirname "${dest}")"
-  if [[ -f "${dest}" ]] && cmp -s "${src}" "${dest}" && [[ "$(stat -c %a "${dest}")" == "${mode#0}" ]]; then
-    echo unchanged
+  local src="$1" dest="$2" mode="$3" tmp="$2.gl-new" hint="disk full or read-only file system?"
+  GL_INSTALLED=""
+  mkdir -p -- "$(dirname -- "${dest}")" || fatal "could not create the directory of ${dest} (${hint})"
+  if [[ -f "${dest}" ]] && cmp -s -- "${src}" "${dest}" && [[ "$(stat -c %a -- "${dest}")" == "${mode#0}" ]]; then
+    GL_INSTALLED=unchanged
     return 0
   fi
-  install -m "${mode}" "${src}" "${dest}.gl-new"
-  mv -f "${dest}.gl-new" "${dest}"
-  echo changed
+  if ! install -m "${mode}" -- "${src}" "${tmp}"; then
+    rm -f -- "${tmp}"
+    fatal "could not install ${dest} from ${src} (${hint}); ${dest} was left as it was"
+  fi
+  if ! mv -f -- "${tmp}" "${dest}"; then
+    rm -f -- "${tmp}"
+    fatal "could not install ${dest}: renaming ${tmp} failed (${hint}); ${dest} was left as it was"
+  fi
+  GL_INSTALLED=changed
 }
 
 # bounded wait: gl_wait SECONDS DESCRIPTION CMD... ; fails loudly on timeout

@@ -30,7 +30,9 @@ k3s_render_config() {  # ROLE OUT
   sans+=("$(uname -n)")
   IFS=, read -r -a disable <<<"${K3S_DISABLE:-}"
   {
-    printf '# Managed by GL-Native Deploy (%s, role %s); local edits are overwritten.\n' "${GL_PHASE}" "${role}"
+    # no phase name here: 02_install_k3s.sh and 02_init_control_plane.sh must write identical files,
+    # or running one after the other would rewrite config.yaml and restart k3s
+    printf '# Managed by GL-Native Deploy (role %s); local edits are overwritten.\n' "${role}"
     printf 'write-kubeconfig-mode: "0600"\n'
     printf 'https-listen-port: %s\n' "${API_PORT}"
     printf 'cluster-cidr: %s\n' "$(gl_json_str "${CLUSTER_CIDR}")"

@@ -102,8 +102,9 @@ k3s_installed_hashes() {  # like install.sh get_installed_hashes, plus registrie
 }
 
 K3S_CHANGED_FILES=()
-_k3s_put() {  # SRC DEST MODE: install when different, remember what changed
-  if [[ "$(gl_install_file "$1" "$2" "$3")" == changed ]]; then K3S_CHANGED_FILES+=("${2#"${GL_ROOT}"}"); fi
+_k3s_put() {  # SRC DEST MODE: install when different (a failed write is fatal), remember what changed
+  gl_install_file "$1" "$2" "$3"
+  if [[ "${GL_INSTALLED}" == changed ]]; then K3S_CHANGED_FILES+=("${2#"${GL_ROOT}"}"); fi
 }
 
 _k3s_remove_managed() {  # FILE: remove a file we wrote earlier and no longer want

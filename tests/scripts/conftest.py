@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 import pytest
 
-from gldeploy import envfile, settings
+from gldeploy import bundle as gl_bundle
+from gldeploy import settings
 from tests.fixtures.k3s_standin.testing import SMALL_HOST
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,7 +60,9 @@ def run_phase(bundle: Path, sandbox_root: Path) -> Callable[..., PhaseRun]:
         values = {"CONTROL_PLANE_IPS": "192.168.56.10", **SMALL_HOST, **(overrides or {})}
         loaded = settings.load(None, environ={}, overrides=[f"{k}={v}" for k, v in values.items()])
         env_file = bundle / "settings.env"
-        env_file.write_text(envfile.render(loaded.to_env()))
+        # as gldeploy writes it (marker line, derived values), but with the file keys left absolute
+        values = {**loaded.to_env(), **gl_bundle.derived_values(loaded)}
+        env_file.write_text(gl_bundle.settings_env_text(values, "written by tests/scripts/conftest.py"))
         env_file.chmod(0o600)
         full_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
                     "GL_BUNDLE_DIR": str(bundle), "GL_ENV_FILE": str(env_file)}

@@ -215,8 +215,8 @@ def test_bad_arguments_exit_2(run_phase: Runner, args: tuple[str, ...], needle: 
 
 
 def test_bad_setting_exits_2_naming_key_and_file(run_phase: Runner, tmp_path: Path) -> None:
-    env_file = tmp_path / "bad.env"
-    env_file.write_text("TOPOLOGY=single\nCONTROL_PLANE_IPS=192.168.56.10\nMIN_CPU=two\n")
+    env_file = tmp_path / "bad.env"  # gldeploy's settings.env format (marker line), with a bad value in it
+    env_file.write_text("GL_SETTINGS_FORMAT='1'\nTOPOLOGY=single\nCONTROL_PLANE_IPS=192.168.56.10\nMIN_CPU=two\n")
     run = run_phase(PHASE, "--json", env={"GL_ENV_FILE": str(env_file)})
     assert run.returncode == 2
     assert "MIN_CPU='two'" in run.stderr and str(env_file) in run.stderr
@@ -226,6 +226,21 @@ def test_bad_setting_exits_2_naming_key_and_file(run_phase: Runner, tmp_path: Pa
 def test_missing_settings_file_exits_2(run_phase: Runner, tmp_path: Path) -> None:
     run = run_phase(PHASE, env={"GL_ENV_FILE": str(tmp_path / "nope.env")})
     assert run.returncode == 2 and "nope.env" in run.stderr
+
+
+@pytest.mark.parametrize("script", [PHASE, "02_install_k3s", "02_init_control_plane", "03_deploy_gl_backend",
+                                    "04_health_check"])
+def test_hand_written_env_file_is_refused_with_exit_2(run_phase: Runner, sandbox_root: Path, script: str) -> None:
+    """env/single.env lacks most keys (no defaults applied): refused before it is sourced."""
+    env_file = Path(__file__).resolve().parents[2] / "env" / "single.env"
+    run = run_phase(script, "--json", env={"GL_ENV_FILE": str(env_file)})
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == ""
+    assert f"{env_file} was not written by gldeploy (no GL_SETTINGS_FORMAT='1' line)" in run.stderr
+    assert "settings.env carries every key with defaults applied and checked" in run.stderr
+    assert "invoke pre-install-check --env" in run.stderr and "invoke scripts.render" in run.stderr
+    assert "unbound variable" not in run.stderr and "command not found" not in run.stderr
+    assert list(sandbox_root.iterdir()) == []
 
 
 def test_api_port_held_by_installed_k3s_passes(run_phase: Runner, sandbox_root: Path, tmp_path: Path) -> None:

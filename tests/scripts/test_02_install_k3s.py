@@ -164,6 +164,22 @@ def test_init_control_plane_is_first_server_with_cluster_init(k3s: Any, sandbox_
     assert (sandbox_root / "var/lib/rancher/k3s/server/standin-cluster-init").read_text().strip() == "True"
 
 
+def test_init_control_plane_after_install_first_server_changes_nothing(k3s: Any, sandbox_root: Path) -> None:
+    """Both entry points install the same first server: alternating them must not rewrite config.yaml."""
+    assert k3s("--role", "first-server").returncode == 0
+    pid = standin_pid(sandbox_root)
+    config = sandbox_root / "etc/rancher/k3s/config.yaml"
+    before = config.read_bytes()
+    for args, script in ((("--json",), "02_init_control_plane"), (("--json", "--role", "first-server"), "02_install_k3s")):
+        again = k3s(*args, script=script)
+        assert again.returncode == 0, again.stderr
+        assert (again.report["phase"], again.report["changed"]) == (script, False)
+        assert "no change: nothing restarted" in again.stderr
+        assert standin_pid(sandbox_root) == pid is not None
+        assert config.read_bytes() == before
+    assert yaml.safe_load(before)["cluster-init"] is True
+
+
 def test_ha_without_role_exits_2(k3s: Any, sandbox_root: Path) -> None:
     result = k3s(TOPOLOGY="ha", CONTROL_PLANE_IPS="192.168.57.11,192.168.57.12,192.168.57.13",
                  API_VIP="192.168.57.100")

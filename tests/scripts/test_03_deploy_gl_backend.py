@@ -6,13 +6,15 @@ the file steps (checksum verification, copy to agent/images) run for real.
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from tests.fixtures.k3s_standin.release import make_release
-from tests.fixtures.k3s_standin.testing import free_port, stop_standin
+from tests.fixtures.k3s_standin.testing import PIDFILE, free_port, stop_standin
+from tests.fixtures.shims import failing_install_path
 
 VERSION = "v1.28.3+k3s2"
 MANIFEST = """apiVersion: apps/v1
@@ -117,6 +119,41 @@ def test_images_without_sums_are_copied_with_a_warning(
     assert result.report["status"] == "warn"
 
 
+def test_archive_not_listed_in_sums_is_refused_before_copying(
+        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: Path, sandbox_root: Path) -> None:
+    (backend_bundle / "artifacts/images/extra-v9.tar.zst").write_bytes(b"never verified")
+    result = deploy(run_phase, "--json")
+    assert result.returncode == 1, result.stderr
+    check = result.check("backend image checksums")
+    assert check["status"] == "fail"
+    assert "extra-v9.tar.zst" in check["message"] and "not listed in" in check["message"]
+    assert IMAGE not in check["message"]  # the listed archive is not blamed
+    assert "SHA256SUMS" in check["fix"] and "remove" in check["fix"]
+    assert not (sandbox_root / "var/lib/rancher/k3s/agent").exists()
+
+
+def test_sums_in_binary_mode_format_are_accepted(
+        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: Path, sandbox_root: Path) -> None:
+    sums = backend_bundle / "artifacts/images/SHA256SUMS"
+    sums.write_text(sums.read_text().replace(f"  {IMAGE}", f" *{IMAGE}"))
+    result = deploy(run_phase, "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.check("backend image checksums")["status"] == "pass"
+    assert (sandbox_root / "var/lib/rancher/k3s/agent/images" / IMAGE).read_bytes() == b"oci layout bytes"
+
+
+def test_failed_copy_is_fatal_and_leaves_no_truncated_archive(
+        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: Path, sandbox_root: Path,
+        tmp_path: Path) -> None:
+    result = run_phase("03_deploy_gl_backend", "--json", overrides={"ROLLOUT_TIMEOUT": "30"},
+                       env={"PATH": failing_install_path(tmp_path)})
+    dest = sandbox_root / "var/lib/rancher/k3s/agent/images" / IMAGE
+    assert result.returncode == 1, result.stderr
+    assert f"could not install {dest}" in result.stderr and "disk full" in result.stderr
+    assert not dest.exists()
+    assert list(dest.parent.iterdir()) == []  # no truncated archive, no temp copy for k3s to import
+
+
 @pytest.fixture
 def installed_k3s(run_phase: Callable[..., Any], tmp_path: Path, sandbox_root: Path) -> Iterator[dict[str, str]]:
     release = tmp_path / "release"
@@ -134,3 +171,108 @@ def test_after_phase_02_with_the_standin(
     assert result.returncode == 0, result.stderr
     assert result.check("k3s installed")["status"] == "pass"
     assert result.check("backend manifests")["message"] == "needs real k3s"
+
+
+# --- real mode, with a test double of a *real* k3s (no stand-in marker), as in test_04 -------------
+# It answers `k3s ctr` and `k3s kubectl` from a scenario file and logs every call, so the real-mode
+# code (import decision, apply, workload listing, bounded rollout waits) runs here; a real cluster
+# is exercised by the VM lab.
+FAKE_REAL_K3S = r"""#!/bin/sh
+case "$1" in
+  --version) echo "k3s version v1.28.3+k3s2 (6d7d4ef5)"; exit 0 ;;
+  server) while :; do sleep 1; done ;;
+  ctr|kubectl) ;;
+  *) exit 1 ;;
+esac
+printf '%s\n' "$*" >>"$FAKE_CALLS"
+scenario=$(cat "$FAKE_SCENARIO")
+case "$*" in
+  "ctr images ls -q") cat "$FAKE_IMAGES" ;;
+  "ctr images import "*) echo "unpacking $FAKE_IMPORT_NAME...done"; echo "$FAKE_IMPORT_NAME" >>"$FAKE_IMAGES" ;;
+  "kubectl apply "*) echo "namespace/gov-native unchanged"; echo "deployment.apps/execution-backend unchanged" ;;
+  "kubectl get "*)
+    case "$scenario" in
+      list-fails) echo "error: the server has asked for the client to provide credentials" >&2; exit 1 ;;
+      no-workloads) echo "Namespace gov-native "; echo "Service execution-backend gov-native" ;;
+      *) echo "Namespace gov-native "; echo "Deployment execution-backend gov-native" ;;
+    esac ;;
+  "kubectl -n gov-native rollout status deployment/execution-backend --timeout=30s")
+    echo 'deployment "execution-backend" successfully rolled out' ;;
+  *) echo "unexpected call: $*" >&2; exit 1 ;;
+esac
+"""
+REGISTRY_NAME = "192.168.56.1:5000/gl-native/execution-backend:v1.1"
+
+
+@pytest.fixture
+def fake_real_k3s(sandbox_root: Path, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A running 'real' k3s double in the sandbox (pidfile-managed, as without systemd); yields FAKE_* env."""
+    binary = sandbox_root / "usr/local/bin/k3s"
+    binary.parent.mkdir(parents=True)
+    binary.write_text(FAKE_REAL_K3S)
+    binary.chmod(0o755)
+    proc = subprocess.Popen([str(binary), "server"], start_new_session=True)
+    (sandbox_root / PIDFILE).parent.mkdir(parents=True)
+    (sandbox_root / PIDFILE).write_text(f"{proc.pid}\n")
+    (tmp_path / "scenario").write_text("healthy")
+    (tmp_path / "images").write_text("")
+    try:
+        yield {"FAKE_SCENARIO": str(tmp_path / "scenario"), "FAKE_CALLS": str(tmp_path / "calls"),
+               "FAKE_IMAGES": str(tmp_path / "images"), "FAKE_IMPORT_NAME": REGISTRY_NAME}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def deploy_real(run_phase: Callable[..., Any], fake: dict[str, str], scenario: str = "healthy") -> Any:
+    Path(fake["FAKE_SCENARIO"]).write_text(scenario)
+    return run_phase("03_deploy_gl_backend", "--json", env=fake,
+                     overrides={"ROLLOUT_TIMEOUT": "30", "REGISTRY": "192.168.56.1:5000"})
+
+
+def calls(fake: dict[str, str]) -> list[str]:
+    path = Path(fake["FAKE_CALLS"])
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_real_mode_imports_applies_and_waits_for_the_deployment(
+        run_phase: Callable[..., Any], backend_bundle: Path, fake_real_k3s: dict[str, str]) -> None:
+    result = deploy_real(run_phase, fake_real_k3s)
+    assert result.returncode == 0, result.stderr
+    assert result.report["k3s_mode"] == "real" and result.report["changed"] is True
+    assert result.check("backend image import")["message"] == f"imported {IMAGE} into containerd"
+    assert result.check("backend manifests")["message"] == "all objects unchanged"
+    assert result.check("backend rollout")["message"] == "ready: deployment/execution-backend"
+    made = calls(fake_real_k3s)
+    assert "kubectl -n gov-native rollout status deployment/execution-backend --timeout=30s" in made
+    kubectl = [c for c in made if c.startswith(("kubectl apply", "kubectl get"))]
+    assert len(kubectl) == 2 and all("--request-timeout=60s" in c for c in kubectl), made
+
+
+def test_real_mode_fails_when_the_workloads_cannot_be_listed(
+        run_phase: Callable[..., Any], backend_bundle: Path, fake_real_k3s: dict[str, str]) -> None:
+    result = deploy_real(run_phase, fake_real_k3s, "list-fails")
+    assert result.returncode == 1, result.stderr
+    check = result.check("backend rollout")
+    assert check["status"] == "fail"
+    assert "could not list the workloads" in check["message"] and "provide credentials" in check["message"]
+    assert not any("rollout status" in c for c in calls(fake_real_k3s))
+
+
+def test_real_mode_fails_when_the_manifest_has_no_workload(
+        run_phase: Callable[..., Any], backend_bundle: Path, fake_real_k3s: dict[str, str]) -> None:
+    result = deploy_real(run_phase, fake_real_k3s, "no-workloads")
+    assert result.returncode == 1, result.stderr
+    check = result.check("backend rollout")
+    assert check["status"] == "fail" and "no Deployment, StatefulSet or DaemonSet" in check["message"]
+
+
+def test_real_mode_image_already_in_containerd_under_its_registry_name_is_not_reimported(
+        run_phase: Callable[..., Any], backend_bundle: Path, fake_real_k3s: dict[str, str]) -> None:
+    assert deploy_real(run_phase, fake_real_k3s).returncode == 0
+    assert Path(fake_real_k3s["FAKE_IMAGES"]).read_text() == f"{REGISTRY_NAME}\n"
+    again = deploy_real(run_phase, fake_real_k3s)
+    assert again.returncode == 0, again.stderr
+    assert again.report["changed"] is False
+    assert again.check("backend image import")["message"] == f"{REGISTRY_NAME} already in containerd"
+    assert sum(c.startswith("ctr images import") for c in calls(fake_real_k3s)) == 1

@@ -212,7 +212,7 @@ def test_unknown_flag_exits_2(run_phase: Runner, sandbox_root: Path) -> None:
 
 def test_bad_health_timeout_exits_2(run_phase: Runner, tmp_path: Path) -> None:
     env_file = tmp_path / "bad.env"
-    env_file.write_text("CONTROL_PLANE_IPS=192.168.56.10\nHEALTH_TIMEOUT=soon\n")
+    env_file.write_text("GL_SETTINGS_FORMAT='1'\nCONTROL_PLANE_IPS=192.168.56.10\nHEALTH_TIMEOUT=soon\n")
     run = run_phase(PHASE, "--json", env={"GL_ENV_FILE": str(env_file)})
     assert run.returncode == 2 and "HEALTH_TIMEOUT='soon'" in run.stderr and str(env_file) in run.stderr
 

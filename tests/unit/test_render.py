@@ -60,6 +60,29 @@ def test_invoke_bundle_has_private_settings_and_secrets_with_relative_paths(tmp_
     assert (dest / "backend" / "backend.yaml").read_text().strip()
 
 
+def test_settings_env_starts_with_the_format_marker_the_scripts_require(tmp_path: Path) -> None:
+    info = bundle.build_bundle(load(), tmp_path / "b", baked=False, with_artifacts=False, with_backend=False)
+    lines = (info.dest / "settings.env").read_text().splitlines()
+    assert [line for line in lines if not line.startswith("#")][0] == "GL_SETTINGS_FORMAT='1'"
+    assert lines.count("GL_SETTINGS_FORMAT='1'") == 1
+
+
+def test_bundle_values_carry_the_containerd_name_for_a_registry(tmp_path: Path) -> None:
+    s = load("REGISTRY=192.168.56.1:5000", "BACKEND_IMAGE=gl-native/execution-backend", "BACKEND_VERSION=v1.1")
+    values = bundle.bundle_values(s, artifacts_staged=False)
+    assert values["BACKEND_IMAGE_REF"] == "192.168.56.1:5000/gl-native/execution-backend:v1.1"
+    assert bundle.bundle_values(load(), artifacts_staged=False)["BACKEND_IMAGE_REF"] == \
+        "docker.io/gl-native/execution-backend:v1.1"
+    assert "BACKEND_IMAGE_REF" not in settings.KEYS  # derived for the scripts, not a user setting
+    invoke_path = bundle.build_bundle(s, tmp_path / "b", baked=False, with_artifacts=False, with_backend=False)
+    parsed = {e.key: e.value for e in envfile.parse_file(invoke_path.dest / "settings.env")}
+    assert parsed["BACKEND_IMAGE_REF"] == "192.168.56.1:5000/gl-native/execution-backend:v1.1"
+    out = tmp_path / "standalone"
+    render.render_standalone(s, out, version=VERSION)
+    assert baked_value(out / "03_deploy_gl_backend.sh", "BACKEND_IMAGE_REF") == \
+        "192.168.56.1:5000/gl-native/execution-backend:v1.1"
+
+
 @pytest.mark.parametrize("key", ["K3S_TOKEN_FILE", "REGISTRY_PASSWORD_FILE"])
 def test_secret_file_readable_by_others_is_refused_and_nothing_written(tmp_path: Path, key: str) -> None:
     path = secret(tmp_path, "loose", mode=0o644)

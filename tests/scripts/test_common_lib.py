@@ -1,0 +1,116 @@
+"""scripts/lib/common.sh helpers (file install, temp dirs), sourced into small bash scripts, and a caller."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tests.fixtures.k3s_standin.release import make_release
+from tests.fixtures.k3s_standin.testing import free_port, standin_pid, stop_standin
+from tests.fixtures.shims import failing_install_path
+
+REPO = Path(__file__).resolve().parents[2]
+COMMON = REPO / "scripts" / "lib" / "common.sh"
+
+
+def run_lib(snippet: str, *args: str, cwd: Path,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """bash -c 'set -euo pipefail; source common.sh; SNIPPET' with ARGS as $2..."""
+    full_env = {"PATH": os.environ["PATH"], "GL_PHASE": "libtest", **(env or {})}
+    return subprocess.run(["bash", "-c", f'set -euo pipefail; source "$1"; shift; {snippet}', "libtest",
+                           str(COMMON), *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=30)
+
+
+INSTALL = 'gl_install_file "$1" "$2" "$3"; echo "installed=${GL_INSTALLED}"'
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    path = tmp_path / "src.bin"
+    path.write_bytes(b"new content\n")
+    return path
+
+
+def test_install_file_reports_changed_then_unchanged(tmp_path: Path, src: Path) -> None:
+    dest = tmp_path / "dest" / "sub" / "file"
+    first = run_lib(INSTALL, str(src), str(dest), "0640", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == "installed=changed\n"
+    assert dest.read_bytes() == b"new content\n" and (dest.stat().st_mode & 0o777) == 0o640
+    again = run_lib(INSTALL, str(src), str(dest), "0640", cwd=tmp_path)
+    assert (again.returncode, again.stdout) == (0, "installed=unchanged\n"), again.stderr
+    mode_only = run_lib(INSTALL, str(src), str(dest), "0600", cwd=tmp_path)
+    assert (mode_only.returncode, mode_only.stdout) == (0, "installed=changed\n"), mode_only.stderr
+    assert (dest.stat().st_mode & 0o777) == 0o600
+    assert not list(dest.parent.glob("*.gl-new"))
+
+
+def test_install_failure_is_fatal_and_leaves_dest_untouched(tmp_path: Path, src: Path) -> None:
+    dest = tmp_path / "dest" / "file"
+    dest.parent.mkdir()
+    dest.write_bytes(b"old content\n")
+    result = run_lib(INSTALL, str(src), str(dest), "0644", cwd=tmp_path,
+                     env={"PATH": failing_install_path(tmp_path)})
+    assert result.returncode == 1
+    assert "installed=" not in result.stdout
+    assert f"FATAL [libtest] could not install {dest}" in result.stderr
+    assert "disk full or read-only" in result.stderr
+    assert dest.read_bytes() == b"old content\n"
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["file"]  # the temp .gl-new copy is gone
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_unwritable_destination_is_fatal(tmp_path: Path, src: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        result = run_lib(INSTALL, str(src), str(locked / "file"), "0644", cwd=tmp_path)
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 1 and "installed=" not in result.stdout
+    assert f"could not install {locked / 'file'}" in result.stderr
+    assert list(locked.iterdir()) == []
+
+
+def test_install_into_uncreatable_directory_is_fatal(tmp_path: Path, src: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a directory should be\n")
+    dest = blocker / "sub" / "file"
+    result = run_lib(INSTALL, str(src), str(dest), "0644", cwd=tmp_path)
+    assert result.returncode == 1 and "installed=" not in result.stdout
+    assert f"could not create the directory of {dest}" in result.stderr
+    assert blocker.read_text() == "a file where a directory should be\n"
+
+
+def test_phase_02_stops_at_a_failed_file_install_and_starts_nothing(
+        run_phase: Callable[..., Any], sandbox_root: Path, tmp_path: Path) -> None:
+    """A caller (lib/k3s_install.sh _k3s_put): no truncated k3s binary lands, nothing is started."""
+    release = make_release(tmp_path / "release", "v1.28.3+k3s2").parent
+    values = {"K3S_ARTIFACTS_DIR": str(release), "API_PORT": str(free_port()), "HEALTH_TIMEOUT": "30"}
+    try:
+        result = run_phase("02_install_k3s", "--json", overrides=values, env={"PATH": failing_install_path(tmp_path)})
+        assert result.returncode == 1, result.stderr
+        binary = sandbox_root / "usr/local/bin/k3s"
+        assert f"could not install {binary}" in result.stderr and "disk full" in result.stderr
+        assert not binary.exists() and list(binary.parent.iterdir()) == []
+        assert standin_pid(sandbox_root) is None
+    finally:
+        stop_standin(sandbox_root)
+
+
+def test_tmpdir_with_quotes_in_tmpdir_runs_no_command_and_is_removed(tmp_path: Path) -> None:
+    evil = tmp_path / "t'; touch PWNED; '"
+    evil.mkdir()
+    result = run_lib('gl_tmpdir work; printf "%s\\n" "${work}"; [[ -d "${work}" ]]', cwd=tmp_path,
+                     env={"TMPDIR": str(evil)})
+    assert result.returncode == 0, result.stderr
+    made = Path(result.stdout.strip())
+    assert made.parent == evil and made.name.startswith("gl-libtest.")
+    assert not made.exists(), "the temp dir is removed on exit"
+    assert list(evil.iterdir()) == []
+    assert not list(tmp_path.rglob("PWNED")) and not (tmp_path / "PWNED").exists()
+    assert "command not found" not in result.stderr
