@@ -91,7 +91,8 @@ import_images() {
     dest="${K3S_IMAGES_DIR}/$(basename "${f}")"
     gl_install_file "${f}" "${dest}" 0644  # in this shell: a failed copy ends the phase
     if [[ "${GL_INSTALLED}" == changed ]]; then copied+=("$(basename "${f}")"); fi
-    if [[ "${MODE}" == real ]] && { (( ${#copied[@]} )) || ! image_present "${BACKEND_IMAGE}:${BACKEND_VERSION}"; }; then
+    # import this archive when it is new on the host, or when containerd lacks the backend image
+    if [[ "${MODE}" == real ]] && { [[ "${GL_INSTALLED}" == changed ]] || ! image_present "${BACKEND_IMAGE}:${BACKEND_VERSION}"; }; then
       "${K3S_BIN}" ctr images import "${dest}" >&2 || k3s_abort "backend images" "k3s ctr images import ${dest} failed" \
         "check the archive (skopeo inspect oci-archive:${dest}) and free space under /var/lib/rancher"
       imported+=("$(basename "${f}")")
