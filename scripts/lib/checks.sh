@@ -51,6 +51,15 @@ gl_checks_status() {
   printf '%s\n' "${worst}"
 }
 
+# fatal (lib/common.sh) ends the phase through here: the failure becomes a failed check in the report
+_GL_FATAL_REPORTED=0
+_gl_fatal_report() {
+  ((_GL_FATAL_REPORTED == 0)) || return 0  # once, even if reporting itself fails
+  _GL_FATAL_REPORTED=1
+  gl_check_fail "${GL_PHASE}" "$1" "read the FATAL line above; fix the cause and run the phase again"
+  gl_checks_report "$(if declare -F k3s_mode >/dev/null; then k3s_mode; else echo none; fi)"
+}
+
 # gl_checks_finish K3S_MODE: print the report (human or --json) and exit with gl_checks_exit_code
 gl_checks_finish() {
   gl_checks_report "$1"

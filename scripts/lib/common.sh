@@ -12,7 +12,12 @@ GL_JSON="${GL_JSON:-0}"
 _gl_log() { printf '%s [%s] %s\n' "$1" "${GL_PHASE}" "$2" >&2; }
 info()  { _gl_log "INFO " "$*"; }
 warn()  { _gl_log "WARN " "$*"; }
-fatal() { _gl_log "FATAL" "$*"; exit 1; }
+fatal() {
+  _gl_log "FATAL" "$*"
+  # phases that report checks (lib/checks.sh) still give --json callers their one JSON object
+  if declare -F _gl_fatal_report >/dev/null; then _gl_fatal_report "$*"; fi
+  exit 1
+}
 # bad input: exit 2, and callers must not have touched the host yet
 die_input() { _gl_log "ERROR" "$*"; exit 2; }
 

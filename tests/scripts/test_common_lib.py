@@ -98,6 +98,9 @@ def test_phase_02_stops_at_a_failed_file_install_and_starts_nothing(
         assert f"could not install {binary}" in result.stderr and "disk full" in result.stderr
         assert not binary.exists() and list(binary.parent.iterdir()) == []
         assert standin_pid(sandbox_root) is None
+        # --json callers still get one JSON object, with the failure as a failed check
+        assert result.report["status"] == "fail" and result.report["phase"] == "02_install_k3s"
+        assert f"could not install {binary}" in result.check("02_install_k3s")["message"]
     finally:
         stop_standin(sandbox_root)
 
