@@ -94,7 +94,8 @@ class Settings:
     health_timeout: int = key("180", t.integer(1, 3600), "Seconds to wait for node Ready and pods",
                               type_name="seconds")
     work_dir: str = key("/var/lib/gl-deploy", t.PATH, "Directory on each host for scripts, env and "
-                        "artifacts", type_name="path")
+                        "artifacts; its contents are replaced on every deploy, so give it a dedicated "
+                        "directory (one holding other files is refused)", type_name="path")
 
     # where each value came from (not a key)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)

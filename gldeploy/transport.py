@@ -32,6 +32,9 @@ ALIVE_INTERVAL, ALIVE_COUNT = 15, 4  # a silent dead connection is given up afte
 KILL_GRACE = 10  # seconds a timed-out command gets after SIGTERM before SIGKILL (timeout -k)
 LOCAL_GRACE = 30  # extra seconds this side waits for the target's own timeout before killing locally
 PUT_TIMEOUT = 3600  # seconds for shipping a bundle (k3s and its image tarballs: a few hundred MB)
+INTERRUPT_GRACE = 10  # seconds a command gets to stop after Ctrl-C before it is killed
+BUNDLE_MARKER = ".gl-bundle"  # written into WORK_DIR by _EXTRACT; only a marked WORK_DIR is replaced
+REFUSED = 3  # exit code of _EXTRACT when WORK_DIR holds files gldeploy did not put there
 _SECRET_NAME = re.compile(r"TOKEN|PASSWORD|SECRET", re.IGNORECASE)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -47,6 +50,7 @@ class Result:
     rc: int
     stdout: str
     stderr: str
+    killed_locally: bool = False  # this side's backstop fired (the host never ended the command)
 
 
 def env_args(env: Mapping[str, str] | None) -> list[str]:
@@ -85,11 +89,24 @@ def _local_bound(timeout: float | None) -> float | None:
 
 
 def _note_timeout(result: Result, timeout: float | None, where: str) -> Result:
-    if timeout is None or result.rc != TIMED_OUT:
+    """Say so when timeout(1) on the host stopped the phase: exit 124 (TERM was enough), or when it
+    needed the KILL that followed (timeout kills itself with the group: 137 through a shell, -9
+    when this side is its parent)."""
+    if timeout is None or result.killed_locally or result.rc not in (TIMED_OUT, 128 + 9, -9):
         return result
     return Result(result.rc, result.stdout, result.stderr + f"\ntimed out after {timeout:g} s on {where}: the "
                   f"phase and its processes were stopped (raise HEALTH_TIMEOUT/ROLLOUT_TIMEOUT if the host "
                   f"is just slow)\n")
+
+
+def _stop_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    """Signal the command's whole process group (it was started in a session of its own)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        proc.send_signal(sig)
+    if sig == signal.SIGKILL:
+        proc.wait()
 
 
 def _pump(stream: IO[str], sink: list[str], echo: Echo | None, prefix: str) -> None:
@@ -137,16 +154,20 @@ def _execute(argv: Sequence[str], echo: Echo | None, prefix: str,
     try:
         rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the command and everything it started
-        except (ProcessLookupError, PermissionError):
-            proc.kill()
-        proc.wait()
+        _stop_group(proc, signal.SIGKILL)
         for reader in readers:
             reader.join(timeout=5)  # a process that escaped the group may hold the pipes: do not hang
-        return Result(TIMED_OUT, "".join(out), "".join(err) + f"\ntimed out after {timeout:g} s: {argv[0]} "
-                      f"and its processes killed (raise HEALTH_TIMEOUT/ROLLOUT_TIMEOUT if the host is just "
-                      f"slow)\n")
+        return Result(TIMED_OUT, "".join(out), "".join(err) + f"\nno answer after {timeout:g} s: {argv[0]} "
+                      f"and its local processes were killed (is the host or the connection hung?)\n",
+                      killed_locally=True)
+    except BaseException:
+        # Ctrl-C: the command runs in its own session, so the terminal's SIGINT did not reach it
+        _stop_group(proc, signal.SIGINT)
+        try:
+            proc.wait(timeout=INTERRUPT_GRACE)
+        except subprocess.TimeoutExpired:
+            _stop_group(proc, signal.SIGKILL)
+        raise
     for reader in readers:
         reader.join()
     return Result(rc, "".join(out), "".join(err))
@@ -191,34 +212,45 @@ class Local:
         return _note_timeout(result, timeout, "this machine")
 
     def put_dir(self, src: Path, dest: str) -> None:
-        """Replace dest (0700) by src's contents, keeping file modes: nothing stale stays behind."""
-        if self._sudo():
-            result = _execute([*self._sudo(), "sh", "-c", _EXTRACT, "sh", dest], self.echo, "[local] ",
-                              _tar_stream(Path(src)), timeout=PUT_TIMEOUT)
-            if result.rc != 0:
-                raise DeployError(f"local: copying the bundle to {dest} failed: {result.stderr.strip()}")
-            return
-        target = Path(dest)
-        new, old = target.with_name(target.name + ".gl-new"), target.with_name(target.name + ".gl-old")
-        for stale in (new, old):
-            shutil.rmtree(stale, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src, new, copy_function=shutil.copy2)
-        new.chmod(0o700)  # copytree copied the source directory's mode
-        if target.exists():
-            target.rename(old)
-        new.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        """Replace dest's contents by src's (see _EXTRACT), keeping file modes."""
+        result = _execute([*self._sudo(), "sh", "-c", _EXTRACT, "sh", dest], self.echo, "[local] ",
+                          _tar_stream(Path(src)), timeout=PUT_TIMEOUT)
+        _check_put(result, "local", dest)
 
     def close(self) -> None:
         """Nothing to release for the local transport."""
 
 
-# remote extraction into "$1.gl-new" (private umask, 0700, modes from the archive), then swapped in
-# for "$1": the host's bundle is exactly what was shipped, no file of an earlier bundle stays behind
-_EXTRACT = ('umask 077 && rm -rf -- "$1.gl-new" "$1.gl-old" && mkdir -p -- "$1.gl-new" && '
-            'tar -x -p --no-same-owner -f - -C "$1.gl-new" && chmod 700 -- "$1.gl-new" && '
-            '{ [ ! -e "$1" ] || mv -- "$1" "$1.gl-old"; } && mv -- "$1.gl-new" "$1" && rm -rf -- "$1.gl-old"')
+# Extraction on the host: the tar is unpacked beside WORK_DIR ("$1.gl-new", private umask, modes from
+# the archive), then WORK_DIR's contents are replaced by it. WORK_DIR itself stays (it may be a mount
+# point or a symlink); it is only emptied when it is empty or holds the marker an earlier shipment
+# wrote, so a WORK_DIR such as /opt is refused (exit 3) instead of wiped. The marker is written before
+# anything is removed: a shipment cut short leaves it, and the next one completes the replacement.
+_EXTRACT = r"""set -eu
+umask 077
+d=$1 new=$1.gl-new m=@MARKER@
+rm -rf -- "$new"
+mkdir -p -- "$new" "$d"
+tar -x -p --no-same-owner -f - -C "$new"
+if [ -n "$(ls -A -- "$d")" ] && [ ! -e "$d/$m" ]; then
+  rm -rf -- "$new"
+  echo "refusing to replace $d: it holds files gldeploy did not put there (no $m); set WORK_DIR to an empty or dedicated directory" >&2
+  exit 3
+fi
+chmod 700 -- "$d"
+echo "written by gldeploy: replaced whole on every deploy; keep nothing else here" > "$d/$m"
+find -H "$d" -mindepth 1 -maxdepth 1 ! -name "$m" -exec rm -rf -- {} +
+find "$new" -mindepth 1 -maxdepth 1 ! -name "$m" -exec mv -f -- {} "$d/" \;
+rm -rf -- "$new"
+""".replace("@MARKER@", BUNDLE_MARKER)
+
+
+def _check_put(result: Result, host: str, dest: str) -> None:
+    if result.rc == REFUSED:
+        raise DeployError(f"{host}: {result.stderr.strip().splitlines()[-1]}", exit_code=2)
+    if result.rc != 0:
+        raise DeployError(f"{host}: copying the bundle to {dest} failed (exit {result.rc}): "
+                          f"{result.stderr.strip()[-500:]}")
 
 
 class Ssh:
@@ -276,13 +308,11 @@ class Ssh:
         return _note_timeout(result, timeout, self.host)
 
     def put_dir(self, src: Path, dest: str) -> None:
-        """Stream src as tar into `sudo tar -x`, replacing dest (0700): nothing stale stays behind."""
+        """Stream src as tar to the host and replace dest's contents by it (see _EXTRACT)."""
         remote = self._remote(["sh", "-c", _EXTRACT, "sh", dest])
         result = _execute(self.ssh_argv(remote, control_path=self._control_path()), self.echo,
                           f"[{self.host}] ", _tar_stream(Path(src)), timeout=PUT_TIMEOUT)
-        if result.rc != 0:
-            raise DeployError(f"{self.host}: copying the bundle to {dest} failed (exit {result.rc}): "
-                              f"{result.stderr.strip()[-500:]}")
+        _check_put(result, self.host, dest)
 
     def close(self) -> None:
         """Stop the control master (if any) and remove the private socket directory."""

@@ -19,7 +19,6 @@ from gldeploy.errors import DeployError
 from gldeploy.artifacts import sha256_file
 from gldeploy.lab import shared
 from gldeploy.lab.children import Guard
-from gldeploy.lab.host import POOL_DIR as IMAGES_DIR
 from gldeploy.lab.host import VIRSH
 from gldeploy.lab.proc import run, say
 from gldeploy.paths import CACHE_DIR, VAGRANT_DIR
@@ -200,8 +199,11 @@ def drop_bad_box_volumes(name: str) -> list[str]:
     want = sha256_file(image)
     dropped = []
     for vol in _volumes(name):
-        path = IMAGES_DIR / vol
-        if not path.exists() or path.stat().st_size != image.stat().st_size or sha256_file(path) != want:
+        where = run([*VIRSH, "vol-path", "--pool", "default", vol], timeout=60, check=False, what="virsh vol-path")
+        path = Path(where.stdout.strip())
+        if where.returncode != 0 or not path.is_file():
+            continue  # cannot read it: keep it rather than delete a volume VMs may be using
+        if path.stat().st_size != image.stat().st_size or sha256_file(path) != want:
             say(f"box volume {vol} differs from the added box (an interrupted upload?): deleting it")
             _delete_volume(vol)
             dropped.append(vol)

@@ -61,17 +61,31 @@ class Guard:
         self.seconds, self.fired, self.interrupted = seconds, False, False
         self._timers: list[threading.Timer] = []
         self._saved: dict[int, Any] = {}
+        self._lock = threading.RLock()  # re-entrant: a signal handler may run while __exit__ holds it
+        self._closed = False  # after __exit__ no timer may signal anything (children started later)
 
     def _later(self, delay: float, action: Any, *args: Any) -> None:
-        timer = threading.Timer(delay, action, args=args)
+        timer = threading.Timer(delay, self._guarded, args=(action, *args))
         timer.daemon = True
+        with self._lock:
+            if self._closed:
+                return
+            self._timers.append(timer)
         timer.start()
-        self._timers.append(timer)
+
+    def _guarded(self, action: Any, *args: Any) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            action(*args)
 
     def _bound_reached(self) -> None:
         self.fired = True
         signal_children(signal.SIGINT)
-        self._later(CLEANUP_GRACE, signal_children, signal.SIGKILL)
+        timer = threading.Timer(CLEANUP_GRACE, self._guarded, args=(signal_children, signal.SIGKILL))
+        timer.daemon = True
+        self._timers.append(timer)  # under the lock already (called through _guarded)
+        timer.start()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if not self.interrupted and signum == signal.SIGTERM:
@@ -89,7 +103,10 @@ class Guard:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        for timer in self._timers:
+        with self._lock:  # waits for a timer action in progress; none runs after this
+            self._closed = True
+            timers = list(self._timers)
+        for timer in timers:
             timer.cancel()
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)

@@ -14,8 +14,8 @@ from gldeploy.lab.vagrant import DEFAULT_BOOT_TIMEOUT, LabVMs
 LAB_HELP = "Lab name: a node table vagrant/labs/<lab>.yml (default single)"
 BOX_HELP = "Vagrant box (default: $GL_LAB_BOX or gldeploy/debian12, built locally by box.build)"
 ACCEL_HELP = "kvm or tcg to override KVM detection (default: $GL_LAB_ACCEL or detected)"
-BOOT_HELP = (f"Seconds Vagrant waits for each VM to boot and answer SSH (default: $GL_LAB_BOOT_TIMEOUT "
-             f"or {DEFAULT_BOOT_TIMEOUT})")
+BOOT_HELP = (f"Seconds `vagrant up` may take for all the lab's VMs to boot and answer SSH (default: "
+             f"$GL_LAB_BOOT_TIMEOUT or {DEFAULT_BOOT_TIMEOUT})")
 
 
 def _box(box: str) -> str:

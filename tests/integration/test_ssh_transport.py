@@ -140,6 +140,6 @@ def test_put_dir_replaces_the_bundle_so_nothing_stale_stays(sshd: Path, tmp_path
     finally:
         link.close()
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-    assert files == ["artifacts/images/execution-backend-v1.1.oci.tar"]
+    assert files == [".gl-bundle", "artifacts/images/execution-backend-v1.1.oci.tar"]
     assert stat.S_IMODE(dest.stat().st_mode) == 0o700
-    assert not (tmp_path / "bundle.gl-new").exists() and not (tmp_path / "bundle.gl-old").exists()
+    assert not (tmp_path / "bundle.gl-new").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gldeploy.errors import ConfigError
+from gldeploy.errors import ConfigError, DeployError
 from gldeploy.transport import Local, Ssh, env_args, for_host, validate_host
 
 
@@ -132,8 +132,7 @@ def test_the_local_backstop_kills_the_whole_process_group(tmp_path: Path) -> Non
 
 def test_phase_commands_run_under_timeout_and_dry_run_shows_it() -> None:
     local = Local(echo=None).command(["bash", "x.sh"], {"GL_BUNDLE_DIR": "/b"}, 900)
-    assert local[-7:] == ["timeout", "-k", "10", "900", "bash", "x.sh"][-7:] or local[-6:] == [
-        "timeout", "-k", "10", "900", "bash", "x.sh"]
+    assert local[-8:] == ["env", "GL_BUNDLE_DIR=/b", "timeout", "-k", "10", "900", "bash", "x.sh"]
     remote = Ssh("h", "vagrant").command(["bash", "x.sh"], None, 900)[-1]
     assert remote == "sudo -n -- timeout -k 10 900 bash x.sh"
 
@@ -151,7 +150,7 @@ def test_local_put_dir_replaces_stale_files(tmp_path: Path) -> None:
     (new / "images/v1.1.tar").write_text("new")
     Local(echo=None).put_dir(old, str(dest))
     Local(echo=None).put_dir(new, str(dest))
-    assert sorted(p.name for p in dest.rglob("*") if p.is_file()) == ["v1.1.tar"]
+    assert sorted(p.name for p in dest.rglob("*") if p.is_file()) == [".gl-bundle", "v1.1.tar"]
     assert stat.S_IMODE(dest.stat().st_mode) == 0o700
 
 
@@ -160,3 +159,72 @@ def test_every_phase_step_is_bounded() -> None:
     loaded = settings.load(None, environ={}, overrides=["CONTROL_PLANE_IPS=192.168.56.10",
                                                         "HEALTH_TIMEOUT=100", "ROLLOUT_TIMEOUT=200"])
     assert plan.step_timeout(loaded) == 900
+
+
+def test_put_dir_refuses_a_work_dir_holding_other_files(tmp_path: Path) -> None:
+    """WORK_DIR=/opt must not be wiped: a directory with files gldeploy did not put there is refused
+    (exit 2, bad input) and left exactly as it was."""
+    src, dest = tmp_path / "src", tmp_path / "opt"
+    (src / "lib").mkdir(parents=True)
+    (src / "lib/common.sh").write_text("# lib\n")
+    (dest / "otherapp").mkdir(parents=True)
+    (dest / "otherapp/data").write_text("precious")
+    with pytest.raises(DeployError, match="holds files gldeploy did not put there") as err:
+        Local(echo=None).put_dir(src, str(dest))
+    assert err.value.exit_code == 2
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*")) == ["otherapp", "otherapp/data"]
+    assert not (tmp_path / "opt.gl-new").exists()
+
+
+def test_put_dir_keeps_a_symlinked_work_dir_and_replaces_its_contents(tmp_path: Path) -> None:
+    src, real, link = tmp_path / "src", tmp_path / "real", tmp_path / "work"
+    src.mkdir()
+    (src / "new.sh").write_text("new\n")
+    real.mkdir()
+    link.symlink_to(real)
+    Local(echo=None).put_dir(src, str(link))
+    (real / "stale.sh").write_text("old\n")  # as from an earlier bundle
+    Local(echo=None).put_dir(src, str(link))
+    assert link.is_symlink() and sorted(p.name for p in real.iterdir()) == [".gl-bundle", "new.sh"]
+
+
+def test_a_shipment_cut_short_is_completed_by_the_next(tmp_path: Path) -> None:
+    """The marker is written before anything is removed, so a WORK_DIR left half replaced (marker and
+    some files) is still recognised and replaced whole."""
+    src, dest = tmp_path / "src", tmp_path / "work"
+    src.mkdir()
+    (src / "01.sh").write_text("one\n")
+    dest.mkdir()
+    (dest / ".gl-bundle").write_text("written by gldeploy\n")
+    (dest / "half-moved.sh").write_text("?\n")
+    (tmp_path / "work.gl-new").mkdir()  # the unpack dir of the cut-short run
+    Local(echo=None).put_dir(src, str(dest))
+    assert sorted(p.name for p in dest.iterdir()) == [".gl-bundle", "01.sh"]
+    assert not (tmp_path / "work.gl-new").exists()
+
+
+def test_ctrl_c_stops_a_local_command_that_runs_in_its_own_session(tmp_path: Path) -> None:
+    """The command is in a session of its own (so timeouts can kill its group), which also keeps the
+    terminal's Ctrl-C from reaching it: the interrupt is passed on, and the child stops."""
+    import os
+    import signal
+    import subprocess
+    import threading
+
+    from gldeploy.transport import _execute
+    marker = f"gl-ctrl-c-{tmp_path.name}"
+    threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        _execute(["bash", "-c", f"exec -a {marker} sleep 60"], None, "", timeout=30)
+    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+
+
+def test_a_phase_the_host_had_to_kill_is_reported_as_timed_out() -> None:
+    result = Local(echo=None).run(["bash", "-c", "trap '' TERM; sleep 30"], timeout=0.5)
+    assert result.rc in (137, -9) and "timed out after 0.5 s on this machine" in result.stderr
+
+
+def test_a_command_killed_by_this_side_says_the_host_did_not_answer() -> None:
+    from gldeploy.transport import _execute
+    result = _execute(["sleep", "30"], None, "", timeout=0.5)
+    assert result.rc == 124 and result.killed_locally and "no answer after 0.5 s" in result.stderr
