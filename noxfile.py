@@ -50,6 +50,6 @@ def lab_single(session: nox.Session) -> None:
 
 @nox.session(python=False, default=False, tags=["lab"])
 def lab_faults(session: nox.Session) -> None:
-    """VM lab faults for real: dead libvirt daemons, missing box, boot timeout, Ctrl-C (lab single)."""
+    """VM lab faults for real: dead daemons, missing box, boot timeout, Ctrl-C, cut-short box volume."""
     session.run("python", "-m", "pytest", "-v", "-rs", "tests/lab_faults", *session.posargs,
                 env={"GL_LAB_FAULTS": "1"})
