@@ -155,17 +155,6 @@ def render_manifests(settings: Settings, template_dir: Path = TEMPLATE_DIR) -> s
     return header + "---\n" + body
 
 
-def write_manifests(settings: Settings, dest: Path) -> Path:
-    """Write the rendered manifests to ``dest`` (e.g. ``<bundle>/backend/backend.yaml``), mode 0644."""
-    text = render_manifests(settings)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.chmod(0o644)
-    tmp.replace(dest)
-    return dest
-
-
 def iter_objects(text: str) -> Iterator[dict[str, Any]]:
     """Parse rendered manifests back into objects (skipping empty documents)."""
     for doc in yaml.safe_load_all(text):

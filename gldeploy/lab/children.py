@@ -82,10 +82,7 @@ class Guard:
     def _bound_reached(self) -> None:
         self.fired = True
         signal_children(signal.SIGINT)
-        timer = threading.Timer(CLEANUP_GRACE, self._guarded, args=(signal_children, signal.SIGKILL))
-        timer.daemon = True
-        self._timers.append(timer)  # under the lock already (called through _guarded)
-        timer.start()
+        self._later(CLEANUP_GRACE, signal_children, signal.SIGKILL)  # the lock is re-entrant
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if not self.interrupted and signum == signal.SIGTERM:

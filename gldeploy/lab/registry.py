@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gldeploy.errors import DeployError
-from gldeploy.lab.host import pid_alive as _alive
+from gldeploy.lab.host import pid_alive
 from gldeploy.lab.proc import run, say, wait_for
 
 START_TIMEOUT = 30.0
@@ -69,11 +69,11 @@ class LabRegistry:
 
     def reclaim(self) -> None:
         """Stop a lab registry left running by a killed run (any checkout), found by its pidfile."""
-        if _alive(self.pidfile, COMM):
+        if pid_alive(self.pidfile, COMM):
             pid = int(self.pidfile.read_text().strip())
             say(f"stopping a lab registry left running by an earlier run (pid {pid})")
             os.kill(pid, signal.SIGTERM)
-            wait_for(lambda: not _alive(self.pidfile, COMM), timeout=15,
+            wait_for(lambda: not pid_alive(self.pidfile, COMM), timeout=15,
                      what=f"the old lab registry (pid {pid}) to stop")
         self.pidfile.unlink(missing_ok=True)
 

@@ -214,9 +214,11 @@ def test_empty_template_dir_is_an_error(tmp_path: Path) -> None:
         backend.render_manifests(load(), template_dir=tmp_path)
 
 
-def test_write_manifests_writes_the_rendered_text(tmp_path: Path) -> None:
+def test_the_bundle_carries_the_rendered_manifests(tmp_path: Path) -> None:
+    from gldeploy import bundle
     s = load()
-    dest = backend.write_manifests(s, tmp_path / "backend" / "backend.yaml")
+    bundle.build_bundle(s, tmp_path, baked=False, with_artifacts=False)
+    dest = tmp_path / "backend" / "backend.yaml"
     assert dest.read_text() == backend.render_manifests(s)
     assert dest.stat().st_mode & 0o777 == 0o644
     assert len([doc for doc in yaml.safe_load_all(dest.read_text()) if doc]) == len(list(backend.iter_objects(dest.read_text())))

@@ -73,3 +73,22 @@ def test_guard_lets_the_child_clean_up_on_sigterm_then_raises_keyboard_interrupt
     assert guard.interrupted and proc.returncode == 130
     assert done.exists(), "the child's cleanup did not finish"
     assert signal.getsignal(signal.SIGTERM) is not guard._on_signal  # handlers restored
+
+
+def test_a_guard_that_has_ended_signals_nothing(monkeypatch: "pytest.MonkeyPatch") -> None:
+    """The bound fires right before the call returns; the kill it schedules must not reach a child
+    started after the guard ended (the lab registry, say)."""
+    import subprocess
+    import time
+
+    from gldeploy.lab import children
+    monkeypatch.setattr(children, "CLEANUP_GRACE", 0.3)
+    with children.Guard(0.1) as guard:
+        time.sleep(0.2)
+    later = subprocess.Popen(["sleep", "5"])
+    try:
+        time.sleep(0.8)
+        assert guard.fired and later.poll() is None, "a child started after the guard was signalled"
+    finally:
+        later.kill()
+        later.wait()

@@ -212,10 +212,23 @@ def test_ctrl_c_stops_a_local_command_that_runs_in_its_own_session(tmp_path: Pat
     import threading
 
     from gldeploy.transport import _execute
+    import time
     marker = f"gl-ctrl-c-{tmp_path.name}"
-    threading.Timer(0.5, os.kill, args=(os.getpid(), signal.SIGINT)).start()
+    started: list[bool] = []
+
+    def interrupt_once_running() -> None:  # only once the child runs, so the test cannot pass vacuously
+        deadline = time.monotonic() + 10
+        while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        started.append(True)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_running, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         _execute(["bash", "-c", f"exec -a {marker} sleep 60"], None, "", timeout=30)
+    assert started, "the child never ran"
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
 
 
