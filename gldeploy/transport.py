@@ -131,27 +131,28 @@ def _execute(argv: Sequence[str], echo: Echo | None, prefix: str,
         raise DeployError(f"{argv[0]}: command not found on this machine") from None
     out: list[str] = []
     err: list[str] = []
-    assert proc.stdout is not None and proc.stderr is not None
-    readers = [
-        threading.Thread(target=_pump, args=(io.TextIOWrapper(proc.stdout, errors="replace"), out, None, ""),
-                         daemon=True),
-        threading.Thread(target=_pump, args=(io.TextIOWrapper(proc.stderr, errors="replace"), err, echo,
-                                             prefix), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
-    if stdin_writer is not None:
-        assert proc.stdin is not None
-        try:
-            stdin_writer(proc.stdin)
-        except BrokenPipeError:
-            pass  # the remote side died; its exit code and stderr tell why
-        finally:
+    readers: list[threading.Thread] = []
+    try:  # from here on a Ctrl-C stops the command too
+        assert proc.stdout is not None and proc.stderr is not None
+        readers += [
+            threading.Thread(target=_pump, args=(io.TextIOWrapper(proc.stdout, errors="replace"), out, None, ""),
+                             daemon=True),
+            threading.Thread(target=_pump, args=(io.TextIOWrapper(proc.stderr, errors="replace"), err, echo,
+                                                 prefix), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        if stdin_writer is not None:
+            assert proc.stdin is not None
             try:
-                proc.stdin.close()
+                stdin_writer(proc.stdin)
             except BrokenPipeError:
-                pass
-    try:
+                pass  # the remote side died; its exit code and stderr tell why
+            finally:
+                try:
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass
         rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         _stop_group(proc, signal.SIGKILL)
@@ -161,7 +162,8 @@ def _execute(argv: Sequence[str], echo: Echo | None, prefix: str,
                       f"and its local processes were killed (is the host or the connection hung?)\n",
                       killed_locally=True)
     except BaseException:
-        # Ctrl-C: the command runs in its own session, so the terminal's SIGINT did not reach it
+        # Ctrl-C at any point after the start: the command runs in its own session, so the terminal's
+        # SIGINT did not reach it; pass it on, then kill what has not stopped
         _stop_group(proc, signal.SIGINT)
         try:
             proc.wait(timeout=INTERRUPT_GRACE)

@@ -213,7 +213,8 @@ def test_ctrl_c_stops_a_local_command_that_runs_in_its_own_session(tmp_path: Pat
 
     from gldeploy.transport import _execute
     import time
-    marker = f"gl-ctrl-c-{tmp_path.name}"
+    import uuid
+    marker = f"gl-ctrl-c-{uuid.uuid4().hex}"  # unique per run: a leftover of another run cannot match
     started: list[bool] = []
 
     def interrupt_once_running() -> None:  # only once the child runs, so the test cannot pass vacuously
@@ -225,9 +226,14 @@ def test_ctrl_c_stops_a_local_command_that_runs_in_its_own_session(tmp_path: Pat
         started.append(True)
         os.kill(os.getpid(), signal.SIGINT)
 
-    threading.Thread(target=interrupt_once_running, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        _execute(["bash", "-c", f"exec -a {marker} sleep 60"], None, "", timeout=30)
+    # a harness may start the tests with SIGINT ignored (a background job): act as a terminal would
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_once_running, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            _execute(["bash", "-c", f"exec -a {marker} sleep 60"], None, "", timeout=30)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert started, "the child never ran"
     assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
 
