@@ -12,6 +12,7 @@ from typing import Iterator
 import pytest
 
 from tests.fixtures.k3s_standin.testing import free_port
+from tests.fixtures.processes import running
 from tests.fixtures.sshd import SSHD, keys, known_host_line, require_sshd, sshd_config
 
 from gldeploy.errors import DeployError
@@ -101,10 +102,6 @@ def test_unreachable_host_is_a_clear_deploy_error(sshd: Path) -> None:
         link.close()
 
 
-def _running(marker: str) -> bool:
-    return subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0
-
-
 def test_a_timed_out_remote_phase_is_stopped_with_everything_it_started(sshd: Path, tmp_path: Path) -> None:
     """The phase runs under timeout(1) on the host: at the bound its whole process group is stopped,
     background children included, and the result is 124 with a sentence saying so."""
@@ -120,9 +117,9 @@ def test_a_timed_out_remote_phase_is_stopped_with_everything_it_started(sshd: Pa
     assert result.rc == 124 and "timed out after 1 s on testhost" in result.stderr
     assert took < 20, f"not bounded: {took:.0f} s"
     deadline = time.monotonic() + 10
-    while _running(marker) and time.monotonic() < deadline:
+    while running(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _running(marker), "a process of the timed-out phase is still running on the host"
+    assert not running(marker), "a process of the timed-out phase is still running on the host"
 
 
 def test_put_dir_replaces_the_bundle_so_nothing_stale_stays(sshd: Path, tmp_path: Path) -> None:

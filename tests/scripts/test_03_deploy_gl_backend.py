@@ -6,14 +6,13 @@ the file steps (checksum verification, copy to agent/images) run for real.
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from tests.fixtures.k3s_standin.release import make_release
-from tests.fixtures.k3s_standin.testing import PIDFILE, free_port, stop_standin
+from tests.fixtures.k3s_standin.testing import fake_real_k3s_running, free_port, stop_standin
 from tests.fixtures.shims import failing_install_path
 
 VERSION = "v1.28.3+k3s2"
@@ -207,21 +206,11 @@ REGISTRY_NAME = "192.168.56.1:5000/gl-native/execution-backend:v1.1"
 @pytest.fixture
 def fake_real_k3s(sandbox_root: Path, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A running 'real' k3s double in the sandbox (pidfile-managed, as without systemd); yields FAKE_* env."""
-    binary = sandbox_root / "usr/local/bin/k3s"
-    binary.parent.mkdir(parents=True)
-    binary.write_text(FAKE_REAL_K3S)
-    binary.chmod(0o755)
-    proc = subprocess.Popen([str(binary), "server"], start_new_session=True)
-    (sandbox_root / PIDFILE).parent.mkdir(parents=True)
-    (sandbox_root / PIDFILE).write_text(f"{proc.pid}\n")
     (tmp_path / "scenario").write_text("healthy")
     (tmp_path / "images").write_text("")
-    try:
+    with fake_real_k3s_running(sandbox_root, FAKE_REAL_K3S):
         yield {"FAKE_SCENARIO": str(tmp_path / "scenario"), "FAKE_CALLS": str(tmp_path / "calls"),
                "FAKE_IMAGES": str(tmp_path / "images"), "FAKE_IMPORT_NAME": REGISTRY_NAME}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def deploy_real(run_phase: Callable[..., Any], fake: dict[str, str], scenario: str = "healthy") -> Any:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.fixtures.k3s_standin.release import make_release
-from tests.fixtures.k3s_standin.testing import PIDFILE, free_port
+from tests.fixtures.k3s_standin.testing import PIDFILE, fake_real_k3s_running, free_port
 
 PHASE = "04_health_check"
 K8S_CHECKS = ["node-ready", "system-pods", "backend-rollout", "backend-healthz"]
@@ -281,30 +281,22 @@ class _Healthz(http.server.BaseHTTPRequestHandler):
 def fake_real_k3s(sandbox_root: Path, tmp_path: Path, tls_api: Callable[[int], int]) -> Iterator[dict[str, str]]:
     """A running 'real' k3s double in the sandbox, a TLS /ping API, and an ingress on <127.x.y.z>:80."""
     port = tls_api(365)
-    binary = sandbox_root / "usr/local/bin/k3s"
-    binary.parent.mkdir(parents=True)
-    binary.write_text(FAKE_REAL_K3S)
-    binary.chmod(0o755)
     for path in ("var/lib/rancher/k3s/server/token", "etc/rancher/k3s/k3s.yaml"):
         (sandbox_root / path).parent.mkdir(parents=True, exist_ok=True)
         (sandbox_root / path).write_text("x\n")
         (sandbox_root / path).chmod(0o600)
-    proc = subprocess.Popen([str(binary), "server"], start_new_session=True)
-    (sandbox_root / PIDFILE).parent.mkdir(parents=True)
-    (sandbox_root / PIDFILE).write_text(f"{proc.pid}\n")
     node_ip = f"127.{os.getpid() % 250 + 1}.{port % 250 + 1}.{port // 250 % 250 + 1}"
     ingress = http.server.HTTPServer((node_ip, 80), _Healthz)
     threading.Thread(target=ingress.serve_forever, daemon=True).start()
     scenario = tmp_path / "scenario"
     scenario.write_text("healthy")
     try:
-        yield {"API_PORT": str(port), "FAKE_SCENARIO": str(scenario), "FAKE_CALLS": str(tmp_path / "calls"),
-               "FAKE_NODE_IP": node_ip}
+        with fake_real_k3s_running(sandbox_root, FAKE_REAL_K3S):
+            yield {"API_PORT": str(port), "FAKE_SCENARIO": str(scenario), "FAKE_CALLS": str(tmp_path / "calls"),
+                   "FAKE_NODE_IP": node_ip}
     finally:
         ingress.shutdown()
         ingress.server_close()
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_real_mode_runs_kubernetes_checks(run_phase: Runner, fake_real_k3s: dict[str, str]) -> None:

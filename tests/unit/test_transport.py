@@ -10,6 +10,7 @@ import pytest
 
 from gldeploy.errors import ConfigError, DeployError
 from gldeploy.transport import Local, Ssh, env_args, for_host, validate_host
+from tests.fixtures.processes import running
 
 
 def _option(argv: list[str], name: str) -> str:
@@ -112,7 +113,7 @@ def test_a_hung_command_is_stopped_at_its_timeout_with_its_children(tmp_path: Pa
     assert time.monotonic() - started < 10, "the background child kept the phase alive"
     assert result.rc == 124 and "timed out after 0.5 s on this machine" in result.stderr
     time.sleep(0.5)
-    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+    assert not running(marker)
 
 
 def test_the_local_backstop_kills_the_whole_process_group(tmp_path: Path) -> None:
@@ -127,7 +128,7 @@ def test_the_local_backstop_kills_the_whole_process_group(tmp_path: Path) -> Non
     result = _execute(["bash", "-c", f"exec -a {marker} sleep 60 & sleep 60"], None, "", timeout=0.5)
     assert time.monotonic() - started < 10 and result.rc == 124
     time.sleep(0.5)
-    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+    assert not running(marker)
 
 
 def test_phase_commands_run_under_timeout_and_dry_run_shows_it() -> None:
@@ -219,7 +220,7 @@ def test_ctrl_c_stops_a_local_command_that_runs_in_its_own_session(tmp_path: Pat
 
     def interrupt_once_running() -> None:  # only once the child runs, so the test cannot pass vacuously
         deadline = time.monotonic() + 10
-        while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode != 0:
+        while not running(marker):
             if time.monotonic() > deadline:
                 return
             time.sleep(0.05)
@@ -235,7 +236,7 @@ def test_ctrl_c_stops_a_local_command_that_runs_in_its_own_session(tmp_path: Pat
     finally:
         signal.signal(signal.SIGINT, previous)
     assert started, "the child never ran"
-    assert subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1
+    assert not running(marker)
 
 
 def test_a_phase_the_host_had_to_kill_is_reported_as_timed_out() -> None:
