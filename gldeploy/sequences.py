@@ -1,0 +1,99 @@
+"""Phase sequences as data: the one table every consumer reads.
+
+Each topology names its ordered phases by the documented script names; each phase says on which
+roles it runs, whether servers take it one at a time (etcd joins), whether it takes ``--role`` and
+what it needs staged in the bundle. The plan, the invoke tasks, the per-host bundle, the rendered
+standalone directory and its README.txt, the lab and docs/architecture.md all derive from this table;
+nothing globs ``NN_*.sh``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+Role = Literal["single", "first-server", "server", "agent"]
+Topology = Literal["single", "ha"]
+# what a phase needs in the bundle: k3s release artifacts, the backend manifests/chart, the backend
+# image archive (when one is shipped), the CNI manifests
+Need = Literal["k3s", "backend", "images", "cni"]
+
+ROLES: tuple[Role, ...] = get_args(Role)
+TOPOLOGIES: tuple[Topology, ...] = get_args(Topology)
+SERVER_ROLES: frozenset[Role] = frozenset({"single", "first-server", "server"})
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One numbered phase script and where it runs."""
+
+    name: str                      # script name without .sh, as the architecture documents it
+    roles: frozenset[Role]         # the roles of the hosts it runs on
+    summary: str                   # one line for README.txt, --help and the docs table
+    takes_role: bool = True        # the plan passes --role <role>
+    one_at_a_time: bool = False    # hosts take it one after another (etcd members join singly)
+    needs: tuple[Need, ...] = ()   # what must be staged in the bundle
+
+    @property
+    def script(self) -> str:
+        return f"{self.name}.sh"
+
+    def runs_on(self, role: Role) -> bool:
+        return role in self.roles
+
+
+_SINGLE: frozenset[Role] = frozenset({"single"})
+_FIRST: frozenset[Role] = frozenset({"first-server"})
+_CLUSTER_SERVERS: frozenset[Role] = frozenset({"first-server", "server"})
+_CLUSTER_ALL: frozenset[Role] = frozenset({"first-server", "server", "agent"})
+
+SEQUENCES: dict[Topology, tuple[Phase, ...]] = {
+    "single": (
+        Phase("01_pre_install_check", _SINGLE, "check the host is ready for k3s (read-only)"),
+        Phase("02_install_k3s", _SINGLE, "install the pinned, verified k3s release as the single server",
+              needs=("k3s",)),
+        Phase("03_deploy_gl_backend", _SINGLE, "deploy the GL-Native Execution Backend into its namespace",
+              takes_role=False, needs=("backend", "images")),
+        Phase("04_health_check", _SINGLE, "check k3s and the backend are healthy (read-only)",
+              takes_role=False),
+    ),
+    "ha": (
+        Phase("01_pre_install_check", _CLUSTER_ALL, "check every node is ready for its role (read-only)"),
+        Phase("02_init_control_plane", _CLUSTER_SERVERS, "install k3s on the servers: the first with "
+              "cluster-init, the others join through the API VIP", one_at_a_time=True, needs=("k3s",)),
+        Phase("03_join_worker_node", frozenset({"agent"}), "join the workers (k3s agents) through the API VIP",
+              needs=("k3s",)),
+        Phase("04_install_cni", _FIRST, "install or verify the chosen CNI (flannel, calico, cilium)",
+              needs=("cni",)),
+        Phase("05_deploy_gl_backend", _FIRST, "deploy the GL-Native Execution Backend into its namespace",
+              takes_role=False, needs=("backend", "images")),
+        Phase("06_health_check", _FIRST, "check the cluster and the backend are healthy (read-only)",
+              takes_role=False),
+    ),
+}
+
+
+def sequence(topology: Topology) -> tuple[Phase, ...]:
+    """The ordered phases of a topology."""
+    return SEQUENCES[topology]
+
+
+def names(topology: Topology) -> tuple[str, ...]:
+    return tuple(p.name for p in SEQUENCES[topology])
+
+
+def phase(topology: Topology, name: str) -> Phase:
+    """A phase of a topology by name; KeyError names the topology's phases."""
+    for p in SEQUENCES[topology]:
+        if p.name == name:
+            return p
+    raise KeyError(f"{name} is not a {topology} phase; {topology} runs {', '.join(names(topology))}")
+
+
+def all_scripts() -> tuple[str, ...]:
+    """Every phase script of every topology, in table order, each once."""
+    return tuple(dict.fromkeys(p.script for seq in SEQUENCES.values() for p in seq))
+
+
+def roles_of(topology: Topology) -> tuple[Role, ...]:
+    """The roles a topology's hosts can have."""
+    return ("single",) if topology == "single" else ("first-server", "server", "agent")
