@@ -1,21 +1,25 @@
 """Stage the per-host bundle (docs/architecture.md "Bundle layout") in a local directory.
 
 Everything is validated before anything is written, so bad settings or files fail with exit 2
-before any host is touched. The invoke path ships the result with ``transport.put_dir``; the
-standalone renderer (``render.py``) builds the same bundle with ``baked=True``.
+before any host is touched. What is staged follows the phases: their scripts (from the sequence
+table, never a glob) and what each phase needs (``sequences.Phase.needs``). The invoke path ships
+the result with ``transport.put_dir``; the standalone renderer (``render.py``) builds the same bundle
+with ``baked=True``.
 """
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import backend, envfile
-from .secretfile import read_private
+from .bake import bake_script
 from .errors import ConfigError, DeployError
-from .settings import Settings
 from .paths import SCRIPTS_DIR
+from .secretfile import read_private
+from .sequences import Need, Phase
+from .settings import Settings
 
 
 # secret/path keys rewritten to bundle-relative paths: key -> path inside the bundle
@@ -37,11 +41,13 @@ class BundleInfo:
     files: list[str] = field(default_factory=list)
 
 
-def phase_scripts(scripts_dir: Path = SCRIPTS_DIR) -> list[Path]:
-    """The phase entry points (NN_name.sh), in order."""
-    found = sorted(scripts_dir.glob("[0-9][0-9]_*.sh"))
-    if not found:
-        raise DeployError(f"{scripts_dir}: no phase scripts (NN_<phase>.sh) found; is the checkout complete?")
+def phase_scripts(phases: Sequence[Phase], scripts_dir: Path = SCRIPTS_DIR) -> list[Path]:
+    """The entry-point scripts of the given phases, in order; a missing one is named."""
+    found = [scripts_dir / p.script for p in phases]
+    missing = [p.name for p in found if not p.is_file()]
+    if missing:
+        raise DeployError(f"{scripts_dir}: phase script(s) missing: {', '.join(missing)}; "
+                          f"is the checkout complete?")
     return found
 
 
@@ -120,7 +126,18 @@ def _stage_secrets(dest: Path, copies: dict[str, Path]) -> None:
         _write(dest / rel, src.read_bytes(), 0o600)
 
 
-def _stage_artifacts(settings: Settings, dest: Path) -> str:
+@dataclass(frozen=True)
+class Staging:
+    """What the caller asks for beyond the phases' needs: ship k3s artifacts (else the host downloads
+    or reads K3S_ARTIFACTS_DIR itself) and the sample backend image."""
+
+    k3s_artifacts: bool = True
+    sample_image: bool = False
+
+
+def _stage_k3s(settings: Settings, dest: Path, staging: Staging) -> str | None:
+    if not staging.k3s_artifacts:
+        return None
     from . import artifacts
 
     target = dest / ARTIFACTS_K3S
@@ -128,7 +145,9 @@ def _stage_artifacts(settings: Settings, dest: Path) -> str:
     return str(artifacts.stage_k3s(settings, target))
 
 
-def _stage_sample_image(settings: Settings, dest: Path) -> None:
+def _stage_images(settings: Settings, dest: Path, staging: Staging) -> str | None:
+    if not staging.sample_image:
+        return None
     from . import artifacts, image
 
     images = dest / "artifacts" / "images"
@@ -136,26 +155,44 @@ def _stage_sample_image(settings: Settings, dest: Path) -> None:
     archive = image.build_sample_image(settings.backend_version, images,
                                        image_name=backend.containerd_name(settings))
     _write(images / "SHA256SUMS", f"{artifacts.sha256_file(archive)}  {archive.name}\n", 0o644)
+    return None
 
 
-def _stage_backend(settings: Settings, dest: Path) -> None:
+def _stage_backend(settings: Settings, dest: Path, staging: Staging) -> str | None:
     _write(dest / "backend" / "backend.yaml", backend.render_manifests(settings), 0o644)
+    return None
 
 
-def build_bundle(settings: Settings, dest: Path, *, baked: bool, with_artifacts: bool = True,
-                 with_backend: bool = True, sample_image: bool = False,
-                 script_header: Sequence[str] = ()) -> BundleInfo:
-    """Stage a host bundle in dest: scripts, settings (file or baked), secrets, artifacts, manifests.
+def _stage_cni(settings: Settings, dest: Path, staging: Staging) -> str | None:
+    return None  # flannel is built into k3s; other CNIs' manifests are staged by the cluster work
+
+
+# one stager per need (sequences.Need): a phase's needs decide what a bundle carries
+STAGERS: dict[Need, Callable[[Settings, Path, Staging], str | None]] = {
+    "k3s": _stage_k3s, "backend": _stage_backend, "images": _stage_images, "cni": _stage_cni,
+}
+
+
+def needs_of(phases: Sequence[Phase]) -> tuple[Need, ...]:
+    """The union of the phases' needs, in STAGERS order."""
+    wanted = {n for p in phases for n in p.needs}
+    return tuple(n for n in STAGERS if n in wanted)
+
+
+def build_bundle(settings: Settings, dest: Path, phases: Sequence[Phase], *, baked: bool,
+                 staging: Staging = Staging(), script_header: Sequence[str] = ()) -> BundleInfo:
+    """Stage a host bundle in dest: the phases' scripts, settings (file or baked), secrets, and what
+    the phases need (k3s artifacts, backend manifests, images).
 
     baked=False: scripts + lib/ + settings.env (0600), as shipped by the invoke path.
     baked=True: standalone scripts with libraries inlined and settings baked in (render.py).
     """
     copies = check_inputs(settings)  # validation first: nothing is written on bad input
-    scripts = phase_scripts()
-    values = bundle_values(settings, artifacts_staged=with_artifacts)
+    scripts = phase_scripts(phases)
+    needs = needs_of(phases)
+    values = bundle_values(settings, artifacts_staged="k3s" in needs and staging.k3s_artifacts)
     dest.mkdir(parents=True, exist_ok=True)
     if baked:
-        from .render import bake_script  # render builds on this module; import at use time
         for script in scripts:
             _write(dest / script.name, bake_script(script, values, script_header), 0o755)
     else:
@@ -168,10 +205,8 @@ def build_bundle(settings: Settings, dest: Path, *, baked: bool, with_artifacts:
         header = "generated by gldeploy (invoke path); every value is quoted for bash. Do not edit."
         _write(dest / "settings.env", settings_env_text(values, header), 0o600)
     _stage_secrets(dest, copies)
-    k3s_mode = _stage_artifacts(settings, dest) if with_artifacts else "none"
-    if sample_image:
-        _stage_sample_image(settings, dest)
-    if with_backend:
-        _stage_backend(settings, dest)
+    k3s_mode = "none"
+    for need in needs:
+        k3s_mode = STAGERS[need](settings, dest, staging) or k3s_mode
     files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     return BundleInfo(dest, k3s_mode, values, files)

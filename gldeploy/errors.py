@@ -7,6 +7,7 @@ from typing import Any, Callable, TypeVar
 
 EXIT_FAILED = 1  # a phase or check failed on a host
 EXIT_BAD_INPUT = 2  # bad configuration or arguments: nothing was touched
+EXIT_WARNINGS = 3  # passed, with warnings worth reading
 EXIT_INTERRUPTED = 130
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,7 +39,8 @@ def guarded(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except DeployError as exc:
-            raise Exit(f"error: {exc}", code=exc.exit_code) from None
+            label = "warning" if exc.exit_code == EXIT_WARNINGS else "error"
+            raise Exit(f"{label}: {exc}", code=exc.exit_code) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise Exit(code=EXIT_INTERRUPTED) from None

@@ -1,45 +1,24 @@
 """The plan: ordered (phase, host, role) steps, printable as --dry-run, executed phase by phase.
 
-Which hosts a phase runs on follows from the host's role: ``01`` everywhere, ``02`` on servers,
-``03``/``04`` on the first server (single node: the one server). A failing phase stops the later
-phases on that host; other hosts go on.
+The phases and where each runs come from the sequence table (``sequences.py``): a host's role
+decides which phases it takes. Within a phase, hosts run together unless the phase says one at a
+time (servers joining etcd). A failing phase stops the later phases on that host; other hosts go on.
 """
 from __future__ import annotations
 
 import shlex
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import bundle, results
+from . import bundle, results, sequences
 from .errors import ConfigError, DeployError
+from .sequences import Phase, Role
 from .settings import Settings
 from .transport import Transport, for_host, validate_host
-
-ROLES = ("single", "first-server", "server", "agent")
-
-
-@dataclass(frozen=True)
-class Phase:
-    """A phase script and where it runs: all | servers | first-server."""
-
-    script: str
-    runs_on: str
-    takes_role: bool
-    needs_artifacts: bool = False
-
-
-PHASES = {p.script: p for p in (
-    Phase("01_pre_install_check", "all", True),
-    Phase("02_install_k3s", "servers", True, needs_artifacts=True),
-    Phase("02_init_control_plane", "first-server", True, needs_artifacts=True),
-    Phase("03_deploy_gl_backend", "first-server", False),
-    Phase("04_health_check", "first-server", False),
-)}
-
-SINGLE_NODE = ("01_pre_install_check", "02_install_k3s", "03_deploy_gl_backend", "04_health_check")
 
 
 @dataclass(frozen=True)
@@ -48,7 +27,7 @@ class Step:
 
     phase: str
     host: str
-    role: str
+    role: Role
 
 
 @dataclass(frozen=True)
@@ -58,15 +37,33 @@ class Plan:
     steps: tuple[Step, ...]
     hosts: tuple[str, ...]
     bundle_dir: str
-    needs_artifacts: bool
+    phases: tuple[Phase, ...]
+
+    @property
+    def needs_artifacts(self) -> bool:
+        return "k3s" in bundle.needs_of(self.phases)
+
+    def phase(self, name: str) -> Phase:
+        return next(p for p in self.phases if p.name == name)
 
     def argv(self, step: Step) -> list[str]:
-        """The exact command run on the host for a step."""
+        """The exact command run on the host for a step: the role is always explicit."""
         cmd = ["bash", f"{self.bundle_dir}/{step.phase}.sh", "--json"]
-        return cmd + (["--role", step.role] if PHASES[step.phase].takes_role else [])
+        return cmd + (["--role", step.role] if self.phase(step.phase).takes_role else [])
 
     def env(self) -> dict[str, str]:
         return {"GL_BUNDLE_DIR": self.bundle_dir}
+
+    def groups(self) -> list[list[Step]]:
+        """Steps in execution order, grouped: the steps of a group may run at the same time."""
+        out: list[list[Step]] = []
+        for phase in self.phases:
+            steps = [s for s in self.steps if s.phase == phase.name]
+            if phase.one_at_a_time:
+                out.extend([s] for s in steps)
+            elif steps:
+                out.append(steps)
+        return out
 
 
 def parse_hosts(value: str) -> list[str]:
@@ -77,47 +74,55 @@ def parse_hosts(value: str) -> list[str]:
     return [validate_host(h) for h in hosts]
 
 
-def default_role(settings: Settings, host: str) -> str:
-    """The role a host has in the settings; hosts not listed (or `local`) act as the first server."""
-    first = "single" if settings.topology == "single" else "first-server"
+def role_of(settings: Settings, host: str) -> Role:
+    """The one default-role rule: a host's role follows from where the settings list it. Hosts not
+    listed (or `local`) act as the first server (single node: the one server)."""
     if host in settings.worker_ips:
         return "agent"
     if host in settings.control_plane_ips[1:]:
         return "server"
-    return first
+    return "single" if settings.topology == "single" else "first-server"
 
 
-def _runs_on(phase: Phase, role: str) -> bool:
-    if phase.runs_on == "all":
-        return True
-    if phase.runs_on == "servers":
-        return role != "agent"
-    return role in ("single", "first-server")
+def hosts_of(settings: Settings, roles: Sequence[Role]) -> list[str]:
+    """The hosts the settings give one of these roles, in CONTROL_PLANE_IPS, WORKER_IPS order."""
+    everyone = [*settings.control_plane_ips, *settings.worker_ips]
+    found = [h for h in everyone if role_of(settings, h) in roles]
+    if not found:
+        raise ConfigError(f"no host in CONTROL_PLANE_IPS/WORKER_IPS has the role {' or '.join(roles)}; "
+                          f"list them there or name them with --hosts")
+    return found
 
 
 def build(settings: Settings, phases: Sequence[str], *, hosts: Sequence[str] | None = None,
-          role: str | None = None, include_workers: bool = True) -> Plan:
+          role: str | None = None) -> Plan:
     """Steps for phases over hosts (default: CONTROL_PLANE_IPS, plus WORKER_IPS where a phase runs)."""
-    if role is not None and role not in ROLES:
-        raise ConfigError(f"--role {role!r}: expected one of {', '.join(ROLES)}")
-    if settings.topology == "ha" and "02_install_k3s" in phases:
-        raise ConfigError(f"{settings.origin('TOPOLOGY')}: TOPOLOGY=ha installs k3s with "
-                          f"`invoke cluster.init --role first-server`; install-k3s/deploy are for single node")
-    explicit = hosts is not None
-    targets = list(hosts) if explicit else [*settings.control_plane_ips,
-                                            *(settings.worker_ips if include_workers else ())]
-    steps = []
+    topology = settings.topology
+    roles = sequences.roles_of(topology)
+    if role is not None and role not in roles:
+        raise ConfigError(f"--role {role!r}: TOPOLOGY={topology} hosts take one of {', '.join(roles)}"
+                          + (" (HA cluster roles come with TOPOLOGY=ha)" if role in sequences.ROLES else ""))
+    chosen = []
     for name in phases:
-        phase = PHASES[name]
-        for host in targets:
-            host_role = role or default_role(settings, host)
-            if _runs_on(phase, host_role):
-                steps.append(Step(name, host, host_role))
+        try:
+            chosen.append(sequences.phase(topology, name))
+        except KeyError:
+            hint = (" install k3s on a cluster with `invoke cluster.init --role first-server` or "
+                    "`invoke cluster.deploy`" if topology == "ha" else " use `invoke deploy` for a single node")
+            raise ConfigError(f"{settings.origin('TOPOLOGY')}: TOPOLOGY={topology} has no phase {name}; "
+                              f"its sequence is {', '.join(sequences.names(topology))};{hint}") from None
+    ordered = tuple(p for p in sequences.sequence(topology) if p in chosen)
+    explicit = hosts is not None
+    targets = list(hosts) if explicit else [*settings.control_plane_ips, *settings.worker_ips]
+    host_roles: dict[str, Role] = {h: role_of(settings, h) for h in targets}
+    if role is not None:
+        host_roles = {h: next(r for r in roles if r == role) for h in targets}
+    steps = [Step(phase.name, host, host_roles[host])
+             for phase in ordered for host in targets if phase.runs_on(host_roles[host])]
     if not steps:
         raise ConfigError(f"nothing to run: no host in {', '.join(targets)} runs {', '.join(phases)}")
     used = tuple(dict.fromkeys(s.host for s in steps))
-    return Plan(tuple(steps), used, settings.work_dir.rstrip("/") or "/",
-                any(PHASES[s.phase].needs_artifacts for s in steps))
+    return Plan(tuple(steps), used, settings.work_dir.rstrip("/") or "/", ordered)
 
 
 def transports(settings: Settings, plan: Plan, echo: Callable[[str], None] | None = None) -> dict[str, Transport]:
@@ -130,6 +135,9 @@ def transports(settings: Settings, plan: Plan, echo: Callable[[str], None] | Non
 def describe(settings: Settings, plan: Plan, links: dict[str, Transport]) -> list[str]:
     """The --dry-run text: per host its transport, bundle dir and the exact remote commands."""
     lines = [f"plan: {len(plan.steps)} step(s) on {len(plan.hosts)} host(s); nothing is executed (--dry-run)"]
+    order = [f"{p.name} ({'one host at a time' if p.one_at_a_time else 'hosts together'})"
+             for p in plan.phases if any(s.phase == p.name for s in plan.steps)]
+    lines.append(f"order ({settings.topology}): " + " -> ".join(order))
     for host in plan.hosts:
         link = links[host]
         lines.append(f"host {host}: transport {link.describe()}, bundle {plan.bundle_dir}")
@@ -152,23 +160,22 @@ def step_timeout(settings: Settings) -> float:
 def execute(settings: Settings, plan: Plan, links: dict[str, Transport], *, sample_image: bool = False,
             with_artifacts: bool | None = None,
             progress: Callable[[str], None] = print) -> list[results.PhaseResult]:
-    """Stage the bundle locally (fails before any host is touched), ship it, run the steps.
+    """Stage the bundle locally (fails before any host is touched), ship it, run the steps group by
+    group (plan.groups(): hosts of a group run at the same time).
 
     with_artifacts: stage k3s artifacts; default: when a planned phase installs k3s.
     """
     out: list[results.PhaseResult] = []
     failed: dict[str, str] = {}
     shipped: set[str] = set()
+    staging = bundle.Staging(k3s_artifacts=plan.needs_artifacts if with_artifacts is None else with_artifacts,
+                             sample_image=sample_image)
     with tempfile.TemporaryDirectory(prefix="gl-bundle-") as tmp:
         staged = Path(tmp) / "bundle"
-        info = bundle.build_bundle(settings, staged, baked=False,
-                                   with_artifacts=plan.needs_artifacts if with_artifacts is None else with_artifacts,
-                                   sample_image=sample_image)
+        info = bundle.build_bundle(settings, staged, plan.phases, baked=False, staging=staging)
         progress(f"bundle staged ({len(info.files)} files, k3s artifacts: {info.k3s_mode})")
-        for step in plan.steps:
-            if step.host in failed:
-                out.append(results.not_run(step.phase, step.host, step.role, f"{failed[step.host]} failed"))
-                continue
+
+        def run_step(step: Step) -> results.PhaseResult:
             link = links[step.host]
             started = time.monotonic()
             try:
@@ -179,12 +186,20 @@ def execute(settings: Settings, plan: Plan, links: dict[str, Transport], *, samp
                 progress(f"{step.host}: {step.phase} ({step.role})")
                 res = link.run(plan.argv(step), plan.env(), timeout=step_timeout(settings))
             except DeployError as exc:  # unreachable host etc.: that host stops, the others go on
-                result = results.PhaseResult(step.phase, step.host, step.role, "fail", None,
-                                             time.monotonic() - started, message=str(exc))
-            else:
-                result = results.from_script(step.phase, step.host, step.role, res.rc, res.stdout,
-                                             res.stderr, time.monotonic() - started)
-            out.append(result)
-            if not result.ok:
-                failed[step.host] = step.phase
+                return results.PhaseResult(step.phase, step.host, step.role, "fail", None,
+                                           time.monotonic() - started, message=str(exc))
+            return results.from_script(step.phase, step.host, step.role, res.rc, res.stdout,
+                                       res.stderr, time.monotonic() - started)
+
+        for group in plan.groups():
+            runnable = [s for s in group if s.host not in failed]
+            with ThreadPoolExecutor(max_workers=max(1, len(runnable))) as pool:
+                done = dict(zip([s.host for s in runnable], pool.map(run_step, runnable)))
+            for step in group:  # report in plan order, whatever finished first
+                if step.host not in done:
+                    out.append(results.not_run(step.phase, step.host, step.role, f"{failed[step.host]} failed"))
+                    continue
+                out.append(done[step.host])
+                if not done[step.host].ok:
+                    failed[step.host] = step.phase
     return out

@@ -1,17 +1,41 @@
 """invoke collections of GL-Native Deploy, and the plumbing the phase tasks share.
 
 Tasks stay thin: load settings, build the plan, print it (--dry-run) or execute it, report.
+Every task is declared with ``gl_task``: one table of short flags for the whole toolkit, and ``-h``
+always means help.
 """
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+from invoke import Task, task
 from rich.console import Console
 
-from gldeploy import bundle, paths, plan, results, settings
-from gldeploy.errors import DeployError
+from gldeploy import bundle, paths, plan, results, sequences, settings
+from gldeploy.errors import EXIT_WARNINGS, DeployError
+
+# the only short flags: the same letter means the same option in every task; -h stays help
+SHORT_FLAGS = {"env": "e", "set_": "s", "dry_run": "n", "role": "r", "out": "o", "json_report": "j",
+               "lab": "l", "accel": "a", "keep": "k"}
+
+
+class GlTask(Task[Any]):
+    """An invoke task whose short flags come from SHORT_FLAGS instead of invoke's first-free-letter
+    rule (which gave --hosts the -h of help and the same option different letters in two tasks)."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        flag = SHORT_FLAGS.get(name)
+        opts["names"] = [opts["names"][0]] + ([flag] if flag and flag not in taken_names else [])
+        return opts
+
+
+def gl_task(**kwargs: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
+    """invoke's @task with the toolkit's short flags (GlTask)."""
+    return task(klass=GlTask, auto_shortflags=False, **kwargs)  # type: ignore[no-any-return]
 
 DEFAULT_ENV = "env/single.env"
 
@@ -36,18 +60,23 @@ def resolve_env(env: str) -> Path:
 
 
 def load_settings(env: str, overrides: Iterable[str]) -> settings.Settings:
-    """Settings with the documented precedence: defaults < env file < GL_* environment < --set."""
-    return settings.load(resolve_env(env or DEFAULT_ENV), overrides=list(overrides or ()))
+    """Settings with the documented precedence: defaults < env file < GL_* environment < --set.
+    Warnings of the settings (e.g. a GL_ variable that is a near-miss of a key) go to stderr."""
+    loaded = settings.load(resolve_env(env or DEFAULT_ENV), overrides=list(overrides or ()))
+    for warning in getattr(loaded, "warnings", ()):
+        print(f"warning: {warning}", file=sys.stderr)
+    return loaded
 
 
 def run_phases(phases: Sequence[str], *, env: str, set_: Iterable[str], hosts: str, dry_run: bool,
-               json_report: str, role: str, sample_image: bool, include_workers: bool = True,
-               first_server_only: bool = False) -> None:
-    """Plan, then print (--dry-run) or execute, report and raise DeployError on failure."""
+               json_report: str, role: str, sample_image: bool,
+               of_roles: Sequence[sequences.Role] = ()) -> None:
+    """Plan, then print (--dry-run) or execute, report and raise DeployError on failure.
+
+    of_roles: without --hosts, target only the hosts the settings give these roles."""
     loaded = load_settings(env, set_)
-    targets = plan.parse_hosts(hosts) if hosts else ([loaded.first_server] if first_server_only else None)
-    built = plan.build(loaded, phases, hosts=targets,
-                       role=role or None, include_workers=include_workers)
+    targets = plan.parse_hosts(hosts) if hosts else (plan.hosts_of(loaded, of_roles) if of_roles else None)
+    built = plan.build(loaded, phases, hosts=targets, role=role or None)
     console = Console(highlight=False, soft_wrap=True, width=max(Console().width, 120))
     links = plan.transports(loaded, built)
     try:
@@ -68,8 +97,10 @@ def run_phases(phases: Sequence[str], *, env: str, set_: Iterable[str], hosts: s
                                                            "phases": list(phases), "started": started})
         console.print(f"JSON report: {path}", markup=False)
     code = results.exit_code(outcome)
-    if code:
+    if code not in (0, EXIT_WARNINGS):
         bad = [f"{r.phase}@{r.host}" for r in outcome if r.status == "fail"]
         raise DeployError(f"{len(bad)} phase(s) failed: {', '.join(bad)}; see the table above", exit_code=code)
     warned = sum(r.status == "warn" for r in outcome)
-    console.print("done" + (f", with {warned} warning(s)" if warned else ""), markup=False)
+    if warned:  # exit 3, as the scripts do: passed, but the warnings are worth reading
+        raise DeployError(f"done, with {warned} warning(s): see the table above", exit_code=EXIT_WARNINGS)
+    console.print("done", markup=False)

@@ -1,13 +1,19 @@
-"""Top-level phase tasks: one per numbered script, plus `deploy` running them all in order."""
+"""Top-level single-node tasks: one per phase of the single-node sequence, plus `deploy` running them all.
+
+The phases, their order and their one-line summaries come from gldeploy/sequences.py.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from invoke import Context, Task, task
+from invoke import Context, Task
 
-from gldeploy import plan
+from gldeploy import sequences
 from gldeploy.errors import guarded
-from gldeploy.tasks import COMMON_HELP, DEFAULT_ENV, run_phases
+from gldeploy.tasks import COMMON_HELP, DEFAULT_ENV, gl_task, run_phases
+
+# task name per single-node phase (the script name without its number)
+TASK_NAMES = {p.name: p.name[3:].replace("_", "-") for p in sequences.sequence("single")}
 
 
 def _phase_task(name: str, phases: tuple[str, ...], doc: str) -> Task[Any]:
@@ -21,18 +27,11 @@ def _phase_task(name: str, phases: tuple[str, ...], doc: str) -> Task[Any]:
     body.__name__ = body.__qualname__ = name.replace("-", "_")
     body.__doc__ = doc
     wrapped: Callable[..., None] = guarded(body)
-    return task(name=name, help=dict(COMMON_HELP), iterable=["set_"])(wrapped)
+    return gl_task(name=name, help=dict(COMMON_HELP), iterable=["set_"])(wrapped)
 
 
-pre_install_check = _phase_task("pre-install-check", ("01_pre_install_check",),
-                                "Check every host is ready for k3s (01, read-only).")
-install_k3s = _phase_task("install-k3s", ("02_install_k3s",),
-                          "Install the pinned k3s release on the server (02).")
-deploy_gl_backend = _phase_task("deploy-gl-backend", ("03_deploy_gl_backend",),
-                                "Deploy the GL-Native Execution Backend into its namespace (03).")
-health_check = _phase_task("health-check", ("04_health_check",),
-                           "Check k3s and the backend are healthy (04, read-only).")
-deploy = _phase_task("deploy", plan.SINGLE_NODE,
-                     "Run all single-node phases in order: check, install k3s, deploy backend, health.")
-
-TASKS = (pre_install_check, install_k3s, deploy_gl_backend, health_check, deploy)
+TASKS = tuple(
+    _phase_task(TASK_NAMES[p.name], (p.name,), f"{p.summary[0].upper()}{p.summary[1:]} ({p.name[:2]}).")
+    for p in sequences.sequence("single")
+) + (_phase_task("deploy", sequences.names("single"),
+                 "Run every single-node phase in order: " + ", ".join(sequences.names("single")) + "."),)

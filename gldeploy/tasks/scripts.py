@@ -4,14 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from invoke import Collection, Context, task
+from invoke import Collection, Context
 
 from gldeploy import render
 from gldeploy.errors import ConfigError, guarded
-from gldeploy.tasks import COMMON_HELP, DEFAULT_ENV, load_settings
+from gldeploy.tasks import COMMON_HELP, DEFAULT_ENV, gl_task, load_settings
 
 
-@task(name="render",
+@gl_task(name="render",
       help={"env": COMMON_HELP["env"], "set": COMMON_HELP["set"],
             "out": "Directory to write (new, empty, or an earlier render of this tool)",
             "with_artifacts": "Also stage the k3s release (binary, sha256sum list, airgap images) into it",

@@ -10,11 +10,12 @@ from typing import Mapping, Sequence
 import pytest
 from rich.console import Console
 
-from gldeploy import plan, results, settings
+from gldeploy import plan, results, sequences, settings
 from gldeploy.errors import ConfigError
 from gldeploy.transport import Local, Result, Ssh
 
 SINGLE = ["CONTROL_PLANE_IPS=192.168.56.10"]
+SINGLE_NODE = sequences.names("single")
 HA = ["TOPOLOGY=ha", "CONTROL_PLANE_IPS=10.0.0.11,10.0.0.12,10.0.0.13", "WORKER_IPS=10.0.0.21",
       "API_VIP=10.0.0.100"]
 
@@ -58,9 +59,9 @@ class FakeTransport:
 
 
 def test_single_node_deploy_plan_is_phase_ordered_with_roles() -> None:
-    p = plan.build(load(*SINGLE), plan.SINGLE_NODE)
+    p = plan.build(load(*SINGLE), SINGLE_NODE)
     assert [(s.phase, s.host, s.role) for s in p.steps] == [
-        (name, "192.168.56.10", "single") for name in plan.SINGLE_NODE]
+        (name, "192.168.56.10", "single") for name in SINGLE_NODE]
     assert p.needs_artifacts and p.bundle_dir == "/var/lib/gl-deploy"
     assert p.argv(p.steps[0]) == ["bash", "/var/lib/gl-deploy/01_pre_install_check.sh", "--json", "--role", "single"]
     assert p.argv(p.steps[3]) == ["bash", "/var/lib/gl-deploy/04_health_check.sh", "--json"]
@@ -74,18 +75,45 @@ def test_ha_roles_and_which_hosts_each_phase_runs_on() -> None:
     init = plan.build(s, ["01_pre_install_check", "02_init_control_plane"], hosts=["10.0.0.11"])
     assert [(x.phase, x.host) for x in init.steps] == [("01_pre_install_check", "10.0.0.11"),
                                                       ("02_init_control_plane", "10.0.0.11")]
-    without_workers = plan.build(s, ["01_pre_install_check"], include_workers=False)
-    assert "10.0.0.21" not in without_workers.hosts
+    assert plan.hosts_of(s, ("server", "agent")) == ["10.0.0.12", "10.0.0.13", "10.0.0.21"]
+    assert plan.hosts_of(s, ("first-server",)) == ["10.0.0.11"]
+
+
+def test_plan_follows_the_sequence_table_order_and_grouping() -> None:
+    s = load(*HA)
+    p = plan.build(s, list(reversed(sequences.names("ha"))))  # asked out of order: the table's order wins
+    assert [ph.name for ph in p.phases] == list(sequences.names("ha"))
+    groups = [[(st.phase, st.host) for st in g] for g in p.groups()]
+    assert groups[0] == [("01_pre_install_check", h) for h in ("10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.21")]
+    # servers take 02 one at a time (etcd), the agent joins in 03, the rest runs on the first server
+    assert groups[1:4] == [[("02_init_control_plane", h)] for h in ("10.0.0.11", "10.0.0.12", "10.0.0.13")]
+    assert groups[4] == [("03_join_worker_node", "10.0.0.21")]
+    assert [g[0][0] for g in groups[5:]] == ["04_install_cni", "05_deploy_gl_backend", "06_health_check"]
+    assert all(host == "10.0.0.11" for g in groups[5:] for _, host in g)
+
+
+def test_every_step_passes_its_role_where_the_phase_takes_one() -> None:
+    for env in (SINGLE, HA):
+        s = load(*env)
+        p = plan.build(s, sequences.names(s.topology))
+        for step in p.steps:
+            argv = p.argv(step)
+            if p.phase(step.phase).takes_role:
+                assert argv[-2:] == ["--role", step.role]
 
 
 def test_ha_refuses_the_single_node_install_with_a_hint() -> None:
     with pytest.raises(ConfigError, match="cluster.init --role first-server"):
-        plan.build(load(*HA), plan.SINGLE_NODE)
+        plan.build(load(*HA), SINGLE_NODE)
+    with pytest.raises(ConfigError, match="has no phase 02_init_control_plane.*invoke deploy"):
+        plan.build(load(*SINGLE), ["02_init_control_plane"])
 
 
 def test_bad_role_and_bad_hosts_are_config_errors() -> None:
-    with pytest.raises(ConfigError, match="expected one of single, first-server, server, agent"):
+    with pytest.raises(ConfigError, match="hosts take one of single"):
         plan.build(load(*SINGLE), ["01_pre_install_check"], role="boss")
+    with pytest.raises(ConfigError, match="take one of first-server, server, agent"):
+        plan.build(load(*HA), ["01_pre_install_check"], role="single")
     with pytest.raises(ConfigError, match="--hosts is empty"):
         plan.parse_hosts(" , ")
     assert plan.parse_hosts("local, 10.0.0.1") == ["local", "10.0.0.1"]

@@ -6,15 +6,18 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from gldeploy import bundle, envfile, render, settings
+from gldeploy import bundle, envfile, render, sequences, settings
 from gldeploy.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 NASTY = "a b \"q\" 'single' $(touch {marker}) `touch {marker}` ; | & \\ end"
 VERSION = "gldeploy test-version"
+SINGLE = sequences.sequence("single")
+NO_K3S = bundle.Staging(k3s_artifacts=False)
 
 
 def secret(tmp_path: Path, name: str, text: str = "s3cret-value\n", mode: int = 0o600) -> Path:
@@ -45,7 +48,7 @@ def test_invoke_bundle_has_private_settings_and_secrets_with_relative_paths(tmp_
     token = secret(tmp_path, "token")
     ca = secret(tmp_path, "ca.crt", "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n", 0o644)
     s = load(f"K3S_TOKEN_FILE={token}", f"REGISTRY_CA_FILE={ca}")
-    info = bundle.build_bundle(s, tmp_path / "b", baked=False, with_artifacts=False)
+    info = bundle.build_bundle(s, tmp_path / "b", SINGLE, baked=False, staging=NO_K3S)
     dest = info.dest
     assert (dest / "lib" / "common.sh").is_file() and (dest / "01_pre_install_check.sh").is_file()
     assert mode(dest / "01_pre_install_check.sh") == 0o755
@@ -61,7 +64,7 @@ def test_invoke_bundle_has_private_settings_and_secrets_with_relative_paths(tmp_
 
 
 def test_settings_env_starts_with_the_format_marker_the_scripts_require(tmp_path: Path) -> None:
-    info = bundle.build_bundle(load(), tmp_path / "b", baked=False, with_artifacts=False, with_backend=False)
+    info = bundle.build_bundle(load(), tmp_path / "b", SINGLE[:1], baked=False, staging=NO_K3S)
     lines = (info.dest / "settings.env").read_text().splitlines()
     assert [line for line in lines if not line.startswith("#")][0] == "GL_SETTINGS_FORMAT='1'"
     assert lines.count("GL_SETTINGS_FORMAT='1'") == 1
@@ -74,7 +77,7 @@ def test_bundle_values_carry_the_containerd_name_for_a_registry(tmp_path: Path) 
     assert bundle.bundle_values(load(), artifacts_staged=False)["BACKEND_IMAGE_REF"] == \
         "docker.io/gl-native/execution-backend:v1.1"
     assert "BACKEND_IMAGE_REF" not in settings.KEYS  # derived for the scripts, not a user setting
-    invoke_path = bundle.build_bundle(s, tmp_path / "b", baked=False, with_artifacts=False, with_backend=False)
+    invoke_path = bundle.build_bundle(s, tmp_path / "b", SINGLE[:1], baked=False, staging=NO_K3S)
     parsed = {e.key: e.value for e in envfile.parse_file(invoke_path.dest / "settings.env")}
     assert parsed["BACKEND_IMAGE_REF"] == "192.168.56.1:5000/gl-native/execution-backend:v1.1"
     out = tmp_path / "standalone"
@@ -97,7 +100,7 @@ def test_secret_file_readable_by_others_is_refused_and_nothing_written(tmp_path:
 def test_missing_secret_file_names_the_key(tmp_path: Path) -> None:
     s = load(f"K3S_TOKEN_FILE={tmp_path / 'nope'}")
     with pytest.raises(ConfigError, match="K3S_TOKEN_FILE=.*nope: file not found"):
-        bundle.build_bundle(s, tmp_path / "b", baked=False, with_artifacts=False)
+        bundle.build_bundle(s, tmp_path / "b", SINGLE, baked=False, staging=NO_K3S)
     assert not (tmp_path / "b").exists()
 
 
@@ -142,7 +145,7 @@ def hostile_render(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("script", [p.name for p in bundle.phase_scripts()])
+@pytest.mark.parametrize("script", [p.script for p in sequences.sequence("single")])
 def test_rendered_scripts_pass_shellcheck(hostile_render: Path, script: str) -> None:
     checker = shutil.which("shellcheck")
     if checker is None:
@@ -199,6 +202,88 @@ def test_refuses_a_foreign_non_empty_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not made by scripts.render"):
         render.render_standalone(load(), out, version=VERSION)
     assert (out / "precious.txt").read_text() == "keep me"
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+
+
+def test_readme_text_with_the_old_marker_does_not_make_a_directory_ours(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.txt").write_text(f"({render.MARKER}; fake)\n")
+    (out / "data.db").write_text("precious")
+    with pytest.raises(ConfigError, match="not made by scripts.render"):
+        render.render_standalone(load(), out, version=VERSION)
+    assert (out / "data.db").read_text() == "precious"
+
+
+def test_rerender_never_deletes_a_file_an_operator_added_and_names_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    render.render_standalone(load(), out, version=VERSION)
+    (out / "notes.txt").write_text("mine")
+    (out / "backend" / "extra.yaml").write_text("mine too")
+    before = _tree(out)
+    with pytest.raises(ConfigError, match=r"did not write: backend/extra.yaml, notes.txt"):
+        render.render_standalone(load("BACKEND_REPLICAS=5"), out, version=VERSION)
+    assert _tree(out) == before  # refused: nothing changed
+
+
+def test_marker_lists_exactly_the_files_written(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    render.render_standalone(load(), out, version=VERSION)
+    lines = (out / render.MARKER_FILE).read_text().splitlines()
+    assert lines[0] == render.MARKER_FORMAT
+    assert sorted(lines[1:]) == sorted(p for p in _tree(out) if p != render.MARKER_FILE)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory no one can write into: mode 0555, and for root a read-only tmpfs mounted on it."""
+    import os
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = os.geteuid() == 0
+    if mounted:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "gl-test-ro", str(ro)], check=True)
+    ro.chmod(0o555) if not mounted else None
+    yield ro
+    if mounted:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
+@pytest.mark.parametrize("case", ["file", "under-file", "read-only"])
+def test_bad_out_path_is_a_config_error_and_creates_nothing(tmp_path: Path, read_only_dir: Path,
+                                                            case: str) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    out = {"file": blocker, "under-file": blocker / "a" / "b", "read-only": read_only_dir / "new" / "deeper"}[case]
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    with pytest.raises(ConfigError, match=r"--out .*(not a directory|is a file|not writable)"):
+        render.render_standalone(load(), out, version=VERSION)
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_refused_render_does_not_create_missing_parents(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "parent" / "out"
+    with pytest.raises(ConfigError):
+        render.render_standalone(load(f"K3S_TOKEN_FILE={tmp_path / 'missing'}"), out, version=VERSION)
+    assert not (tmp_path / "new").exists()
+
+
+def test_single_render_writes_exactly_the_single_sequence(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    render.render_standalone(load(), out, version=VERSION)
+    assert sorted(p.name for p in out.glob("*.sh")) == sorted(p.script for p in SINGLE)
+    readme = (out / "README.txt").read_text()
+    assert "02_init_control_plane" not in readme
+    order = [line.split("./")[1].split()[0] for line in readme.splitlines() if "sudo ./" in line]
+    assert order == [p.script for p in SINGLE]
+
+
+def test_readme_describes_each_script_in_full(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    render.render_standalone(load(), out, version=VERSION)
+    readme = (out / "README.txt").read_text()
+    for p in SINGLE:
+        assert f"{p.script:<28} {p.summary}" in readme
 
 
 def test_render_all_three_env_files_is_fast(tmp_path: Path) -> None:

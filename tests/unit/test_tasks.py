@@ -77,10 +77,70 @@ def test_cluster_init_bogus_role_lists_valid_roles(capsys: pytest.CaptureFixture
     assert "first-server, server, agent" in err
 
 
-@pytest.mark.parametrize("role", ["server", "agent"])
-def test_cluster_init_join_roles_are_not_available_yet(capsys: pytest.CaptureFixture[str], role: str) -> None:
-    code, _, err = invoke(capsys, "cluster.init", "--role", role)
-    assert code == 2 and "not available yet" in err
+@pytest.mark.parametrize("role,hosts,phases", [
+    ("server", ["192.168.57.12", "192.168.57.13"], ["01_pre_install_check", "02_init_control_plane"]),
+    ("agent", ["192.168.57.21", "192.168.57.22"], ["01_pre_install_check", "03_join_worker_node"]),
+])
+def test_cluster_init_join_roles_plan_their_hosts_and_phases(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                             role: str, hosts: list[str], phases: list[str]) -> None:
+    token = tmp_path / "token"
+    token.write_text("t0ken")
+    token.chmod(0o600)
+    code, out, _ = invoke(capsys, "cluster.init", "--role", role, "--dry-run", "--set", f"K3S_TOKEN_FILE={token}")
+    assert code == 0, out
+    steps = [line.split()[0].rstrip(":") + " " + line.split()[1] for line in out.splitlines() if " $ " in line]
+    assert sorted(steps) == sorted(f"{h} {p}" for h in hosts for p in phases)
+    assert "t0ken" not in out
+
+
+def test_cluster_join_runs_servers_one_at_a_time_then_agents(capsys: pytest.CaptureFixture[str],
+                                                             tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t0ken")
+    token.chmod(0o600)
+    code, out, _ = invoke(capsys, "cluster.join", "--dry-run", "--set", f"K3S_TOKEN_FILE={token}")
+    assert code == 0, out
+    order = [line for line in out.splitlines() if line.startswith("order (ha): ")][0]
+    assert order == ("order (ha): 01_pre_install_check (hosts together) -> 02_init_control_plane (one host at a "
+                     "time) -> 03_join_worker_node (hosts together)")
+    assert "192.168.57.11:" not in out  # the first server is not touched by a join
+
+
+@pytest.mark.parametrize("argv", [["deploy", "-h"], ["cluster.init", "-h"], ["scripts.render", "-h"],
+                                  ["pre-install-check", "-h"]])
+def test_dash_h_is_help_in_every_task(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code, out, err = invoke(capsys, *argv)
+    assert code == 0 and "Usage: invoke" in out and "Options:" in out, out + err
+
+
+def test_short_flags_mean_the_same_option_in_every_task() -> None:
+    from gldeploy.tasks import SHORT_FLAGS
+    seen: dict[str, str] = {}
+    for name, task in _walk(NS):
+        for arg in task.get_arguments():  # type: ignore[attr-defined]
+            shorts = [n for n in arg.names if len(n) == 1]
+            assert "h" not in shorts, f"{name} --{arg.name} takes -h, which is help"
+            for flag in shorts:
+                assert seen.setdefault(flag, arg.name) == arg.name, f"-{flag} is --{seen[flag]} and --{arg.name}"
+                assert SHORT_FLAGS.get(arg.attr_name or arg.name) == flag or SHORT_FLAGS.get(arg.name) == flag
+
+
+def test_a_run_with_warnings_exits_3_and_the_report_agrees(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    from gldeploy import plan, results
+
+    def warned(settings: object, built: plan.Plan, links: object, **kwargs: object) -> list[results.PhaseResult]:
+        return [results.PhaseResult(s.phase, s.host, s.role, "warn", 3, 0.1, message="swap is on")
+                for s in built.steps]
+
+    monkeypatch.setattr(plan, "execute", warned)
+    report = tmp_path / "report.json"
+    code, out, err = invoke(capsys, "pre-install-check", "--hosts", "local", "--json-report", str(report),
+                            "--set", f"WORK_DIR={tmp_path / 'w'}")
+    assert code == 3, out + err
+    assert "warning" in err and "1 warning" in err
+    assert json.loads(report.read_text())["exit_code"] == 3
 
 
 def test_cluster_init_first_server_plans_01_and_02_init(capsys: pytest.CaptureFixture[str],
