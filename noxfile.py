@@ -18,7 +18,7 @@ SHELL_SOURCES = ["scripts", "tools"]
 
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
-    """Shellcheck every bash script (warning level) and byte-compile the Python sources."""
+    """Shellcheck every bash script, ruff on the Python sources, mypy --strict on gldeploy/."""
     scripts = sorted(
         os.path.join(root, name)
         for top in SHELL_SOURCES
@@ -27,7 +27,8 @@ def lint(session: nox.Session) -> None:
         if name.endswith(".sh")
     )
     session.run("shellcheck", "-S", "warning", "-x", *scripts, external=True)
-    session.run("python", "-m", "compileall", "-q", "gldeploy", "tasks.py", "noxfile.py", "tests")
+    session.run("python", "-m", "ruff", "check", "gldeploy", "tasks.py", "noxfile.py", "tests")
+    session.run("python", "-m", "mypy", "--strict", "gldeploy")
 
 
 @nox.session(python=False)
