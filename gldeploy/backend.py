@@ -14,8 +14,8 @@ from typing import Any, Iterator
 import yaml
 
 from .errors import ConfigError, DeployError
-from .settings import Settings
 from .paths import BACKEND_TEMPLATES
+from .settings import Settings
 
 TEMPLATE_DIR = BACKEND_TEMPLATES
 SECRET_NAME = "gl-backend-secrets"

@@ -21,7 +21,6 @@ from .secretfile import read_private
 from .sequences import Need, Phase
 from .settings import Settings
 
-
 # secret/path keys rewritten to bundle-relative paths: key -> path inside the bundle
 SECRET_FILES = {"K3S_TOKEN_FILE": "secrets/k3s-token", "REGISTRY_PASSWORD_FILE": "secrets/registry-password"}
 PUBLIC_FILES = {"REGISTRY_CA_FILE": "secrets/registry-ca.crt"}

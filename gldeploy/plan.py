@@ -112,8 +112,7 @@ def build(settings: Settings, phases: Sequence[str], *, hosts: Sequence[str] | N
             raise ConfigError(f"{settings.origin('TOPOLOGY')}: TOPOLOGY={topology} has no phase {name}; "
                               f"its sequence is {', '.join(sequences.names(topology))};{hint}") from None
     ordered = tuple(p for p in sequences.sequence(topology) if p in chosen)
-    explicit = hosts is not None
-    targets = list(hosts) if explicit else [*settings.control_plane_ips, *settings.worker_ips]
+    targets = [*settings.control_plane_ips, *settings.worker_ips] if hosts is None else list(hosts)
     host_roles: dict[str, Role] = {h: role_of(settings, h) for h in targets}
     if role is not None:
         host_roles = {h: next(r for r in roles if r == role) for h in targets}

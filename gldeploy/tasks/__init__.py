@@ -35,7 +35,7 @@ class GlTask(Task[Any]):
 
 def gl_task(**kwargs: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
     """invoke's @task with the toolkit's short flags (GlTask)."""
-    return task(klass=GlTask, auto_shortflags=False, **kwargs)  # type: ignore[no-any-return]
+    return task(klass=GlTask, auto_shortflags=False, **kwargs)
 
 DEFAULT_ENV = "env/single.env"
 
