@@ -42,12 +42,19 @@ def by_phase(report: dict) -> dict[str, dict]:
     return {r["phase"]: r for r in report["results"]}
 
 
+def expected_rc(report_path: Path) -> int:
+    """What the run must exit with: 3 when a phase passed with warnings (this machine's 01 may warn,
+    e.g. about swap), else 0: the task's exit code agrees with its report."""
+    report = json.loads(report_path.read_text())
+    return 3 if any(r["status"] == "warn" for r in report["results"]) else 0
+
+
 def test_deploy_twice_locally_with_standin(tmp_path, sandbox):
     make_release(tmp_path / "release", "v1.28.3+k3s2")
     port = free_port()
 
     first = deploy(tmp_path, sandbox, port, "first.json")
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == expected_rc(tmp_path / "first.json"), first.stderr[-3000:]
     results = by_phase(json.loads((tmp_path / "first.json").read_text()))
     assert list(results) == ["01_pre_install_check", "02_install_k3s", "03_deploy_gl_backend",
                              "04_health_check"]
@@ -67,7 +74,7 @@ def test_deploy_twice_locally_with_standin(tmp_path, sandbox):
     assert pid
 
     second = deploy(tmp_path, sandbox, port, "second.json")
-    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.returncode == expected_rc(tmp_path / "second.json"), second.stderr[-3000:]
     again = by_phase(json.loads((tmp_path / "second.json").read_text()))
     assert [r["changed"] for r in again.values()] == [False, False, False, False]
     assert standin_pid(sandbox) == pid, "a second run must not restart k3s"
@@ -106,7 +113,7 @@ def test_cluster_init_first_server_uses_the_same_install_path(tmp_path, sandbox)
             "--set", "MIN_CPU=1", "--set", "MIN_MEMORY_MB=256", "--set", "MIN_DISK_GB=1",
             "--set", f"WORK_DIR={tmp_path / 'work'}", "--json-report", str(tmp_path / "r.json")]
     run = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == expected_rc(tmp_path / "r.json"), run.stderr[-3000:]
     results = by_phase(json.loads((tmp_path / "r.json").read_text()))
     assert list(results) == ["01_pre_install_check", "02_init_control_plane"]
     config = (sandbox / "etc/rancher/k3s/config.yaml").read_text()

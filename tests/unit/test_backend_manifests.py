@@ -10,7 +10,7 @@ import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
-from gldeploy import backend, settings
+from gldeploy import backend, sequences, settings
 from gldeploy.errors import ConfigError, DeployError
 
 BASE = ["CONTROL_PLANE_IPS=192.168.56.10"]
@@ -217,7 +217,8 @@ def test_empty_template_dir_is_an_error(tmp_path: Path) -> None:
 def test_the_bundle_carries_the_rendered_manifests(tmp_path: Path) -> None:
     from gldeploy import bundle
     s = load()
-    bundle.build_bundle(s, tmp_path, baked=False, with_artifacts=False)
+    bundle.build_bundle(s, tmp_path, sequences.sequence("single"), baked=False,
+                        staging=bundle.Staging(k3s_artifacts=False))
     dest = tmp_path / "backend" / "backend.yaml"
     assert dest.read_text() == backend.render_manifests(s)
     assert dest.stat().st_mode & 0o777 == 0o644
