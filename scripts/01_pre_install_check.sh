@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # 01_pre_install_check.sh: read-only preflight of this host before k3s is installed.
 #
-# Usage: 01_pre_install_check.sh [--json] [--role single|first-server|server|agent]
-#   --role   what this host will be; default: single when TOPOLOGY=single, else server.
+# Usage: 01_pre_install_check.sh --role single|first-server|server|agent [--json]
+#   --role   what this host will be (required: the caller names it, nothing is guessed here).
 #   --json   print one JSON result object on stdout (human table always goes to stderr).
+# The settings come from gldeploy (settings.env or the baked block), decided and checked there;
+# this phase checks the host only.
 #
 # Checks (severity in brackets; every finding carries its fix):
 #   cpu, memory, disk [fail]   MIN_CPU / MIN_MEMORY_MB / MIN_DISK_GB when non-zero, else the role
@@ -13,7 +15,9 @@
 #   port-<N> [fail]            API_PORT and 10250 free (agents: 10250), servers also 2379-2380
 #   clock-sync                 [fail] known unsynchronised, [warn] cannot be determined
 #   swap [warn], cgroups [fail], kernel-module-overlay / -br_netfilter [fail],
-#   commands [fail], default-route [fail], dns [fail; loopback-only resolver: warn],
+#   commands [fail: a tool a later phase of this role runs is missing],
+#   temp-dir [fail: TMPDIR not a writable directory], bundle-dir [fail: unreadable, or writable by others],
+#   default-route [fail], dns [fail; loopback-only resolver: warn],
 #   selinux [fail: enforcing on RHEL without k3s-selinux], firewall [warn: ports to open],
 #   existing-k3s [warn: 02 keeps or upgrades it]
 #
@@ -27,27 +31,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/host_checks.sh"  # gl:include
 
 ROLE=""
 PF_K3S_MODE=none
-
-is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
-
-validate_settings() {
-  local k
-  for k in MIN_CPU MIN_MEMORY_MB MIN_DISK_GB; do
-    is_uint "${!k:-0}" || die_input "${k}='${!k}' is not a whole number >= 0; fix it in ${GL_ENV_FILE:-settings.env} (0 = role default)"
-  done
-  API_PORT="${API_PORT:-6443}"
-  if ! is_uint "${API_PORT}" || ((API_PORT < 1 || API_PORT > 65535)); then
-    die_input "API_PORT='${API_PORT}' is not a TCP port (1-65535); fix it in ${GL_ENV_FILE:-settings.env} (default 6443)"
-  fi
-  case "${TOPOLOGY:=single}" in single|ha) ;; *) die_input "TOPOLOGY='${TOPOLOGY}': expected single or ha" ;; esac
-  if [[ -z "${ROLE}" ]]; then
-    if [[ "${TOPOLOGY}" == single ]]; then ROLE=single; else ROLE=server; fi
-  fi
-  case "${ROLE}" in
-    single|first-server|server|agent) ;;
-    *) die_input "--role '${ROLE}': expected single, first-server, server or agent" ;;
-  esac
-}
 
 is_server() { [[ "${ROLE}" != agent ]]; }
 is_etcd_server() { [[ "${ROLE}" == first-server || "${ROLE}" == server ]]; }
@@ -158,11 +141,11 @@ check_firewall() {
   if command -v firewall-cmd >/dev/null 2>&1 && [[ "$(timeout 2 firewall-cmd --state 2>/dev/null || true)" == running ]]; then
     active=firewalld
     gl_check_warn firewall "firewalld is active; open ${fw_ports} between the nodes" \
-      "for p in ${fw_ports}; do firewall-cmd --permanent --add-port=\"\$p\"; done; firewall-cmd --permanent --zone=trusted --add-source=${CLUSTER_CIDR:-10.42.0.0/16} --add-source=${SERVICE_CIDR:-10.43.0.0/16}; firewall-cmd --reload"
+      "for p in ${fw_ports}; do firewall-cmd --permanent --add-port=\"\$p\"; done; firewall-cmd --permanent --zone=trusted --add-source=${CLUSTER_CIDR} --add-source=${SERVICE_CIDR}; firewall-cmd --reload"
   elif command -v ufw >/dev/null 2>&1 && timeout 2 ufw status 2>/dev/null | grep -q '^Status: active'; then
     active=ufw
     gl_check_warn firewall "ufw is active; open ${fw_ports} between the nodes" \
-      "for p in ${fw_ports}; do ufw allow \"\${p/-/:}\"; done; ufw allow from ${CLUSTER_CIDR:-10.42.0.0/16}; ufw allow from ${SERVICE_CIDR:-10.43.0.0/16}"
+      "for p in ${fw_ports}; do ufw allow \"\${p/-/:}\"; done; ufw allow from ${CLUSTER_CIDR}; ufw allow from ${SERVICE_CIDR}"
   fi
   [[ -n "${active}" ]] || gl_check_pass firewall "no active firewalld or ufw"
 }
@@ -186,15 +169,14 @@ check_existing() {
     gl_check_pass existing-k3s "no k3s installed"
   else
     gl_check_warn existing-k3s "k3s already installed (version ${version:-unknown}${bin:+, ${bin}}${unit:+, ${unit}}); 02 will keep/upgrade it" \
-      "nothing to do when this is the wanted K3S_VERSION (${K3S_VERSION:-unset}); otherwise 02 upgrades it in place, or remove it first with k3s-uninstall.sh"
+      "nothing to do when this is the wanted K3S_VERSION (${K3S_VERSION}); otherwise 02 upgrades it in place, or remove it first with k3s-uninstall.sh"
   fi
 }
 
 main() {
-  gl_parse_args "01_pre_install_check.sh [--json] [--role single|first-server|server|agent]" role "$@"
+  gl_parse_args "01_pre_install_check.sh --role single|first-server|server|agent [--json]" role-required "$@"
   ROLE="${GL_ROLE}"
   gl_load_settings
-  validate_settings
   gl_detect_os
   info "pre-install check for role ${ROLE} on ${OS_ID} ${OS_VERSION} (read-only)"
   check_resources
@@ -204,7 +186,9 @@ main() {
   check_cgroups
   check_module overlay
   check_module br_netfilter
-  check_commands
+  check_commands "${ROLE}"
+  check_temp_dir
+  check_bundle_dir
   check_default_route
   check_dns
   check_selinux

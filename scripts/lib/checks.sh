@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # lib/checks.sh: record named checks (pass|warn|fail|skipped + message + fix) and report them
 # as a human table (stderr) and, with --json / GL_JSON=1, one JSON object on stdout.
-# Sourced after lib/common.sh by phases that report checks (01, 04, cluster health);
+# Sourced after lib/common.sh by every phase (each reports its steps as checks);
 # inlined verbatim into generated standalone scripts.
 #
 # Exit status convention for check phases (gl_checks_exit_code):
@@ -74,13 +74,6 @@ gl_checks_exit_code() {
   esac
 }
 
-gl_hostname() {
-  local h
-  h=$(</proc/sys/kernel/hostname) 2>/dev/null || h=""
-  [[ -n "${h}" ]] || h=$(uname -n)
-  printf '%s\n' "${h}"
-}
-
 # human table on stderr: one line per check, the fix indented below failures and warnings
 gl_checks_table() {
   local i width=10 mark
@@ -101,24 +94,23 @@ gl_checks_table() {
   } >&2
 }
 
-# one JSON object (architecture.md result contract) on stdout; K3S_MODE is real|standin|none
+# the one JSON result object (architecture.md contract) on stdout; K3S_MODE is real|standin|none
 gl_checks_json() {
-  local i sep="" phase host status mode name state message fix
+  local i sep="" phase host status mode name state message fix out
   gl_json_quote phase "${GL_PHASE}"
   gl_json_quote host "$(gl_hostname)"
   gl_json_quote status "$(gl_checks_status)"
   gl_json_quote mode "${1:-none}"
-  printf '{"phase": %s, "host": %s, "status": %s, "changed": %s, "k3s_mode": %s, "checks": [' \
-    "${phase}" "${host}" "${status}" "${GL_CHANGED:-false}" "${mode}"
+  out="{\"phase\": ${phase}, \"host\": ${host}, \"status\": ${status}, \"changed\": ${GL_CHANGED:-false}, \"k3s_mode\": ${mode}, \"checks\": ["
   for i in "${!_GL_CHECK_NAMES[@]}"; do
     gl_json_quote name "${_GL_CHECK_NAMES[i]}"
     gl_json_quote state "${_GL_CHECK_STATUS[i]}"
     gl_json_quote message "${_GL_CHECK_MESSAGES[i]}"
     gl_json_quote fix "${_GL_CHECK_FIXES[i]}"
-    printf '%s{"name": %s, "status": %s, "message": %s, "fix": %s}' "${sep}" "${name}" "${state}" "${message}" "${fix}"
+    out+="${sep}{\"name\": ${name}, \"status\": ${state}, \"message\": ${message}, \"fix\": ${fix}}"
     sep=", "
   done
-  printf ']}\n'
+  gl_result_print "${out}]}"
 }
 
 # gl_checks_report K3S_MODE: table to stderr, JSON to stdout when GL_JSON=1, summary line

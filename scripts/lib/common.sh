@@ -18,18 +18,31 @@ fatal() {
   if declare -F _gl_fatal_report >/dev/null; then _gl_fatal_report "$*"; fi
   exit 1
 }
-# bad input: exit 2, and callers must not have touched the host yet
-die_input() { _gl_log "ERROR" "$*"; exit 2; }
+# bad input: exit 2, and callers must not have touched the host yet; --json callers still get
+# their one result object (status fail, the message as a failed "bad-input" check)
+die_input() {
+  _gl_log "ERROR" "$*"
+  if [[ "${GL_JSON}" == 1 ]]; then gl_result_json fail none bad-input "$*" \
+    "nothing was changed; correct the input named above and run the phase again"; fi
+  exit 2
+}
 
 # --- cleanup trap: register commands, run them once on exit ---
 _GL_CLEANUP=()
 gl_on_exit() { _GL_CLEANUP+=("$*"); }
+_GL_LAST_ERROR=""
 _gl_run_cleanup() {
   local rc=$? cmd
   for cmd in "${_GL_CLEANUP[@]}"; do eval "${cmd}" || true; done
+  # an unexpected end (set -e) still gives --json callers their one result object
+  if (( rc != 0 )) && [[ "${GL_JSON}" == 1 && "${_GL_RESULT_PRINTED}" == 0 ]]; then
+    local why="${_GL_LAST_ERROR:-the phase ended with exit ${rc} before reporting}"
+    if declare -F _gl_fatal_report >/dev/null; then _gl_fatal_report "${why}"
+    else gl_result_json fail none "${GL_PHASE}" "${why}" "read the log above; fix the cause and run the phase again"; fi
+  fi
   return "${rc}"
 }
-_gl_err() { _gl_log "FATAL" "line $1: '$2' failed (exit $3)"; }
+_gl_err() { _GL_LAST_ERROR="line $1: '$2' failed (exit $3)"; _gl_log "FATAL" "${_GL_LAST_ERROR}"; }
 trap _gl_run_cleanup EXIT
 trap '_gl_err "${LINENO}" "${BASH_COMMAND}" "$?"' ERR
 
@@ -47,27 +60,35 @@ gl_tmpdir() {
 GL_CHANGED=false  # a phase sets this to true when it changed the host; reported as "changed"
 
 # --- arguments shared by every phase: [--json] [--role R] [-h] ---
+GL_ROLES="single first-server server agent"  # sequences.ROLES; the caller always names the role
 GL_ROLE=""
-# gl_parse_args "USAGE" role|norole ARGS...: sets GL_JSON and (when roles are accepted) GL_ROLE;
-# bad arguments exit 2 before anything is read or touched
+# gl_parse_args "USAGE" norole|role|role-required ARGS...: sets GL_JSON and (when roles are accepted)
+# GL_ROLE; bad arguments exit 2 before anything is read or touched. --json is looked for first, so
+# a bad argument before it still answers with the one JSON object.
 gl_parse_args() {
-  local usage="$1" roles="$2"
+  local usage="$1" roles="$2" arg
   shift 2
+  for arg in "$@"; do if [[ "${arg}" == --json ]]; then GL_JSON=1; fi; done
   while (( $# )); do
     case "$1" in
       --json) GL_JSON=1 ;;
       --role|--role=*)
-        [[ "${roles}" == role ]] || die_input "unknown argument '$1'; usage: ${usage}"
+        [[ "${roles}" == role* ]] || die_input "unknown argument '$1'; usage: ${usage}"
         if [[ "$1" == --role=* ]]; then GL_ROLE="${1#--role=}"
         else
-          (( $# > 1 )) || die_input "--role needs a value: single, first-server, server or agent"
+          (( $# > 1 )) || die_input "--role needs a value: ${GL_ROLES// /, }; usage: ${usage}"
           GL_ROLE="$2"; shift
-        fi ;;
+        fi
+        [[ " ${GL_ROLES} " == *" ${GL_ROLE} "* ]] \
+          || die_input "--role '${GL_ROLE}': expected one of ${GL_ROLES// /, }; usage: ${usage}" ;;
       -h|--help) printf 'usage: %s\n' "${usage}" >&2; exit 0 ;;
       *) die_input "unknown argument '$1'; usage: ${usage}" ;;
     esac
     shift
   done
+  if [[ "${roles}" == role-required && -z "${GL_ROLE}" ]]; then
+    die_input "--role is required (${GL_ROLES// /, }): the caller names this host's role; usage: ${usage}"
+  fi
 }
 
 # --- settings: baked into generated scripts, else sourced from the settings.env gldeploy wrote ---
@@ -159,10 +180,47 @@ gl_wait() {
 
 # --- JSON output helpers (no jq on minimal hosts) ---
 # gl_json_quote VAR STRING: VAR becomes STRING as a JSON string literal (no subshell: forks are
-# expensive on slow hosts); gl_json_str STRING prints the same
+# expensive on slow hosts); gl_json_str STRING prints the same. Every control character is escaped
+# (\n \t \r by name, the others as \u00XX), so an ESC from a colourised tool cannot break the object.
 gl_json_quote() {
-  local s="$2"
+  local s="$2" c code
   s=${s//\\/\\\\}; s=${s//\"/\\\"}; s=${s//$'\n'/\\n}; s=${s//$'\t'/\\t}; s=${s//$'\r'/\\r}
+  if [[ "${s}" == *[[:cntrl:]]* ]]; then
+    for code in 01 02 03 04 05 06 07 08 0b 0c 0e 0f 10 11 12 13 14 15 16 17 18 19 1a 1b 1c 1d 1e 1f 7f; do
+      printf -v c '%b' "\\x${code}"
+      s=${s//"${c}"/\\u00${code}}
+    done
+  fi
   printf -v "$1" '"%s"' "${s}"
 }
 gl_json_str() { local quoted; gl_json_quote quoted "$1"; printf '%s' "${quoted}"; }
+
+gl_hostname() {
+  local h
+  h=$(</proc/sys/kernel/hostname) 2>/dev/null || h=""
+  [[ -n "${h}" ]] || h=$(uname -n)
+  printf '%s\n' "${h}"
+}
+
+# The result object (docs/architecture.md): printed once, on a line of its own after a newline, so
+# text a login shell put on stdout without a trailing newline cannot glue onto it.
+_GL_RESULT_PRINTED=0
+# gl_result_print OBJECT: print the one result object (a second one is dropped)
+gl_result_print() {
+  (( _GL_RESULT_PRINTED == 0 )) || return 0
+  _GL_RESULT_PRINTED=1
+  printf '\n%s\n' "$1"
+}
+# gl_result_json STATUS K3S_MODE CHECK_NAME MESSAGE FIX: a result object with one check (bad input,
+# a failure before any check ran)
+gl_result_json() {
+  local phase host status mode name message fix
+  gl_json_quote phase "${GL_PHASE}"
+  gl_json_quote host "$(gl_hostname)"
+  gl_json_quote status "$1"
+  gl_json_quote mode "$2"
+  gl_json_quote name "$3"
+  gl_json_quote message "$4"
+  gl_json_quote fix "$5"
+  gl_result_print "{\"phase\": ${phase}, \"host\": ${host}, \"status\": ${status}, \"changed\": ${GL_CHANGED:-false}, \"k3s_mode\": ${mode}, \"checks\": [{\"name\": ${name}, \"status\": ${status}, \"message\": ${message}, \"fix\": ${fix}}]}"
+}

@@ -57,19 +57,57 @@ check_module() {
     "install the kernel modules package for ${kver} (Debian: linux-image-${kver}; RHEL: kernel-modules), then: modprobe ${m}; echo ${m} > /etc/modules-load.d/k3s.conf"; fi
 }
 
-check_commands() {
-  local missing=() group alt found
-  for group in ip iptables/nft mount sha256sum tar curl/wget; do
+# The tools the later phases run, so a missing one fails here, read-only, and not halfway through an
+# install. Every role: 02/03 (curl for the release download and the API /ping, sha256sum, cmp,
+# install, mktemp, timeout, setsid without systemd) and k3s itself (ip, iptables or nft, mount).
+# Where the health phase runs (single, first-server): openssl for the certificate check.
+# Keep in step with the scripts: grep -w for a tool in scripts/ when adding one.
+GL_TOOLS_ALL="ip iptables/nft mount curl sha256sum cmp install mktemp timeout awk"
+GL_TOOLS_HEALTH="openssl"
+
+check_commands() {  # ROLE
+  local role="$1" missing=() group alt found groups="${GL_TOOLS_ALL}"
+  case "${role}" in single|first-server) groups+=" ${GL_TOOLS_HEALTH}" ;; esac
+  if ! gl_has_systemd; then groups+=" setsid"; fi
+  for group in ${groups}; do
     found=""
     for alt in ${group//\// }; do command -v "${alt}" >/dev/null 2>&1 && { found=1; break; }; done
     [[ -n "${found}" ]] || missing+=("${group//\// or }")
   done
-  if ((${#missing[@]} == 0)); then gl_check_pass commands "ip, iptables/nft, mount, sha256sum, tar, curl/wget present"
+  if ((${#missing[@]} == 0)); then gl_check_pass commands "present: ${groups//\// or }"
   else
     local joined
     joined=$(printf '%s, ' "${missing[@]}")
-    gl_check_fail commands "missing command(s): ${joined%, }" \
-      "install them (Debian: apt-get install iproute2 iptables mount coreutils tar curl; RHEL: dnf install iproute iptables-nft util-linux coreutils tar curl)"
+    gl_check_fail commands "missing command(s) the phases of role ${role} run: ${joined%, }" \
+      "install them (Debian: apt-get install iproute2 iptables mount curl coreutils diffutils gawk openssl util-linux; RHEL: dnf install iproute iptables-nft util-linux curl coreutils diffutils gawk openssl)"
+  fi
+}
+
+# the temporary directory the phases make their work directories in (gl_tmpdir: ${TMPDIR:-/tmp})
+check_temp_dir() {
+  local dir="${TMPDIR:-/tmp}" probe
+  if probe=$(mktemp -d "${dir}/gl-preflight.XXXXXX" 2>/dev/null) && rmdir -- "${probe}"; then
+    gl_check_pass temp-dir "${dir} is a writable directory"
+  else
+    gl_check_fail temp-dir "cannot create a directory in ${dir} (TMPDIR); the install and deploy phases work there" \
+      "point TMPDIR at a writable directory with free space, or fix ${dir} (mode 1777, not full, not read-only)"
+  fi
+}
+
+# the bundle the phases run from (WORK_DIR on the host, or the standalone directory): readable, and
+# writable by its owner only, since root runs what is in it
+check_bundle_dir() {
+  local dir="${GL_BUNDLE_DIR}" mode
+  if [[ ! -d "${dir}" || ! -r "${dir}" || ! -x "${dir}" ]]; then
+    gl_check_fail bundle-dir "${dir} (the bundle) is not a readable directory" "copy the bundle again (invoke ships it to WORK_DIR)"
+    return
+  fi
+  mode=$(stat -c %a -- "${dir}")
+  if (( (8#${mode} & 8#022) != 0 )); then
+    gl_check_fail bundle-dir "${dir} (the bundle) is mode ${mode}: others can change the scripts root runs" \
+      "chmod go-w '${dir}'"
+  else
+    gl_check_pass bundle-dir "${dir} is readable and writable by its owner only (mode ${mode})"
   fi
 }
 
@@ -99,7 +137,7 @@ check_dns() {
       "point k3s at a resolv.conf with a real upstream (k3s --resolv-conf /etc/k3s-resolv.conf)"
     return
   fi
-  if [[ -n "${REGISTRY:-}" ]]; then
+  if [[ -n "${REGISTRY}" ]]; then
     host="${REGISTRY%:*}"; host="${host#[}"; host="${host%]}"
     if [[ ! "${host}" =~ ^[0-9.]+$ && "${host}" != *:* ]] && ! timeout 2 getent hosts "${host}" >/dev/null 2>&1; then
       gl_check_fail dns "registry host ${host} (REGISTRY) does not resolve" \

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import socket
@@ -13,11 +14,18 @@ import pytest
 
 EXIT = {"pass": 0, "warn": 3, "fail": 1}
 COMMON_CHECKS = ["cpu", "memory", "disk", "port-10250", "clock-sync", "swap", "cgroups",
-                 "kernel-module-overlay", "kernel-module-br_netfilter", "commands", "default-route",
+                 "kernel-module-overlay", "kernel-module-br_netfilter", "commands", "temp-dir", "bundle-dir",
+                 "default-route",
                  "dns", "selinux", "firewall", "existing-k3s"]
 PHASE = "01_pre_install_check"
 
 Runner = Callable[..., Any]  # conftest.run_phase -> PhaseRun
+
+
+def preflight(run_phase: Runner, *args: str, **kwargs: Any) -> Any:
+    """Run 01 as the plan does: the caller always names the role (single unless args say otherwise)."""
+    role = () if any(a.startswith("--role") for a in args) else ("--role", "single")
+    return run_phase(PHASE, *args, *role, **kwargs)
 
 
 def shim(tmp_path: Path, name: str, body: str) -> dict[str, str]:
@@ -44,7 +52,7 @@ def busy_port() -> Iterator[int]:
 
 def test_json_report_has_every_check_and_exit_matches_worst(run_phase: Runner, sandbox_root: Path) -> None:
     start = time.monotonic()
-    run = run_phase(PHASE, "--json")
+    run = preflight(run_phase, "--json")
     elapsed = time.monotonic() - start
     assert elapsed < 3, f"preflight took {elapsed:.2f}s"
     report = run.report
@@ -68,13 +76,13 @@ def test_json_report_has_every_check_and_exit_matches_worst(run_phase: Runner, s
 
 
 def test_lab_sized_host_passes_resources(run_phase: Runner) -> None:
-    run = run_phase(PHASE, "--json")
+    run = preflight(run_phase, "--json")
     for name in ("cpu", "memory", "disk", "existing-k3s"):
         assert run.check(name)["status"] == "pass", run.check(name)
 
 
 def test_busy_api_port_fails_naming_the_port(run_phase: Runner, busy_port: int) -> None:
-    run = run_phase(PHASE, "--json", overrides={"API_PORT": str(busy_port)})
+    run = preflight(run_phase, "--json", overrides={"API_PORT": str(busy_port)})
     check = run.check(f"port-{busy_port}")
     assert check["status"] == "fail"
     assert str(busy_port) in check["message"] and "python" in check["message"]
@@ -85,7 +93,7 @@ def test_busy_api_port_fails_naming_the_port(run_phase: Runner, busy_port: int) 
 
 
 def test_huge_memory_minimum_fails(run_phase: Runner) -> None:
-    run = run_phase(PHASE, "--json", overrides={"MIN_MEMORY_MB": "99999999"})
+    run = preflight(run_phase, "--json", overrides={"MIN_MEMORY_MB": "99999999"})
     check = run.check("memory")
     assert check["status"] == "fail"
     assert "99999999 MiB" in check["message"]
@@ -95,19 +103,19 @@ def test_huge_memory_minimum_fails(run_phase: Runner) -> None:
 
 def test_role_defaults_apply_when_minimums_are_zero(run_phase: Runner) -> None:
     zero = {"MIN_CPU": "0", "MIN_MEMORY_MB": "0", "MIN_DISK_GB": "0"}
-    run = run_phase(PHASE, "--json", "--role", "agent", overrides=zero)
+    run = preflight(run_phase, "--json", "--role", "agent", overrides=zero)
     assert "8 for role agent" in run.check("cpu")["message"]
     assert "16384 MiB for role agent" in run.check("memory")["message"]
     assert "200 GiB" in run.check("disk")["message"]
-    run = run_phase(PHASE, "--json", overrides=zero)  # TOPOLOGY=single -> role single
+    run = preflight(run_phase, "--json", "--role", "single", overrides=zero)
     assert "2 for role single" in run.check("cpu")["message"]
     assert "4096 MiB for role single" in run.check("memory")["message"]
 
 
 def test_ports_depend_on_role(run_phase: Runner) -> None:
-    server = [c["name"] for c in run_phase(PHASE, "--json", "--role=first-server").report["checks"]]
+    server = [c["name"] for c in preflight(run_phase, "--json", "--role=first-server").report["checks"]]
     assert {"port-6443", "port-10250", "port-2379", "port-2380"} <= set(server)
-    agent = [c["name"] for c in run_phase(PHASE, "--json", "--role", "agent").report["checks"]]
+    agent = [c["name"] for c in preflight(run_phase, "--json", "--role", "agent").report["checks"]]
     assert "port-10250" in agent and "port-6443" not in agent and "port-2379" not in agent
 
 
@@ -116,7 +124,7 @@ def test_existing_k3s_install_warns_with_version(run_phase: Runner, sandbox_root
     k3s.parent.mkdir(parents=True)
     k3s.write_text("#!/bin/sh\necho 'k3s version v1.27.4+k3s1 (36645e73)'\necho 'go version go1.20.6'\n")
     k3s.chmod(0o755)
-    run = run_phase(PHASE, "--json")
+    run = preflight(run_phase, "--json")
     check = run.check("existing-k3s")
     assert check["status"] == "warn"
     assert "k3s already installed (version v1.27.4+k3s1" in check["message"]
@@ -130,14 +138,14 @@ def test_existing_unit_without_binary_warns(run_phase: Runner, sandbox_root: Pat
     unit = sandbox_root / "etc/systemd/system/k3s.service"
     unit.parent.mkdir(parents=True)
     unit.write_text("[Service]\nExecStart=/usr/local/bin/k3s server\n")
-    check = run_phase(PHASE, "--json").check("existing-k3s")
+    check = preflight(run_phase, "--json").check("existing-k3s")
     assert check["status"] == "warn" and "k3s.service" in check["message"]
 
 
 def test_clock_known_unsynchronised_fails(run_phase: Runner, tmp_path: Path) -> None:
     env = shim(tmp_path, "chronyc", "echo 'Reference ID    : 00000000 ()'\n"
                                      "echo 'Leap status     : Not synchronised'")
-    run = run_phase(PHASE, "--json", env=env)
+    run = preflight(run_phase, "--json", env=env)
     check = run.check("clock-sync")
     assert check["status"] == "fail" and "Not synchronised" in check["message"]
     assert "NTP" in check["fix"]
@@ -147,18 +155,18 @@ def test_clock_known_unsynchronised_fails(run_phase: Runner, tmp_path: Path) -> 
 def test_clock_synchronised_passes(run_phase: Runner, tmp_path: Path) -> None:
     env = shim(tmp_path, "chronyc", "echo 'System time     : 0.000012 seconds fast of NTP time'\n"
                                      "echo 'Leap status     : Normal'")
-    assert run_phase(PHASE, "--json", env=env).check("clock-sync")["status"] == "pass"
+    assert preflight(run_phase, "--json", env=env).check("clock-sync")["status"] == "pass"
 
 
 def test_clock_unknown_warns(run_phase: Runner, tmp_path: Path) -> None:
     env = shim(tmp_path, "chronyc", "echo '506 Cannot talk to daemon' >&2; exit 1")
-    check = run_phase(PHASE, "--json", env=env).check("clock-sync")
+    check = preflight(run_phase, "--json", env=env).check("clock-sync")
     assert check["status"] == "warn" and "cannot determine" in check["message"]
 
 
 def test_missing_default_route_fails_with_dummy_route_fix(run_phase: Runner, tmp_path: Path) -> None:
     env = shim(tmp_path, "ip", "exit 0")  # no routes at all
-    run = run_phase(PHASE, "--json", env=env)
+    run = preflight(run_phase, "--json", env=env)
     check = run.check("default-route")
     assert check["status"] == "fail"
     assert "air-gapped" in check["message"] and "ip route add default" in check["fix"]
@@ -168,20 +176,20 @@ def test_missing_default_route_fails_with_dummy_route_fix(run_phase: Runner, tmp
 def test_resolv_conf_without_nameserver_fails(run_phase: Runner, sandbox_root: Path) -> None:
     (sandbox_root / "etc").mkdir()
     (sandbox_root / "etc/resolv.conf").write_text("search example.org\n")
-    check = run_phase(PHASE, "--json").check("dns")
+    check = preflight(run_phase, "--json").check("dns")
     assert check["status"] == "fail" and "no nameserver" in check["message"]
 
 
 def test_loopback_only_resolver_warns(run_phase: Runner, sandbox_root: Path) -> None:
     (sandbox_root / "etc").mkdir()
     (sandbox_root / "etc/resolv.conf").write_text("nameserver 127.0.0.53\n")
-    check = run_phase(PHASE, "--json").check("dns")
+    check = preflight(run_phase, "--json").check("dns")
     assert check["status"] == "warn" and "--resolv-conf" in check["fix"]
 
 
 def test_unresolvable_registry_fails(run_phase: Runner, tmp_path: Path) -> None:
     env = shim(tmp_path, "getent", "exit 2")
-    run = run_phase(PHASE, "--json", overrides={"REGISTRY": "registry.gov.local:5000"}, env=env)
+    run = preflight(run_phase, "--json", overrides={"REGISTRY": "registry.gov.local:5000"}, env=env)
     check = run.check("dns")
     assert check["status"] == "fail" and "registry.gov.local" in check["message"]
     assert "/etc/hosts" in check["fix"]
@@ -189,7 +197,7 @@ def test_unresolvable_registry_fails(run_phase: Runner, tmp_path: Path) -> None:
 
 def test_active_firewall_warns_with_ports(run_phase: Runner, tmp_path: Path) -> None:
     env = shim(tmp_path, "ufw", "echo 'Status: active'")
-    check = run_phase(PHASE, "--json", "--role", "server", env=env).check("firewall")
+    check = preflight(run_phase, "--json", "--role", "server", env=env).check("firewall")
     assert check["status"] == "warn"
     for port in ("6443/tcp", "10250/tcp", "8472/udp", "2379-2380/tcp"):
         assert port in check["message"]
@@ -197,45 +205,64 @@ def test_active_firewall_warns_with_ports(run_phase: Runner, tmp_path: Path) -> 
 
 
 def test_human_output_only_without_json(run_phase: Runner) -> None:
-    run = run_phase(PHASE)
+    run = preflight(run_phase)
     assert run.stdout == ""
     assert "result:" in run.stderr and "no change" in run.stderr
 
 
 @pytest.mark.parametrize("args, needle", [
-    (("--bogus",), "--bogus"),
+    (("--role", "single", "--bogus"), "--bogus"),
     (("--role", "master"), "master"),
     (("--role",), "--role needs a value"),
-], ids=["unknown flag", "unknown role", "role without value"])
-def test_bad_arguments_exit_2(run_phase: Runner, args: tuple[str, ...], needle: str) -> None:
+    ((), "--role is required"),
+], ids=["unknown flag", "unknown role", "role without value", "no role"])
+def test_bad_arguments_exit_2(run_phase: Runner, sandbox_root: Path, args: tuple[str, ...], needle: str) -> None:
     run = run_phase(PHASE, *args)
     assert run.returncode == 2
     assert run.stdout == ""
-    assert needle in run.stderr
+    assert needle in run.stderr and "usage: 01_pre_install_check.sh --role" in run.stderr
+    assert list(sandbox_root.iterdir()) == []
 
 
-def test_bad_setting_exits_2_naming_key_and_file(run_phase: Runner, tmp_path: Path) -> None:
-    env_file = tmp_path / "bad.env"  # gldeploy's settings.env format (marker line), with a bad value in it
-    env_file.write_text("GL_SETTINGS_FORMAT='1'\nTOPOLOGY=single\nCONTROL_PLANE_IPS=192.168.56.10\nMIN_CPU=two\n")
-    run = run_phase(PHASE, "--json", env={"GL_ENV_FILE": str(env_file)})
+@pytest.mark.parametrize("args, needle", [
+    (("--bogus", "--role", "single", "--json"), "--bogus"),
+    (("--role", "master", "--json"), "master"),
+    (("--json", "--role"), "--role needs a value"),
+    (("--json",), "--role is required"),
+], ids=["unknown flag before --json", "unknown role", "role without value", "no role"])
+def test_bad_arguments_with_json_print_one_fail_object(run_phase: Runner, args: tuple[str, ...], needle: str) -> None:
+    run = run_phase(PHASE, *args)
     assert run.returncode == 2
-    assert "MIN_CPU='two'" in run.stderr and str(env_file) in run.stderr
-    assert run.stdout == ""
+    report = run.report  # exactly one JSON object on stdout
+    assert report["phase"] == PHASE and report["status"] == "fail" and report["changed"] is False
+    [check] = report["checks"]
+    assert check["name"] == "bad-input" and check["status"] == "fail" and needle in check["message"]
+
+
+def test_the_role_is_never_guessed_from_the_topology(run_phase: Runner) -> None:
+    """01 used to default to server for TOPOLOGY=ha: a default-role rule of its own."""
+    ha = {"TOPOLOGY": "ha", "CONTROL_PLANE_IPS": "10.0.0.11,10.0.0.12,10.0.0.13", "API_VIP": "10.0.0.100"}
+    run = run_phase(PHASE, "--json", overrides=ha)
+    assert run.returncode == 2 and "--role is required" in run.report["checks"][0]["message"]
 
 
 def test_missing_settings_file_exits_2(run_phase: Runner, tmp_path: Path) -> None:
-    run = run_phase(PHASE, env={"GL_ENV_FILE": str(tmp_path / "nope.env")})
-    assert run.returncode == 2 and "nope.env" in run.stderr
+    run = preflight(run_phase, env={"GL_ENV_FILE": str(tmp_path / "nope.env")})
+    assert run.returncode == 2 and "nope.env" in run.stderr and run.stdout == ""
+    run = preflight(run_phase, "--json", env={"GL_ENV_FILE": str(tmp_path / "nope.env")})
+    assert run.returncode == 2 and "nope.env" in run.check("bad-input")["message"]
 
 
 @pytest.mark.parametrize("script", [PHASE, "02_install_k3s", "02_init_control_plane", "03_deploy_gl_backend",
-                                    "04_health_check"])
+                                    "04_health_check", "05_deploy_gl_backend", "06_health_check"])
 def test_hand_written_env_file_is_refused_with_exit_2(run_phase: Runner, sandbox_root: Path, script: str) -> None:
     """env/single.env lacks most keys (no defaults applied): refused before it is sourced."""
     env_file = Path(__file__).resolve().parents[2] / "env" / "single.env"
-    run = run_phase(script, "--json", env={"GL_ENV_FILE": str(env_file)})
+    run = run_phase(script, "--json", "--role", "single", env={"GL_ENV_FILE": str(env_file)}) if script in (
+        PHASE, "02_install_k3s", "02_init_control_plane") else run_phase(script, "--json", env={"GL_ENV_FILE": str(env_file)})
     assert run.returncode == 2, run.stderr
-    assert run.stdout == ""
+    assert run.report["status"] == "fail" and run.report["phase"] == script
+    assert f"{env_file} was not written by gldeploy" in run.check("bad-input")["message"]
     assert f"{env_file} was not written by gldeploy (no GL_SETTINGS_FORMAT='1' line)" in run.stderr
     assert "settings.env carries every key with defaults applied and checked" in run.stderr
     assert "invoke pre-install-check --env" in run.stderr and "invoke scripts.render" in run.stderr
@@ -256,7 +283,7 @@ def test_api_port_held_by_installed_k3s_passes(run_phase: Runner, sandbox_root: 
     proc = subprocess.Popen([str(k3s), "server"], stdout=subprocess.PIPE, text=True)
     try:
         port = proc.stdout.readline().strip() if proc.stdout else ""
-        run = run_phase(PHASE, "--json", overrides={"API_PORT": port})
+        run = preflight(run_phase, "--json", overrides={"API_PORT": port})
         check = run.check(f"port-{port}")
         assert check["status"] == "pass" and "held by the installed k3s" in check["message"], check
         assert run.check("existing-k3s")["status"] == "warn"
@@ -285,7 +312,7 @@ def _host_os(sandbox_root: Path, os_release: str, selinux_enforce: str | None) -
 def test_os_is_detected_from_os_release(run_phase: Runner, sandbox_root: Path, name: str) -> None:
     text, shown = OS_RELEASES[name]
     _host_os(sandbox_root, text, None)
-    run = run_phase(PHASE, "--json")
+    run = preflight(run_phase, "--json")
     assert f"on {shown} (read-only)" in run.stderr
     assert run.check("selinux")["status"] == "pass"
 
@@ -294,7 +321,7 @@ def test_os_is_detected_from_os_release(run_phase: Runner, sandbox_root: Path, n
 def test_enforcing_selinux_on_rhel_family_without_k3s_selinux_fails(
         run_phase: Runner, sandbox_root: Path, tmp_path: Path, name: str) -> None:
     _host_os(sandbox_root, OS_RELEASES[name][0], "1")
-    check = run_phase(PHASE, "--json", env=shim(tmp_path, "rpm", "exit 1")).check("selinux")
+    check = preflight(run_phase, "--json", env=shim(tmp_path, "rpm", "exit 1")).check("selinux")
     assert check["status"] == "fail" and "k3s-selinux policy is not installed" in check["message"]
     assert "dnf install container-selinux k3s-selinux" in check["fix"]
 
@@ -303,17 +330,80 @@ def test_enforcing_selinux_on_rhel_with_k3s_selinux_passes(
         run_phase: Runner, sandbox_root: Path, tmp_path: Path) -> None:
     _host_os(sandbox_root, OS_RELEASES["rocky"][0], "1")
     env = shim(tmp_path, "rpm", '[ "$1 $2" = "-q k3s-selinux" ] && echo k3s-selinux-1.5-1.el9.noarch')
-    check = run_phase(PHASE, "--json", env=env).check("selinux")
+    check = preflight(run_phase, "--json", env=env).check("selinux")
     assert check["status"] == "pass" and "k3s-selinux policy installed" in check["message"]
 
 
 def test_enforcing_selinux_on_debian_family_warns(run_phase: Runner, sandbox_root: Path) -> None:
     _host_os(sandbox_root, OS_RELEASES["ubuntu"][0], "1")
-    check = run_phase(PHASE, "--json").check("selinux")
+    check = preflight(run_phase, "--json").check("selinux")
     assert check["status"] == "warn" and "only packaged for RHEL-family" in check["message"]
 
 
 def test_permissive_selinux_passes_on_rhel(run_phase: Runner, sandbox_root: Path) -> None:
     _host_os(sandbox_root, OS_RELEASES["rocky"][0], "0")
-    check = run_phase(PHASE, "--json").check("selinux")
+    check = preflight(run_phase, "--json").check("selinux")
     assert check["status"] == "pass" and "permissive" in check["message"]
+
+
+def path_without(tmp_path: Path, *hidden: str) -> str:
+    """A one-directory PATH with every command of the current PATH except `hidden`."""
+    bindir = tmp_path / "path-without"
+    bindir.mkdir()
+    for directory in reversed(os.environ["PATH"].split(os.pathsep)):
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.scandir(directory):
+            if entry.name not in hidden and os.access(entry.path, os.X_OK) and not entry.is_dir():
+                target = bindir / entry.name
+                if target.is_symlink():
+                    target.unlink()
+                target.symlink_to(entry.path)
+    return str(bindir)
+
+
+def test_wget_without_curl_fails_because_later_phases_run_curl(run_phase: Runner, tmp_path: Path) -> None:
+    path = path_without(tmp_path, "curl")
+    (Path(path) / "wget").unlink(missing_ok=True)
+    (Path(path) / "wget").write_text("#!/bin/sh\nexit 0\n")
+    (Path(path) / "wget").chmod(0o755)
+    run = preflight(run_phase, "--json", env={"PATH": path})
+    check = run.check("commands")
+    assert check["status"] == "fail" and "curl" in check["message"] and "curl" in check["fix"]
+    assert run.returncode == 1
+
+
+@pytest.mark.parametrize("role, status", [("single", "fail"), ("first-server", "fail"), ("agent", "pass")])
+def test_openssl_is_needed_where_the_health_phase_runs(run_phase: Runner, tmp_path: Path, role: str,
+                                                       status: str) -> None:
+    run = preflight(run_phase, "--json", "--role", role, env={"PATH": path_without(tmp_path, "openssl")})
+    check = run.check("commands")
+    assert check["status"] == status, check
+    assert ("openssl" in check["message"]) == (status == "fail")
+
+
+def test_every_tool_a_later_phase_runs_is_checked() -> None:
+    """The checked tools cover what the phase scripts run (a tool added to a phase must be added here)."""
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    text = "\n".join(p.read_text() for p in [*scripts.glob("0[2-9]_*.sh"), *scripts.glob("lib/*.sh")])
+    tools = (scripts / "lib/host_checks.sh").read_text()
+    for tool in ("curl", "openssl", "sha256sum", "cmp", "install", "mktemp", "timeout", "setsid"):
+        assert re.search(rf"(^|[\s(|$]){tool} ", text, re.M), f"{tool} no longer used by a phase"
+        assert re.search(rf'GL_TOOLS_\w+="[^"]*\b{tool}\b|groups\+=" {tool}"', tools), f"01 does not check {tool}"
+
+
+def test_unwritable_temp_dir_fails(run_phase: Runner, tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    run = preflight(run_phase, "--json", env={"TMPDIR": str(not_a_dir)})
+    check = run.check("temp-dir")
+    assert check["status"] == "fail" and str(not_a_dir) in check["message"] and "TMPDIR" in check["fix"]
+    assert run.returncode == 1
+    assert preflight(run_phase, "--json", env={"TMPDIR": str(tmp_path)}).check("temp-dir")["status"] == "pass"
+    assert list(tmp_path.glob("gl-preflight.*")) == []
+
+
+def test_bundle_writable_by_others_fails(run_phase: Runner, bundle: Path) -> None:
+    bundle.chmod(0o777)
+    check = preflight(run_phase, "--json").check("bundle-dir")
+    assert check["status"] == "fail" and "777" in check["message"] and "chmod go-w" in check["fix"]

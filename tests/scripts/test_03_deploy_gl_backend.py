@@ -14,6 +14,9 @@ import pytest
 from tests.fixtures.k3s_standin.release import make_release
 from tests.fixtures.k3s_standin.testing import fake_real_k3s_running, free_port, stop_standin
 from tests.fixtures.shims import failing_install_path
+from tests.scripts.k3s_doubles import install_standin, running_standin, start_tls_ping, tls_ping_servers
+
+PHASES = ("03_deploy_gl_backend", "05_deploy_gl_backend")  # one implementation, two entry points
 
 VERSION = "v1.28.3+k3s2"
 MANIFEST = """apiVersion: apps/v1
@@ -43,26 +46,32 @@ def backend_bundle(bundle: Path) -> Path:
     return bundle
 
 
+@pytest.fixture(params=PHASES)
+def phase(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def standin_installed(tmp_path: Path, sandbox_root: Path) -> Path:
-    """Only the stand-in binary at k3s' path: phase 03 needs no running server in stand-in mode."""
-    bin_dir = sandbox_root / "usr/local/bin"
-    make_release(bin_dir, VERSION)
-    (bin_dir / "sha256sum-amd64.txt").unlink()
-    return bin_dir / "k3s"
+def standin_installed(tmp_path: Path, sandbox_root: Path) -> Iterator[dict[str, str]]:
+    """The stand-in k3s server running from the sandbox, as phase 02 leaves it; yields the settings."""
+    with running_standin(sandbox_root, tmp_path) as port:
+        yield {"API_PORT": str(port), "ROLLOUT_TIMEOUT": "30"}
 
 
-def deploy(run_phase: Callable[..., Any], *args: str) -> Any:
-    return run_phase("03_deploy_gl_backend", *args, overrides={"ROLLOUT_TIMEOUT": "30"})
+def deploy(run_phase: Callable[..., Any], values: dict[str, str], *args: str, phase: str = PHASES[0],
+           env: dict[str, str] | None = None) -> Any:
+    return run_phase(phase, *args, overrides=values, env=env)
 
 
 def test_standin_copies_images_and_skips_kubernetes_steps(
-        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: Path, sandbox_root: Path) -> None:
-    result = deploy(run_phase, "--json")
+        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: dict[str, str], sandbox_root: Path,
+        phase: str) -> None:
+    result = deploy(run_phase, standin_installed, "--json", phase=phase)
     assert result.returncode == 0, result.stderr
     report = result.report
     assert (report["phase"], report["status"], report["changed"], report["k3s_mode"]) == \
-        ("03_deploy_gl_backend", "pass", True, "standin")
+        (phase, "pass", True, "standin")
+    assert result.check("k3s running")["status"] == "pass"
     for name in K8S_STEPS:
         assert result.check(name)["status"] == "skipped"
         assert result.check(name)["message"] == "needs real k3s"
@@ -73,18 +82,18 @@ def test_standin_copies_images_and_skips_kubernetes_steps(
 
 
 def test_second_run_changes_nothing(
-        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: Path) -> None:
-    assert deploy(run_phase).returncode == 0
-    again = deploy(run_phase, "--json")
+        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: dict[str, str], phase: str) -> None:
+    assert deploy(run_phase, standin_installed, phase=phase).returncode == 0
+    again = deploy(run_phase, standin_installed, "--json", phase=phase)
     assert again.returncode == 0, again.stderr
     assert again.report["changed"] is False
     assert "no change" in again.stderr
 
 
 def test_tampered_image_is_refused_before_copying(
-        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: Path, sandbox_root: Path) -> None:
+        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: dict[str, str], sandbox_root: Path) -> None:
     (backend_bundle / "artifacts/images" / IMAGE).write_bytes(b"evil")
-    result = deploy(run_phase, "--json")
+    result = deploy(run_phase, standin_installed, "--json")
     assert result.returncode == 1
     assert result.check("backend image checksums")["status"] == "fail"
     assert "SHA256SUMS" in result.stderr
@@ -92,36 +101,64 @@ def test_tampered_image_is_refused_before_copying(
 
 
 def test_missing_manifest_is_bad_input(
-        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: Path, sandbox_root: Path) -> None:
+        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: dict[str, str], sandbox_root: Path) -> None:
     (backend_bundle / "backend/backend.yaml").unlink()
-    result = deploy(run_phase)
+    result = deploy(run_phase, standin_installed)
     assert result.returncode == 2
     assert "backend/backend.yaml" in result.stderr
-    assert not (sandbox_root / "var/lib/rancher").exists()
+    assert not (sandbox_root / "var/lib/rancher/k3s/agent").exists()
 
 
 def test_without_k3s_the_phase_fails_and_says_run_02(
-        run_phase: Callable[..., Any], backend_bundle: Path, sandbox_root: Path) -> None:
-    result = deploy(run_phase, "--json")
+        run_phase: Callable[..., Any], backend_bundle: Path, sandbox_root: Path, phase: str) -> None:
+    result = deploy(run_phase, {"ROLLOUT_TIMEOUT": "30"}, "--json", phase=phase)
     assert result.returncode == 1
-    check = result.check("k3s installed")
+    check = result.check("k3s running")
     assert check["status"] == "fail" and "02_install_k3s" in check["fix"]
     assert result.report["k3s_mode"] == "none"
 
 
+def assert_nothing_done(result: Any, sandbox_root: Path) -> None:
+    assert result.returncode == 1, result.stderr
+    assert result.report["status"] == "fail" and result.report["changed"] is False
+    assert [c["name"] for c in result.report["checks"]] == ["k3s running"]  # before any other step
+    assert not (sandbox_root / "var/lib/rancher/k3s/agent").exists()
+
+
+def test_installed_but_not_running_fails_before_anything_in_standin_mode(
+        run_phase: Callable[..., Any], backend_bundle: Path, sandbox_root: Path, tmp_path: Path, phase: str) -> None:
+    """As after a phase 02 that could not start the stand-in: binary there, no k3s process."""
+    port = free_port()
+    install_standin(sandbox_root, tmp_path, port)
+    result = deploy(run_phase, {"API_PORT": str(port), "ROLLOUT_TIMEOUT": "30"}, "--json", phase=phase)
+    assert_nothing_done(result, sandbox_root)
+    assert result.report["k3s_mode"] == "standin"
+    check = result.check("k3s running")
+    assert "service is not running" in check["message"] and "02_install_k3s.sh" in check["fix"]
+
+
+def test_running_but_api_not_answering_fails_before_anything(
+        run_phase: Callable[..., Any], backend_bundle: Path, sandbox_root: Path) -> None:
+    with fake_real_k3s_running(sandbox_root, FAKE_REAL_K3S):
+        port = free_port()  # nothing listens there
+        result = deploy(run_phase, {"API_PORT": str(port), "ROLLOUT_TIMEOUT": "30"}, "--json")
+    assert_nothing_done(result, sandbox_root)
+    assert f"https://127.0.0.1:{port}/ping does not answer" in result.check("k3s running")["message"]
+
+
 def test_images_without_sums_are_copied_with_a_warning(
-        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: Path) -> None:
+        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: dict[str, str]) -> None:
     (backend_bundle / "artifacts/images/SHA256SUMS").unlink()
-    result = deploy(run_phase, "--json")
+    result = deploy(run_phase, standin_installed, "--json")
     assert result.returncode == 3, result.stderr  # warnings only: the documented exit code of every phase
     assert result.check("backend image checksums")["status"] == "warn"
     assert result.report["status"] == "warn"
 
 
 def test_archive_not_listed_in_sums_is_refused_before_copying(
-        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: Path, sandbox_root: Path) -> None:
+        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: dict[str, str], sandbox_root: Path) -> None:
     (backend_bundle / "artifacts/images/extra-v9.tar.zst").write_bytes(b"never verified")
-    result = deploy(run_phase, "--json")
+    result = deploy(run_phase, standin_installed, "--json")
     assert result.returncode == 1, result.stderr
     check = result.check("backend image checksums")
     assert check["status"] == "fail"
@@ -132,20 +169,19 @@ def test_archive_not_listed_in_sums_is_refused_before_copying(
 
 
 def test_sums_in_binary_mode_format_are_accepted(
-        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: Path, sandbox_root: Path) -> None:
+        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: dict[str, str], sandbox_root: Path) -> None:
     sums = backend_bundle / "artifacts/images/SHA256SUMS"
     sums.write_text(sums.read_text().replace(f"  {IMAGE}", f" *{IMAGE}"))
-    result = deploy(run_phase, "--json")
+    result = deploy(run_phase, standin_installed, "--json")
     assert result.returncode == 0, result.stderr
     assert result.check("backend image checksums")["status"] == "pass"
     assert (sandbox_root / "var/lib/rancher/k3s/agent/images" / IMAGE).read_bytes() == b"oci layout bytes"
 
 
 def test_failed_copy_is_fatal_and_leaves_no_truncated_archive(
-        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: Path, sandbox_root: Path,
+        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: dict[str, str], sandbox_root: Path,
         tmp_path: Path) -> None:
-    result = run_phase("03_deploy_gl_backend", "--json", overrides={"ROLLOUT_TIMEOUT": "30"},
-                       env={"PATH": failing_install_path(tmp_path)})
+    result = deploy(run_phase, standin_installed, "--json", env={"PATH": failing_install_path(tmp_path)})
     dest = sandbox_root / "var/lib/rancher/k3s/agent/images" / IMAGE
     assert result.returncode == 1, result.stderr
     assert f"could not install {dest}" in result.stderr and "disk full" in result.stderr
@@ -168,7 +204,7 @@ def test_after_phase_02_with_the_standin(
     assert run_phase("02_install_k3s", overrides=installed_k3s).returncode == 0
     result = run_phase("03_deploy_gl_backend", "--json", overrides=installed_k3s)
     assert result.returncode == 0, result.stderr
-    assert result.check("k3s installed")["status"] == "pass"
+    assert result.check("k3s running")["status"] == "pass"
     assert result.check("backend manifests")["message"] == "needs real k3s"
 
 
@@ -208,15 +244,16 @@ def fake_real_k3s(sandbox_root: Path, tmp_path: Path) -> Iterator[dict[str, str]
     """A running 'real' k3s double in the sandbox (pidfile-managed, as without systemd); yields FAKE_* env."""
     (tmp_path / "scenario").write_text("healthy")
     (tmp_path / "images").write_text("")
-    with fake_real_k3s_running(sandbox_root, FAKE_REAL_K3S):
+    with tls_ping_servers(tmp_path) as servers, fake_real_k3s_running(sandbox_root, FAKE_REAL_K3S):
         yield {"FAKE_SCENARIO": str(tmp_path / "scenario"), "FAKE_CALLS": str(tmp_path / "calls"),
-               "FAKE_IMAGES": str(tmp_path / "images"), "FAKE_IMPORT_NAME": REGISTRY_NAME}
+               "FAKE_IMAGES": str(tmp_path / "images"), "FAKE_IMPORT_NAME": REGISTRY_NAME,
+               "API_PORT": str(start_tls_ping(servers, tmp_path, 365))}
 
 
 def deploy_real(run_phase: Callable[..., Any], fake: dict[str, str], scenario: str = "healthy") -> Any:
     Path(fake["FAKE_SCENARIO"]).write_text(scenario)
     return run_phase("03_deploy_gl_backend", "--json", env=fake,
-                     overrides={"ROLLOUT_TIMEOUT": "30", "REGISTRY": "192.168.56.1:5000"})
+                     overrides={"ROLLOUT_TIMEOUT": "30", "REGISTRY": "192.168.56.1:5000", "API_PORT": fake["API_PORT"]})
 
 
 def calls(fake: dict[str, str]) -> list[str]:

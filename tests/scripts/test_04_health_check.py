@@ -7,92 +7,49 @@ from __future__ import annotations
 import http.server
 import os
 import re
-import shutil
-import ssl
 import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from tests.fixtures.k3s_standin.release import make_release
-from tests.fixtures.k3s_standin.testing import PIDFILE, fake_real_k3s_running, free_port
+from tests.fixtures.k3s_standin.testing import fake_real_k3s_running, free_port
+from tests.scripts import k3s_doubles
+from tests.scripts.k3s_doubles import install_standin
 
 PHASE = "04_health_check"
+PHASES = (PHASE, "06_health_check")  # one implementation (lib/health.sh), two entry points
 K8S_CHECKS = ["node-ready", "system-pods", "backend-rollout", "backend-healthz"]
 ALL_CHECKS = ["k3s-installed", "k3s-service", "api-ping", "api-cert-expiry", "token-mode",
               "kubeconfig-mode", *K8S_CHECKS]
 Runner = Callable[..., Any]  # conftest.run_phase -> PhaseRun
 
 
-def install_standin(root: Path, tmp_path: Path, port: int) -> Path:
-    """Put the stand-in at <root>/usr/local/bin/k3s with a sandbox config.yaml; returns the binary."""
-    release = make_release(tmp_path / "release", "v1.28.3+k3s2")
-    binary = root / "usr/local/bin/k3s"
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(release, binary)
-    etc = root / "etc/rancher/k3s"
-    etc.mkdir(parents=True, exist_ok=True)
-    (etc / "config.yaml").write_text(
-        f'write-kubeconfig-mode: "0600"\nhttps-listen-port: {port}\nbind-address: 127.0.0.1\n'
-        f'data-dir: "{root}/var/lib/rancher/k3s"\nwrite-kubeconfig: "{etc}/k3s.yaml"\n')
-    return binary
-
-
-def wait_for_ping(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"stand-in exited {proc.returncode}: {log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"https://127.0.0.1:{port}/ping", context=ctx, timeout=1) as resp:
-                if resp.read() == b"pong":
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"stand-in did not answer /ping on {port}: {log.read_text()}")
-
-
 @pytest.fixture
 def running_standin(sandbox_root: Path, tmp_path: Path) -> Iterator[int]:
     """The stand-in k3s server running from the sandbox, tracked by lib/k3s.sh's pidfile; yields API port."""
-    port = free_port()
-    binary = install_standin(sandbox_root, tmp_path, port)
-    log = tmp_path / "k3s.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(binary), "server", "--config",
-                                 str(sandbox_root / "etc/rancher/k3s/config.yaml")],
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        pidfile = sandbox_root / PIDFILE
-        pidfile.parent.mkdir(parents=True)
-        pidfile.write_text(f"{proc.pid}\n")
-        wait_for_ping(port, proc, log)
+    with k3s_doubles.running_standin(sandbox_root, tmp_path) as port:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
-def assert_report_shape(run: Any) -> None:
+@pytest.fixture(params=PHASES)
+def phase(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def assert_report_shape(run: Any, phase: str = PHASE) -> None:
     report = run.report
-    assert report["phase"] == PHASE and report["changed"] is False
+    assert report["phase"] == phase and report["changed"] is False
     assert [c["name"] for c in report["checks"]] == ALL_CHECKS
     assert run.returncode == {"pass": 0, "skipped": 0, "warn": 3, "fail": 1}[report["status"]]
 
 
-def test_nothing_installed_fails_clearly(run_phase: Runner, sandbox_root: Path) -> None:
-    run = run_phase(PHASE, "--json")
-    assert_report_shape(run)
+def test_nothing_installed_fails_clearly(run_phase: Runner, sandbox_root: Path, phase: str) -> None:
+    run = run_phase(phase, "--json")
+    assert_report_shape(run, phase)
     assert run.returncode == 1
     assert run.report["k3s_mode"] == "none" and run.report["status"] == "fail"
     check = run.check("k3s-installed")
@@ -105,11 +62,11 @@ def test_nothing_installed_fails_clearly(run_phase: Runner, sandbox_root: Path) 
 
 
 def test_standin_running_passes_host_checks_and_skips_kubernetes(
-        run_phase: Runner, running_standin: int) -> None:
+        run_phase: Runner, running_standin: int, phase: str) -> None:
     start = time.monotonic()
-    run = run_phase(PHASE, "--json", overrides={"API_PORT": str(running_standin)})
+    run = run_phase(phase, "--json", overrides={"API_PORT": str(running_standin)})
     assert time.monotonic() - start < 10
-    assert_report_shape(run)
+    assert_report_shape(run, phase)
     assert run.report["k3s_mode"] == "standin"
     for name in ("k3s-installed", "k3s-service", "api-ping", "api-cert-expiry", "token-mode", "kubeconfig-mode"):
         assert run.check(name)["status"] == "pass", run.check(name)
@@ -150,38 +107,11 @@ def test_installed_but_stopped_fails_fast(run_phase: Runner, sandbox_root: Path,
     assert run.returncode == 1
 
 
-class _Pong(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"pong")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def tls_api(tmp_path: Path) -> Callable[[int], int]:
+def tls_api(tmp_path: Path) -> Iterator[Callable[[int], int]]:
     """Start a TLS /ping server whose certificate lasts `days`; returns its port."""
-    servers: list[http.server.HTTPServer] = []
-
-    def start(days: int) -> int:
-        crt, key = tmp_path / f"{days}.crt", tmp_path / f"{days}.key"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                        "-nodes", "-keyout", str(key), "-out", str(crt), "-days", str(days),
-                        "-subj", "/CN=kube-apiserver"], check=True, capture_output=True)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(crt, key)
-        httpd = http.server.HTTPServer(("127.0.0.1", 0), _Pong)
-        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        servers.append(httpd)
-        return int(httpd.server_address[1])
-
-    yield start  # type: ignore[misc]
-    for httpd in servers:
-        httpd.shutdown()
-        httpd.server_close()
+    with k3s_doubles.tls_ping_servers(tmp_path) as servers:
+        yield lambda days: k3s_doubles.start_tls_ping(servers, tmp_path, days)
 
 
 @pytest.mark.parametrize("days, status", [(3, "fail"), (20, "warn"), (400, "pass")],
@@ -208,13 +138,6 @@ def test_human_output_only_without_json(run_phase: Runner) -> None:
 def test_unknown_flag_exits_2(run_phase: Runner, sandbox_root: Path) -> None:
     run = run_phase(PHASE, "--verbose")
     assert run.returncode == 2 and "--verbose" in run.stderr and run.stdout == ""
-
-
-def test_bad_health_timeout_exits_2(run_phase: Runner, tmp_path: Path) -> None:
-    env_file = tmp_path / "bad.env"
-    env_file.write_text("GL_SETTINGS_FORMAT='1'\nCONTROL_PLANE_IPS=192.168.56.10\nHEALTH_TIMEOUT=soon\n")
-    run = run_phase(PHASE, "--json", env={"GL_ENV_FILE": str(env_file)})
-    assert run.returncode == 2 and "HEALTH_TIMEOUT='soon'" in run.stderr and str(env_file) in run.stderr
 
 
 def test_after_install_with_02_standin_reports_skipped_not_passed(

@@ -117,3 +117,91 @@ def test_tmpdir_with_quotes_in_tmpdir_runs_no_command_and_is_removed(tmp_path: P
     assert list(evil.iterdir()) == []
     assert not list(tmp_path.rglob("PWNED")) and not (tmp_path / "PWNED").exists()
     assert "command not found" not in result.stderr
+
+
+def test_json_quote_escapes_every_control_character(tmp_path: Path) -> None:
+    """ESC, BEL, form feed, ...: every control character leaves as \\u00XX, so the object stays JSON."""
+    import json
+
+    text = "".join(chr(c) for c in range(1, 32)) + "\x7f end \\ \" quote"
+    result = run_lib('gl_json_quote q "$1"; printf "%s" "${q}"', text, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert all(ord(ch) >= 32 and ch != "\x7f" for ch in result.stdout), repr(result.stdout)
+    assert json.loads(result.stdout) == text  # strict: raw control characters would be refused
+
+
+def test_json_quote_keeps_plain_and_unicode_text(tmp_path: Path) -> None:
+    import json
+
+    text = "plain: 中文 ok [/] {x} $HOME `cmd`"
+    result = run_lib('gl_json_str "$1"', text, cwd=tmp_path)
+    assert json.loads(result.stdout) == text
+
+
+ROLE_PHASES = ("01_pre_install_check", "02_install_k3s", "02_init_control_plane")
+NOROLE_PHASES = ("03_deploy_gl_backend", "04_health_check", "05_deploy_gl_backend", "06_health_check")
+
+
+@pytest.mark.parametrize("script", ROLE_PHASES + NOROLE_PHASES)
+@pytest.mark.parametrize("case", ["unknown argument before --json", "bad role", "missing settings"])
+def test_json_callers_get_one_object_on_bad_input(run_phase: Callable[..., Any], sandbox_root: Path,
+                                                  tmp_path: Path, script: str, case: str) -> None:
+    role = ["--role", "single"] if script in ROLE_PHASES else []
+    env = None
+    if case == "unknown argument before --json":
+        args, needle = ["--frobnicate", *role, "--json"], "--frobnicate"
+    elif case == "bad role":
+        args, needle = ["--role", "master", "--json"], "master" if role else "unknown argument '--role'"
+    else:
+        args, needle = [*role, "--json"], "nope.env"
+        env = {"GL_ENV_FILE": str(tmp_path / "nope.env")}
+    run = run_phase(script, *args, env=env)
+    assert run.returncode == 2, run.stderr
+    report = run.report  # the whole of stdout is one JSON object
+    assert (report["phase"], report["status"], report["changed"], report["k3s_mode"]) == (script, "fail", False, "none")
+    assert needle in run.check("bad-input")["message"]
+    assert list(sandbox_root.iterdir()) == []
+
+
+def test_unexpected_end_still_prints_one_object(tmp_path: Path) -> None:
+    """set -e ends the phase at a failing command: --json callers still get their one object."""
+    import json
+
+    result = run_lib('GL_JSON=1; echo "step"  >&2; false; echo never', cwd=tmp_path)
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["status"] == "fail" and "'false' failed" in report["checks"][0]["message"]
+
+
+def test_result_object_survives_a_banner_without_newline(run_phase: Callable[..., Any]) -> None:
+    """The object is printed on a line of its own, so a login banner glued in front cannot spoil it."""
+    from gldeploy import results
+
+    run = run_phase("01_pre_install_check", "--role", "single", "--json")
+    assert run.stdout.startswith("\n{")
+    read = results.from_script("01_pre_install_check", "h", "single", run.returncode,
+                               "Welcome to h (no newline)" + run.stdout, run.stderr, 0.1)
+    assert read.checks == run.report["checks"] and read.status == run.report["status"]
+
+
+# --- one settings authority: the phases trust settings.env / the baked block -------------------------
+MY_SCRIPTS = ["01_pre_install_check.sh", "03_deploy_gl_backend.sh", "04_health_check.sh", "05_deploy_gl_backend.sh",
+              "06_health_check.sh", "lib/common.sh", "lib/checks.sh", "lib/host_checks.sh", "lib/backend_deploy.sh",
+              "lib/health.sh", "lib/k3s_api.sh"]
+
+
+@pytest.mark.parametrize("name", MY_SCRIPTS)
+def test_no_phase_re_defaults_or_re_checks_a_setting(name: str) -> None:
+    """gldeploy.settings decides every key once; a `${KEY:-default}` or a die_input about a key in bash
+    is a second rule (they drifted: 04 allowed upper-case host names, 01 guessed the role)."""
+    import re
+
+    from gldeploy import settings
+
+    text = (REPO / "scripts" / name).read_text()
+    keys = "|".join(sorted(settings.KEYS, key=len, reverse=True))
+    defaults = re.findall(rf"\$\{{({keys})(?::?[-=])", text)
+    assert not defaults, f"{name} re-defaults {sorted(set(defaults))}"
+    checks = [line.strip() for line in text.splitlines()
+              if "die_input" in line and re.search(rf"\b({keys})\b", line)]
+    assert not checks, f"{name} re-checks settings: {checks}"

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import pytest
-from rich.console import Console
 
 from gldeploy import plan, results, sequences, settings
 from gldeploy.errors import ConfigError
@@ -155,41 +154,6 @@ def test_execute_ships_once_per_host_and_a_failure_stops_later_phases_there() ->
     assert "settings.env" in good.bundle_files and "lib/common.sh" in good.bundle_files
 
 
-@pytest.mark.parametrize("rc,stdout,expected", [
-    (0, '{"status": "pass", "checks": []}', "pass"),
-    (3, '{"status": "warn", "checks": []}', "warn"),
-    (3, '{"status": "pass", "checks": []}', "warn"),
-    (1, '{"status": "fail", "checks": []}', "fail"),
-    (0, "garbage", "warn"),
-    (1, "", "fail"),
-], ids=["pass", "warn exit 3", "exit 3 means warn", "fail", "no json but rc 0", "no json rc 1"])
-def test_status_from_exit_code_and_json(rc: int, stdout: str, expected: str) -> None:
-    assert results.from_script("01", "h", "single", rc, stdout, "last words\n", 0.1).status == expected
-
-
-def test_exit_codes_warnings_are_success_bad_input_is_2() -> None:
-    warn = results.from_script("01", "a", "single", 3, '{"status": "warn"}', "", 0.1)
-    bad = results.from_script("02", "a", "single", 2, "", "ERROR bad key\n", 0.1)
-    failed = results.from_script("02", "b", "single", 1, '{"status": "fail"}', "", 0.1)
-    assert results.exit_code([warn]) == 0
-    assert results.exit_code([warn, bad]) == 2 and bad.message == "ERROR bad key"
-    assert results.exit_code([warn, bad, failed]) == 1
-
-
-def test_table_and_json_report(tmp_path: Path) -> None:
-    r = results.from_script("01_pre_install_check", "h1", "single", 3,
-                            json.dumps({"status": "warn", "k3s_mode": "standin", "checks": [
-                                {"name": "swap", "status": "warn", "message": "swap is on"}]}), "", 1.25)
-    console = Console(record=True, width=200)
-    results.print_table([r], console)
-    text = console.export_text()
-    assert "01_pre_install_check" in text and "swap: swap is on" in text and "1 warn" in text
-    path = results.write_report(tmp_path / "out" / "report.json", [r], {"env_file": "env/single.env"})
-    body = json.loads(path.read_text())
-    assert body["exit_code"] == 0 and body["summary"] == {"warn": 1}
-    assert body["results"][0]["k3s_mode"] == "standin" and body["results"][0]["duration"] == 1.25
-
-
 def test_local_execute_of_01_writes_a_private_bundle(tmp_path: Path) -> None:
     work = tmp_path / "work"
     s = load(*SINGLE, f"WORK_DIR={work}", "MIN_CPU=1", "MIN_MEMORY_MB=256", "MIN_DISK_GB=1")
@@ -200,15 +164,3 @@ def test_local_execute_of_01_writes_a_private_bundle(tmp_path: Path) -> None:
     assert stat.S_IMODE(work.stat().st_mode) == 0o700
     assert stat.S_IMODE((work / "settings.env").stat().st_mode) == 0o600
     assert f"WORK_DIR={work}" in (work / "settings.env").read_text()
-
-
-def test_skipped_checks_are_named_in_the_notes_never_a_silent_pass() -> None:
-    r = results.from_script("04_health_check", "h1", "single", 0, json.dumps(
-        {"status": "pass", "k3s_mode": "standin", "checks": [
-            {"name": "api-ping", "status": "pass", "message": "pong"},
-            {"name": "node-ready", "status": "skipped", "message": "needs real k3s"},
-            {"name": "system-pods", "status": "skipped", "message": "needs real k3s"}]}), "", 0.5)
-    assert r.message == "2 check(s) skipped: needs real k3s"
-    console = Console(record=True, width=200)
-    results.print_table([r], console)
-    assert "2 check(s) skipped: needs real k3s" in console.export_text()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# 06_health_check.sh: read-only health check of k3s and the GL-Native Execution Backend (the cluster, from the first server).
+#   usage: 06_health_check.sh [--json]
+#   --json   print one JSON result object on stdout (human table always goes to stderr).
+# The checks are in lib/health.sh (listed there), shared by 04_health_check.sh and 06_health_check.sh.
+# Exit status (worst finding): 0 all passed (skipped counts as passed), 3 warnings only,
+# 1 any check failed, 2 bad arguments or settings. Nothing on the host is changed.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/checks.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_api.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/health.sh"  # gl:include
+
+main() {
+  gl_parse_args "06_health_check.sh [--json]" norole "$@"
+  gl_load_settings
+  health_start                  # the HEALTH_TIMEOUT budget every wait below shares
+  health_installed              # k3s-installed: binary present, mode real|standin
+  health_service                # k3s-service: active
+  health_api                    # api-ping: /ping answers pong (waits while the service runs)
+  health_cert                   # api-cert-expiry: serving certificate not about to expire
+  health_mode_0600 token-mode /var/lib/rancher/k3s/server/token
+  health_mode_0600 kubeconfig-mode /etc/rancher/k3s/k3s.yaml
+  health_kubernetes             # node-ready, system-pods, backend-rollout, backend-healthz (real k3s)
+  # cluster steps (every server: reachability, drift) are added here as further steps
+  gl_checks_finish "${HC_MODE}"
+}
+
+main "$@"
