@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gldeploy import plan, render, settings
+from gldeploy import plan, render, sequences, settings
 from tests.fixtures.k3s_standin.testing import SMALL_HOST
 
 
@@ -38,7 +38,8 @@ def test_rendered_01_runs_with_bash_only_and_matches_the_invoke_path(
     render.render_standalone(lab_settings, out, version="gldeploy test")
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
-    proc = subprocess.run(["env", "-i", BARE_PATH, "bash", str(out / "01_pre_install_check.sh"), "--json"],
+    proc = subprocess.run(["env", "-i", BARE_PATH, "bash", str(out / "01_pre_install_check.sh"),
+                           "--role", "single", "--json"],
                           cwd=elsewhere, capture_output=True, text=True, timeout=60)
     assert proc.returncode in (0, 3), proc.stderr
     rendered = json.loads(proc.stdout)
@@ -78,12 +79,14 @@ def test_rendered_bundle_installs_like_the_invoke_path_with_bash_only(tmp_path: 
     assert subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=out).returncode == 0
     root = tmp_path / "root"
     root.mkdir()
-    scripts = ["01_pre_install_check", "02_install_k3s", "03_deploy_gl_backend", "04_health_check"]
+    phases = sequences.sequence("single")
 
     def run_all() -> dict[str, dict]:
         reports = {}
-        for name in scripts:
-            proc = subprocess.run(["env", "-i", BARE_PATH, f"GL_ROOT={root}", "bash", f"{name}.sh", "--json"],
+        for phase in phases:  # exactly as README.txt says: the table's order, --role where taken
+            name = phase.name
+            role = ["--role", "single"] if phase.takes_role else []
+            proc = subprocess.run(["env", "-i", BARE_PATH, f"GL_ROOT={root}", "bash", f"{name}.sh", *role, "--json"],
                                   cwd=out, capture_output=True, text=True, timeout=90)
             assert proc.returncode in (0, 3), f"{name}: {proc.stderr[-2000:]}"
             reports[name] = json.loads(proc.stdout)
