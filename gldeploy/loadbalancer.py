@@ -211,7 +211,10 @@ def render_haproxy(cfg: LBConfig) -> str:
             "    log global\n"
             "    option tcplog\n"
             "    option dontlognull\n"
-            "    timeout connect 5s\n"
+            "    timeout connect 2s\n"
+            "    # a server that fails a connection is marked down and the client retried elsewhere\n"
+            "    retries 2\n"
+            "    option redispatch 1\n"
             "    # kubectl watches and agent tunnels are long-lived connections\n"
             "    timeout client 1h\n"
             "    timeout server 1h\n"
@@ -225,8 +228,8 @@ def render_haproxy(cfg: LBConfig) -> str:
             "    hash-type consistent\n"
             "    option httpchk GET /ping\n"
             "    http-check expect status 200\n"
-            "    default-server check check-ssl verify none inter 2s downinter 2s fall 2 rise 2 "
-            "on-marked-down shutdown-sessions\n"
+            "    default-server check check-ssl verify none inter 1s downinter 2s fall 2 rise 2 "
+            "observe layer4 error-limit 1 on-error mark-down on-marked-down shutdown-sessions\n"
             + servers)
 
 
