@@ -167,17 +167,18 @@ class Cluster:
         return self.work / node
 
     def start_haproxy(self, node: str) -> None:
-        self.haproxy[node] = subprocess.Popen(
-            in_ns(NODES[node], "haproxy", "-db", "-f", str(self.files(node) / lb.HAPROXY_CFG)),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=open(self.files(node) / "haproxy.log", "ab"))
+        with open(self.files(node) / "haproxy.log", "ab") as log:  # the child keeps its own copy
+            self.haproxy[node] = subprocess.Popen(
+                in_ns(NODES[node], "haproxy", "-db", "-f", str(self.files(node) / lb.HAPROXY_CFG)),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
 
     def start_keepalived(self, node: str) -> None:
         d = self.files(node)
-        self.keepalived[node] = subprocess.Popen(
-            in_ns(NODES[node], "keepalived", "-n", "-l", "-D", "-P", "-f", str(d / lb.KEEPALIVED_CONF),
-                  "-p", str(d / "keepalived.pid"), "-r", str(d / "vrrp.pid")),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(d / "keepalived.log", "ab"))
+        with open(d / "keepalived.log", "ab") as log:
+            self.keepalived[node] = subprocess.Popen(
+                in_ns(NODES[node], "keepalived", "-n", "-l", "-D", "-P", "-f", str(d / lb.KEEPALIVED_CONF),
+                      "-p", str(d / "keepalived.pid"), "-r", str(d / "vrrp.pid")),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
 
     def start_poller(self) -> None:
         self.poller = subprocess.Popen(in_ns(HUB, sys.executable, "-c", POLLER, VIP, str(PORT)),
