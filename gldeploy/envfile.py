@@ -87,8 +87,8 @@ def scan_text(text: str, file: str) -> tuple[list[Entry], list[str]]:
         raise ConfigError(f"{file}:1: file starts with a UTF-8 byte-order mark (BOM), which bash "
                           f"would treat as part of the first key; save it without BOM")
     if "\r" in text:
-        line = text[: text.index("\r")].count("\n") + 1
-        raise ConfigError(f"{file}:{line}: CRLF (Windows) line endings; bash would keep the \\r in "
+        crlf_line = text[: text.index("\r")].count("\n") + 1
+        raise ConfigError(f"{file}:{crlf_line}: CRLF (Windows) line endings; bash would keep the \\r in "
                           f"every value. Convert the file with `dos2unix {file}` or `sed -i 's/\\r$//'`")
     entries: list[Entry] = []
     problems: list[str] = []

@@ -4,7 +4,8 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from typing import Callable
+import urllib.parse
+from collections.abc import Callable
 
 Parser = Callable[[str], object]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -206,6 +207,21 @@ def disable_problem(item: str, version: str) -> str:
     close = difflib.get_close_matches(item, allowed + ("runtimes",), n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else ""
     return f"{item!r} is not a packaged component of k3s {version} (k3s would ignore it){hint}"
+
+
+def plain_http(url: str) -> bool:
+    """An http:// URL that crosses a network: loopback hosts (127.0.0.0/8, ::1, localhost) have no path
+    anyone could alter, so a mirror served on the same machine is not plain http in this sense."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "http":
+        return False
+    host = parsed.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 K3S_VERSION = pattern(r"v[0-9]+\.[0-9]+\.[0-9]+\+k3s[0-9]+", "a k3s release such as v1.28.3+k3s2")

@@ -52,7 +52,7 @@ def check_k3s_token(text: str, where: str, *, for_server: bool, first_server: bo
     Whitespace or control characters anywhere are refused (one trailing newline is allowed). The token
     itself never appears in a message.
     """
-    token = text[:-1] if text.endswith("\n") else text
+    token = text.removesuffix("\n")
     fix = "write the token on one line (e.g. printf %s TOKEN > FILE; chmod 600 FILE)"
     if not token:
         raise ConfigError(f"{where}: the k3s token file is empty; {fix}")
@@ -73,7 +73,7 @@ def check_k3s_token(text: str, where: str, *, for_server: bool, first_server: bo
         else:
             creds = rest
         if not _BOOTSTRAP.fullmatch(creds):
-            user, sep, password = creds.partition(":")
+            _user, sep, password = creds.partition(":")
             if not sep or not password:
                 raise ConfigError(f"{where}: a k3s token starting with K10 must be K10<CA hash>::<user>:"
                                   f"<password> (the password not empty) or K10<CA hash>::<bootstrap token>; "

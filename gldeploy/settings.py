@@ -10,9 +10,10 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from . import envfile
 from . import keytypes as t
@@ -162,8 +163,7 @@ def _cross_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]
             bool(v["REGISTRY_USER"]) != bool(v["REGISTRY_PASSWORD_FILE"])):
         out.append(f"{at('REGISTRY_USER')}: REGISTRY_USER and REGISTRY_PASSWORD_FILE go together; set both "
                    f"or neither")
-    if has("K3S_RELEASE_URL", "K3S_SHA256") and v["K3S_RELEASE_URL"].startswith("http://") \
-            and not v["K3S_SHA256"]:
+    if has("K3S_RELEASE_URL", "K3S_SHA256") and not v["K3S_SHA256"] and t.plain_http(v["K3S_RELEASE_URL"]):
         out.append(f"{at('K3S_RELEASE_URL')}: K3S_RELEASE_URL={v['K3S_RELEASE_URL']} is plain http, which "
                    f"anyone on the path can alter, and K3S_SHA256 is empty; use an https:// (or file://) "
                    f"URL, or pin the binary with K3S_SHA256=<sha256 of the k3s binary>")
@@ -179,8 +179,8 @@ def _cross_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]
 def _topology_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]:
     servers = len(v["CONTROL_PLANE_IPS"])
     if v["TOPOLOGY"] == "single" and servers != 1:
-        return [f"{at('CONTROL_PLANE_IPS')}: TOPOLOGY=single needs exactly one CONTROL_PLANE_IPS address, "
-                f"got {servers}; use TOPOLOGY=ha for several servers"]
+        return [(f"{at('CONTROL_PLANE_IPS')}: TOPOLOGY=single needs exactly one CONTROL_PLANE_IPS address, "
+                 f"got {servers}; use TOPOLOGY=ha for several servers")]
     out = []
     if v["TOPOLOGY"] == "ha" and (servers < 3 or servers % 2 == 0):
         out.append(f"{at('CONTROL_PLANE_IPS')}: TOPOLOGY=ha needs an odd number of servers (3, 5, 7) for "

@@ -6,8 +6,9 @@ gldeploy.settings loads and validates values against it. Field ``foo_bar`` is en
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from . import keytypes as t
 from .sequences import TOPOLOGIES, Topology
@@ -36,7 +37,8 @@ class Settings:
                                  "download from K3S_RELEASE_URL", "/media/usb/k3s-v1.28.3", type_name="path")
     k3s_release_url: str = key("https://github.com/k3s-io/k3s/releases/download", t.URL,
                                "Base URL of k3s releases (the version is appended, '+' as %2B); "
-                               "plain http:// only together with K3S_SHA256", type_name="url")
+                               "plain http:// (other than to this machine) only together with K3S_SHA256",
+                               type_name="url")
     k3s_arch: str = key("amd64", t.choice("amd64", "arm64"), "CPU architecture of the hosts", type_name="enum")
     cluster_cidr: str = key("10.42.0.0/16", t.cidr, "Pod network (k3s cluster-cidr)", type_name="cidr")
     service_cidr: str = key("10.43.0.0/16", t.cidr, "Service network (k3s service-cidr)", type_name="cidr")
@@ -57,8 +59,8 @@ class Settings:
                                    type_name="bool")
     k3s_token_file: str = key("", t.PATH, "File (mode 0600) holding the cluster join token: "
                               "a password (servers and agents) or a K10<CA hash>::server:<password> token "
-                              "(joining nodes only); empty = k3s generates one on the first server", "/root/gl/k3s-token", secret=True,
-                              type_name="path")
+                              "(joining nodes only); empty = k3s generates one on the first server",
+                              "/root/gl/k3s-token", secret=True, type_name="path")
     namespace: str = key("gov-native", t.DNS_LABEL, "Namespace of the GL-Native Execution Backend",
                          type_name="dns label")
     backend_version: str = key("v1.1", t.BACKEND_VERSION, "Backend version (image tag, /version answer)",

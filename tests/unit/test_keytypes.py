@@ -67,3 +67,13 @@ def test_disable_items_follow_the_k3s_release() -> None:
     assert set(t.k3s_disable_items("v1.26.12+k3s1")) == base | {"runtimes"}
     assert set(t.k3s_disable_items("v1.26.11+k3s2")) == base
     assert set(t.k3s_disable_items("v1.31.1+k3s1")) == base | {"runtimes"}
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("http://mirror.local/k3s", True), ("http://10.0.0.5:8080/k3s", True), ("HTTP://mirror/k3s", True),
+    ("https://github.com/k3s-io/k3s/releases/download", False), ("file:///srv/k3s", False),
+    ("http://127.0.0.1:8080", False), ("http://127.9.9.9/x", False), ("http://localhost:1/x", False),
+    ("http://[::1]:8080/x", False), ("http://127.0.0.1.evil.example/x", True),
+])
+def test_plain_http_means_http_across_a_network(url: str, expected: bool) -> None:
+    assert t.plain_http(url) is expected

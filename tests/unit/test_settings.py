@@ -311,6 +311,8 @@ def test_plain_http_release_url_needs_a_pinned_sha256(tmp_path):
     s = load_text(tmp_path, MINIMAL + "K3S_RELEASE_URL=http://mirror.local/k3s\nK3S_SHA256=" + "a" * 64 + "\n")
     assert s.k3s_release_url == "http://mirror.local/k3s"
     assert load_text(tmp_path, MINIMAL + "K3S_RELEASE_URL=file:///srv/k3s\n").k3s_release_url == "file:///srv/k3s"
+    local = "http://127.0.0.1:8080/k3s"  # a mirror on the same machine: no network path to alter
+    assert load_text(tmp_path, MINIMAL + f"K3S_RELEASE_URL={local}\n").k3s_release_url == local
 
 
 def test_unknown_k3s_disable_item_is_refused_with_the_near_match(tmp_path):
@@ -333,6 +335,7 @@ def test_runtimes_can_be_disabled_only_from_the_k3s_release_that_packages_it(tmp
 
 def test_topology_is_the_sequences_literal():
     import typing
+
     from gldeploy import sequences
     assert typing.get_type_hints(settings.Settings)["topology"] == sequences.Topology
     assert typing.get_type_hints(settings.Settings)["warnings"] == tuple[str, ...]
