@@ -27,7 +27,7 @@ ENV_PREFIX = "GL_"
 # GL_ variables the scripts, the bundle and the lab use themselves: never a near-miss of a key
 _NOT_KEYS = ("GL_LAB", "GL_ROOT", "GL_BUNDLE_DIR", "GL_ENV_FILE", "GL_PHASE", "GL_JSON", "GL_SANDBOX",
              "GL_ROLE", "GL_BAKED", "GL_SETTINGS_", "GL_INSTALLED", "GL_CHANGED", "GL_PUBLIC_HOST")
-Raw = dict[str, tuple[str, str]]  # KEY -> (value as given, where it was set)
+Given = list[tuple[str, str, str]]  # (KEY, value as given, where it was set), lowest precedence first
 
 
 def _suggest(name: str) -> str:
@@ -35,23 +35,23 @@ def _suggest(name: str) -> str:
     return f"; did you mean {close[0]}?" if close else "; known keys: see docs/configuration.md"
 
 
-def _from_file(env_file: str | Path, raw: Raw, problems: list[str]) -> None:
+def _from_file(env_file: str | Path, given: Given, problems: list[str]) -> None:
     entries, found = envfile.scan_file(env_file)
     problems += found
     for entry in entries:
         if entry.key not in KEYS:
             problems.append(f"{entry.where}: unknown key {entry.key}{_suggest(entry.key)}")
         else:
-            raw[entry.key] = (entry.value, entry.where)
+            given.append((entry.key, entry.value, entry.where))
 
 
-def _from_environment(environ: Mapping[str, str], raw: Raw, warnings: list[str]) -> None:
+def _from_environment(environ: Mapping[str, str], given: Given, warnings: list[str]) -> None:
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX):
             continue
         key_name = name[len(ENV_PREFIX):]
         if key_name in KEYS:
-            raw[key_name] = (environ[name], f"environment {name}")
+            given.append((key_name, environ[name], f"environment {name}"))
         elif not name.startswith(_NOT_KEYS):
             close = difflib.get_close_matches(key_name, KEYS, n=1, cutoff=0.8)
             if close:
@@ -59,8 +59,8 @@ def _from_environment(environ: Mapping[str, str], raw: Raw, warnings: list[str])
                                 f"{ENV_PREFIX}{close[0]}? (rename it, or unset it)")
 
 
-def _from_flags(overrides: Iterable[str], raw: Raw, problems: list[str]) -> None:
-    given: dict[str, str] = {}
+def _from_flags(overrides: Iterable[str], given: Given, problems: list[str]) -> None:
+    seen: dict[str, str] = {}
     for item in overrides:
         name, sep, value = item.partition("=")
         name = name.strip()
@@ -69,12 +69,12 @@ def _from_flags(overrides: Iterable[str], raw: Raw, problems: list[str]) -> None
             problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set K3S_VERSION=v1.28.3+k3s2")
         elif name not in KEYS:
             problems.append(f"{origin}: unknown key {name}{_suggest(name)}")
-        elif name in given:
-            problems.append(f"{origin}: set twice, --set {name}={given[name]} and --set {name}={value} "
+        elif name in seen:
+            problems.append(f"{origin}: set twice, --set {name}={seen[name]} and --set {name}={value} "
                             f"(a key set twice in an env file is refused too); keep one of them")
         else:
-            given[name] = value
-            raw[name] = (value, origin)
+            seen[name] = value
+            given.append((name, value, origin))
 
 
 def load(env_file: str | Path | None, *, environ: Mapping[str, str] | None = None,
@@ -85,13 +85,17 @@ def load(env_file: str | Path | None, *, environ: Mapping[str, str] | None = Non
     cross-key checks whose keys are valid), one per line.
     """
     environ = os.environ if environ is None else environ
-    raw: Raw = {}
+    given: Given = []
     problems: list[str] = []
     warnings: list[str] = []
     if env_file:
-        _from_file(env_file, raw, problems)
-    _from_environment(environ, raw, warnings)
-    _from_flags(overrides, raw, problems)
+        _from_file(env_file, given, problems)
+    _from_environment(environ, given, warnings)
+    _from_flags(overrides, given, problems)
+    raw = {name: (value, origin) for name, value, origin in given}  # the highest precedence wins
+    for name, value, origin in given:  # a bad value is reported even where a later source overrides it
+        if raw[name][1] != origin:
+            problems += _parse_problem(name, value, origin, f" (overridden by {raw[name][1]}; fix it here too)")
 
     values: dict[str, Any] = {}  # KEY -> parsed value, for every key that is set or has a default
     origins: dict[str, str] = {}
@@ -105,16 +109,25 @@ def load(env_file: str | Path | None, *, environ: Mapping[str, str] | None = Non
                 values[name] = meta["parse"](meta["raw_default"])
             continue
         value, origin = raw[name]
-        try:
-            values[name] = meta["parse"](value)
-        except ValueError as exc:
-            example = f"; e.g. {name}={meta['example']}" if meta["example"] else ""
-            problems.append(f"{origin}: {name}={value!r} is invalid: expected {exc}{example}")
+        found = _parse_problem(name, value, origin)
+        if found:
+            problems += found
             continue
+        values[name] = meta["parse"](value)
         origins[name] = origin
     problems += _cross_problems(values, lambda name: origins.get(name, "default"))
     _raise(problems)
     return Settings(**{k.lower(): v for k, v in values.items()}, origins=origins, warnings=tuple(warnings))
+
+
+def _parse_problem(name: str, value: str, origin: str, note: str = "") -> list[str]:
+    """[the message] when `value` is not a valid value of key `name`, else []."""
+    try:
+        KEYS[name]["parse"](value)
+    except ValueError as exc:
+        example = f"; e.g. {name}={KEYS[name]['example']}" if KEYS[name]["example"] else ""
+        return [f"{origin}: {name}={value!r} is invalid: expected {exc}{example}{note}"]
+    return []
 
 
 def _raise(problems: list[str]) -> None:

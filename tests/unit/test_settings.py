@@ -349,3 +349,10 @@ def test_docs_configuration_md_is_generated_from_the_table():
 def test_settings_module_stays_small():
     for name in ("settings.py", "settings_keys.py", "keytypes.py", "envfile.py", "secretfile.py"):
         assert len((REPO / "gldeploy" / name).read_text().splitlines()) <= 300, name
+
+
+def test_a_bad_value_overridden_by_a_later_source_is_still_reported(tmp_path):
+    message = error_of(tmp_path, MINIMAL + "API_PORT=http\n", environ={"GL_NAMESPACE": "Bad_Name"},
+                       overrides=["API_PORT=6443", "NAMESPACE=gov-native"])
+    assert "test.env:2: API_PORT='http' is invalid" in message and "overridden by --set API_PORT" in message
+    assert "environment GL_NAMESPACE: NAMESPACE='Bad_Name'" in message
