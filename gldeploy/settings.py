@@ -116,7 +116,7 @@ def load(env_file: str | Path | None, *, environ: Mapping[str, str] | None = Non
         values[name] = meta["parse"](value)
         origins[name] = origin
     problems += _cross_problems(values, lambda name: origins.get(name, "default"))
-    _raise(problems)
+    _raise(problems, warnings)
     return Settings(**{k.lower(): v for k, v in values.items()}, origins=origins, warnings=tuple(warnings))
 
 
@@ -130,12 +130,14 @@ def _parse_problem(name: str, value: str, origin: str, note: str = "") -> list[s
     return []
 
 
-def _raise(problems: list[str]) -> None:
+def _raise(problems: list[str], warnings: Iterable[str] = ()) -> None:
+    """One ConfigError listing every problem (and, as they may explain one, the warnings)."""
+    notes = "".join(f"\n  warning: {w}" for w in warnings)
     if len(problems) == 1:
-        raise ConfigError(problems[0])
+        raise ConfigError(problems[0] + notes)
     if problems:
         raise ConfigError(f"{len(problems)} problems in the settings; fix each of them (nothing was "
-                          f"touched):\n" + "\n".join(f"  {p}" for p in problems))
+                          f"touched):\n" + "\n".join(f"  {p}" for p in problems) + notes)
 
 
 def validate(s: Settings) -> None:

@@ -356,3 +356,9 @@ def test_a_bad_value_overridden_by_a_later_source_is_still_reported(tmp_path):
                        overrides=["API_PORT=6443", "NAMESPACE=gov-native"])
     assert "test.env:2: API_PORT='http' is invalid" in message and "overridden by --set API_PORT" in message
     assert "environment GL_NAMESPACE: NAMESPACE='Bad_Name'" in message
+
+
+def test_warnings_are_part_of_the_error_they_may_explain(tmp_path):
+    message = error_of(tmp_path, "NAMESPACE=gov-native\n", environ={"GL_CONTROL_PLANE_IP": "192.168.56.10"})
+    assert "required key CONTROL_PLANE_IPS is missing" in message
+    assert "warning: environment GL_CONTROL_PLANE_IP" in message and "GL_CONTROL_PLANE_IPS" in message
