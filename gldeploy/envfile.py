@@ -78,16 +78,20 @@ def _scan_value(raw: str, where: str, key: str) -> str:
     return "".join(out)
 
 
-def parse_text(text: str, file: str) -> list[Entry]:
-    """Parse env-file text; `file` is only used in messages."""
+def scan_text(text: str, file: str) -> tuple[list[Entry], list[str]]:
+    """The entries of env-file text and every per-line problem (one message each, file:line first).
+
+    Whole-file problems (BOM, CRLF) raise at once: no line of such a file can be trusted.
+    """
     if text.startswith("\ufeff"):
         raise ConfigError(f"{file}:1: file starts with a UTF-8 byte-order mark (BOM), which bash "
                           f"would treat as part of the first key; save it without BOM")
     if "\r" in text:
-        line = text[: text.index("\r")].count("\n") + 1
-        raise ConfigError(f"{file}:{line}: CRLF (Windows) line endings; bash would keep the \\r in "
+        crlf_line = text[: text.index("\r")].count("\n") + 1
+        raise ConfigError(f"{file}:{crlf_line}: CRLF (Windows) line endings; bash would keep the \\r in "
                           f"every value. Convert the file with `dos2unix {file}` or `sed -i 's/\\r$//'`")
     entries: list[Entry] = []
+    problems: list[str] = []
     seen: dict[str, Entry] = {}
     for lineno, line in enumerate(text.split("\n"), start=1):
         stripped = line.strip()
@@ -95,20 +99,33 @@ def parse_text(text: str, file: str) -> list[Entry]:
             continue
         match = _ASSIGN.match(stripped)
         if not match:
-            raise ConfigError(f"{file}:{lineno}: expected KEY=VALUE (no spaces around '='), got {stripped!r}")
+            problems.append(f"{file}:{lineno}: expected KEY=VALUE (no spaces around '='), got {stripped!r}")
+            continue
         key, raw = match.groups()
         where = f"{file}:{lineno}"
-        entry = Entry(key, _scan_value(raw, where, key), file, lineno)
+        try:
+            entry = Entry(key, _scan_value(raw, where, key), file, lineno)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
         if key in seen:
-            raise ConfigError(f"{where}: {key} is set twice (first at line {seen[key].line}); "
-                              f"keep one of them")
+            problems.append(f"{where}: {key} is set twice (first at line {seen[key].line}); keep one of them")
+            continue
         seen[key] = entry
         entries.append(entry)
+    return entries, problems
+
+
+def parse_text(text: str, file: str) -> list[Entry]:
+    """Parse env-file text; `file` is only used in messages. ConfigError lists every problem."""
+    entries, problems = scan_text(text, file)
+    if problems:
+        raise ConfigError("\n".join(problems))
     return entries
 
 
-def parse_file(path: str | Path) -> list[Entry]:
-    """Parse an env file from disk with clear errors for missing/unreadable files."""
+def scan_file(path: str | Path) -> tuple[list[Entry], list[str]]:
+    """scan_text of a file from disk; a missing, unreadable, non-UTF-8 or empty file raises."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -123,7 +140,15 @@ def parse_file(path: str | Path) -> list[Entry]:
     if not text.strip():
         raise ConfigError(f"{p}:1: env file is empty; start from env/single.env and set at least "
                           f"CONTROL_PLANE_IPS")
-    return parse_text(text, str(p))
+    return scan_text(text, str(p))
+
+
+def parse_file(path: str | Path) -> list[Entry]:
+    """Parse an env file from disk; ConfigError lists every problem."""
+    entries, problems = scan_file(path)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return entries
 
 
 def render(values: dict[str, str], header: str = "") -> str:

@@ -1,11 +1,14 @@
 """Value types for settings keys: parse a string, or raise ValueError saying what was expected."""
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
-from typing import Callable
+import urllib.parse
+from collections.abc import Callable
 
 Parser = Callable[[str], object]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def text(value: str) -> str:
@@ -57,14 +60,30 @@ def ip(value: str) -> str:
         raise ValueError("an IPv4 address such as 192.168.56.10") from None
 
 
-def ip_list(value: str) -> tuple[str, ...]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
+def node_ip(value: str) -> str:
+    """A host's own IPv4 address: unicast and reachable from the other hosts."""
+    addr = ipaddress.IPv4Address(ip(value))
+    for kind, bad in (("loopback", addr.is_loopback), ("unspecified", addr.is_unspecified),
+                      ("multicast", addr.is_multicast), ("link-local", addr.is_link_local),
+                      ("reserved", addr.is_reserved)):
+        if bad:
+            raise ValueError(f"a host's unicast address such as 192.168.56.10; {value} is a {kind} address, "
+                             f"which the other hosts cannot reach (for this machine use --hosts local)")
+    return str(addr)
+
+
+def optional_node_ip(value: str) -> str:
+    return node_ip(value) if value else ""
+
+
+def node_ip_list(value: str) -> tuple[str, ...]:
     out = []
-    for item in items:
-        try:
-            out.append(ip(item))
-        except ValueError:
-            raise ValueError(f"a comma-separated list of IPv4 addresses; {item!r} is not one") from None
+    for item in (v.strip() for v in value.split(",")):
+        if item:
+            try:
+                out.append(node_ip(item))
+            except ValueError as exc:
+                raise ValueError(f"a comma-separated list of IPv4 host addresses; {item!r}: {exc}") from None
     return tuple(out)
 
 
@@ -83,6 +102,128 @@ def word_list(value: str) -> tuple[str, ...]:
     return items
 
 
+def path(value: str) -> str:
+    """A file or directory path (empty = unset): no control characters, not an option."""
+    if _CONTROL.search(value):
+        raise ValueError("a path without control characters (newline, tab, escape...)")
+    if value.startswith("-"):
+        raise ValueError("a path that does not start with '-' (ssh and others would read it as an option); "
+                         "write ./" + value + " for a relative path")
+    return value
+
+
+def posix_user(value: str) -> str:
+    """A POSIX portable user name: letters, digits, '.', '_', '-', not starting with '-' or '.'."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,31}", value):
+        raise ValueError("a POSIX user name such as vagrant or deploy (letters, digits, '.', '_', '-'; "
+                         "at most 32; not starting with '-' or '.')")
+    return value
+
+
+def basic_auth_user(value: str) -> str:
+    """An HTTP basic-auth user id: no control characters and no ':' (RFC 7617)."""
+    if _CONTROL.search(value) or ":" in value:
+        raise ValueError("a user name without ':' or control characters")
+    return value
+
+
+# WORK_DIR's contents are replaced on every deploy: never a directory the system or k3s owns.
+SYSTEM_DIRS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
+    "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/include",
+    "/usr/lib", "/usr/lib64", "/usr/libexec", "/usr/local", "/usr/local/bin", "/usr/local/lib",
+    "/usr/local/sbin", "/usr/local/share", "/usr/sbin", "/usr/share", "/usr/src", "/var", "/var/backups",
+    "/var/cache", "/var/lib", "/var/local", "/var/lock", "/var/log", "/var/mail", "/var/opt", "/var/run",
+    "/var/spool", "/var/tmp", "/etc/systemd", "/var/lib/kubelet",
+})
+_NEVER_UNDER = ("/proc", "/sys", "/dev", "/boot")
+_K3S_OWNED = ("/var/lib/rancher", "/etc/rancher", "/run/k3s")
+
+
+def work_dir(value: str) -> str:
+    """An absolute, normalised, dedicated directory (its contents are replaced on every deploy)."""
+    if _CONTROL.search(value):
+        raise ValueError("a directory path without control characters")
+    if not value.startswith("/"):
+        raise ValueError(f"an absolute path such as /var/lib/gl-deploy, not {value!r}")
+    parts = value.split("/")[1:]
+    for bad, what in (("..", "'..'"), (".", "'.'")):
+        if bad in parts:
+            raise ValueError(f"a normalised path without {what} components, e.g. /var/lib/gl-deploy")
+    if "//" in value:
+        raise ValueError("a normalised path without '//', e.g. /var/lib/gl-deploy")
+    if value != "/" and value.endswith("/"):
+        raise ValueError("a path without a trailing '/', e.g. /var/lib/gl-deploy")
+    if value in SYSTEM_DIRS:
+        raise ValueError(f"a dedicated directory such as /var/lib/gl-deploy; {value} is a system directory "
+                         f"whose contents would be replaced")
+    for top in _NEVER_UNDER:
+        if value.startswith(top + "/"):
+            raise ValueError(f"a directory on disk such as /var/lib/gl-deploy, not under {top}")
+    for top in _K3S_OWNED:
+        if value == top or value.startswith(top + "/"):
+            raise ValueError(f"a directory of its own such as /var/lib/gl-deploy, not inside {top}, which "
+                             f"k3s owns")
+    if len(parts) == 2 and parts[0] == "home":
+        raise ValueError(f"a dedicated directory such as /var/lib/gl-deploy or {value}/gl-deploy; {value} is a "
+                         f"home directory")
+    return value
+
+
+def k3s_release(version: str) -> tuple[int, int, int, int]:
+    """v1.28.5+k3s1 -> (1, 28, 5, 1), for ordering k3s releases."""
+    match = re.fullmatch(r"v([0-9]+)\.([0-9]+)\.([0-9]+)\+k3s([0-9]+)", version)
+    if not match:
+        raise ValueError("a k3s release such as v1.28.3+k3s2")
+    major, minor, patch, build = (int(g) for g in match.groups())
+    return major, minor, patch, build
+
+
+# `k3s server --disable` items (k3s pkg/cli/cmds/stage.go DisableItems). k3s ignores unknown items
+# silently. `runtimes` (the RuntimeClasses manifest) came with k3s PR #8936 (master, v1.29.0+k3s1)
+# and its December 2023 backports #9013/#9014/#9024; first releases per minor line below.
+DISABLE_ITEMS = ("coredns", "servicelb", "traefik", "local-storage", "metrics-server")
+RUNTIMES_SINCE = {25: "v1.25.16+k3s4", 26: "v1.26.12+k3s1", 27: "v1.27.9+k3s1", 28: "v1.28.5+k3s1"}
+
+
+def k3s_disable_items(version: str) -> tuple[str, ...]:
+    """The packaged components `--disable` accepts in this k3s release."""
+    release = k3s_release(version)
+    first = RUNTIMES_SINCE.get(release[1]) if release[0] == 1 else None
+    has_runtimes = release >= (1, 29, 0, 0) if first is None else release >= k3s_release(first)
+    if release < (1, 25, 0, 0):
+        has_runtimes = False
+    return DISABLE_ITEMS + (("runtimes",) if has_runtimes else ())
+
+
+def disable_problem(item: str, version: str) -> str:
+    """Why `item` is not a --disable item of k3s `version`, with the near match; '' when it is one."""
+    allowed = k3s_disable_items(version)
+    if item in allowed:
+        return ""
+    if item == "runtimes":
+        return (f"'runtimes' is packaged from k3s v1.29.0+k3s1 (and {', '.join(RUNTIMES_SINCE.values())}); "
+                f"K3S_VERSION={version} has no such component to disable")
+    close = difflib.get_close_matches(item, allowed + ("runtimes",), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"{item!r} is not a packaged component of k3s {version} (k3s would ignore it){hint}"
+
+
+def plain_http(url: str) -> bool:
+    """An http:// URL that crosses a network: loopback hosts (127.0.0.0/8, ::1, localhost) have no path
+    anyone could alter, so a mirror served on the same machine is not plain http in this sense."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "http":
+        return False
+    host = parsed.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 K3S_VERSION = pattern(r"v[0-9]+\.[0-9]+\.[0-9]+\+k3s[0-9]+", "a k3s release such as v1.28.3+k3s2")
 BACKEND_VERSION = pattern(r"v[0-9]+(\.[0-9]+){0,2}", "a version such as v1.1 or v1.1.0")
 SHA256 = pattern(r"|[0-9a-f]{64}", "64 lower-case hex digits (sha256), or empty")
@@ -92,5 +233,5 @@ HOSTNAME = pattern(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-
 IMAGE = pattern(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*",
                 "an image repository without tag, e.g. registry.local:5000/gov-native/backend")
 HOSTPORT = pattern(r"|[a-z0-9.-]+(:[0-9]{1,5})?", "host[:port] such as registry.local:5000, or empty")
-URL = pattern(r"(https?|file)://\S+", "an http(s):// or file:// URL")
-PATH = pattern(r"[^\n\0]*", "a path")
+URL = pattern(r"(https?|file)://[^\s\x00-\x1f\x7f]+", "an https://, http:// or file:// URL")
+PATH = path

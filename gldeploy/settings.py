@@ -1,130 +1,33 @@
 """The one settings object: defaults -> env file -> process environment (GL_<KEY>) -> CLI flags.
 
-Every key is defined once below (type, default, doc, example); docs/configuration.md and the
-``--help`` texts are generated from this table. This is the only module that reads os.environ.
+The keys are defined once in gldeploy/settings_keys.py (type, default, doc, example). This module
+loads and checks them: every problem of the env file, the GL_* environment and the --set flags is
+collected and reported in one ConfigError (exit 2), one line each, naming the key, where it was set
+and the fix. This is the only module that reads os.environ.
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from . import envfile
 from . import keytypes as t
 from .errors import ConfigError
+from .settings_keys import KEYS, Settings, key_fields
+
+__all__ = ["ENV_PREFIX", "KEYS", "LabOptions", "Settings", "describe_keys", "key_fields", "lab_options",
+           "load", "validate"]
 
 ENV_PREFIX = "GL_"
-
-
-def key(default: str | None, parse: t.Parser, doc: str, example: str = "", *, secret: bool = False,
-        type_name: str = "string") -> Any:
-    """Declare a settings key. `default=None` means required."""
-    meta = {"parse": parse, "doc": doc, "example": example or (default or ""), "raw_default": default,
-            "secret": secret, "type": type_name}
-    value = parse(default) if default is not None else None
-    return field(default=value, metadata=meta)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Validated, typed settings. Field `foo_bar` is env key FOO_BAR."""
-
-    topology: str = key("single", t.choice("single", "ha"), "single: one k3s server; ha: an odd number "
-                        "(>= 3) of servers with embedded etcd behind API_VIP", "ha", type_name="enum")
-    k3s_version: str = key("v1.28.3+k3s2", t.K3S_VERSION, "Pinned k3s release", type_name="version")
-    k3s_sha256: str = key("", t.SHA256, "Expected sha256 of the k3s binary; when set it must match as well "
-                          "as the release's sha256sum list", "3bd0...(64 hex)", type_name="sha256")
-    k3s_artifacts_dir: str = key("", t.PATH, "Local directory laid out like a k3s release (k3s, "
-                                 "sha256sum-amd64.txt, optional k3s-airgap-images-amd64.tar*); empty = "
-                                 "download from K3S_RELEASE_URL", "/media/usb/k3s-v1.28.3", type_name="path")
-    k3s_release_url: str = key("https://github.com/k3s-io/k3s/releases/download", t.URL,
-                               "Base URL of k3s releases (the version is appended, '+' as %2B)",
-                               type_name="url")
-    k3s_arch: str = key("amd64", t.choice("amd64", "arm64"), "CPU architecture of the hosts", type_name="enum")
-    cluster_cidr: str = key("10.42.0.0/16", t.cidr, "Pod network (k3s cluster-cidr)", type_name="cidr")
-    service_cidr: str = key("10.43.0.0/16", t.cidr, "Service network (k3s service-cidr)", type_name="cidr")
-    control_plane_ips: tuple[str, ...] = key(None, t.ip_list, "k3s server addresses, the first one is "
-                                             "the first server", "192.168.56.10", type_name="ip list")
-    worker_ips: tuple[str, ...] = key("", t.ip_list, "k3s agent addresses", "192.168.56.21,192.168.56.22",
-                                      type_name="ip list")
-    api_vip: str = key("", lambda v: t.ip(v) if v else "", "Virtual IP of the API (HA); added to tls-san",
-                       "192.168.56.100", type_name="ip")
-    api_port: int = key("6443", t.integer(1, 65535), "k3s API / supervisor port", type_name="port")
-    k3s_disable: tuple[str, ...] = key("", t.word_list, "Packaged k3s components to disable; keep traefik "
-                                       "and servicelb, which publish the backend Ingress on ports 80/443",
-                                       "local-storage,metrics-server", type_name="list")
-    secrets_encryption: bool = key("true", t.boolean, "Encrypt Secrets at rest (k3s secrets-encryption)",
-                                   type_name="bool")
-    k3s_token_file: str = key("", t.PATH, "File (mode 0600) holding the cluster join token; empty = k3s "
-                              "generates one on the first server", "/root/gl/k3s-token", secret=True,
-                              type_name="path")
-    namespace: str = key("gov-native", t.DNS_LABEL, "Namespace of the GL-Native Execution Backend",
-                         type_name="dns label")
-    backend_version: str = key("v1.1", t.BACKEND_VERSION, "Backend version (image tag, /version answer)",
-                               type_name="version")
-    backend_image: str = key("gl-native/execution-backend", t.IMAGE, "Backend image repository (no tag)",
-                             "registry.gov.local:5000/gov-native/execution-backend", type_name="image")
-    backend_replicas: int = key("2", t.integer(1, 50), "Backend replicas", type_name="int")
-    backend_ingress_host: str = key("backend.gov-native.local", t.HOSTNAME, "Host name of the backend "
-                                    "Ingress (Traefik)", type_name="hostname")
-    registry: str = key("", t.HOSTPORT, "Private registry host[:port] for images; empty = none",
-                        "registry.gov.local:5000", type_name="host:port")
-    registry_user: str = key("", t.text, "Registry user (basic auth)", "deploy")
-    registry_password_file: str = key("", t.PATH, "File (mode 0600) holding the registry password",
-                                      "/root/gl/registry-password", secret=True, type_name="path")
-    registry_ca_file: str = key("", t.PATH, "CA certificate (PEM) that signed the registry's TLS "
-                                "certificate", "/root/gl/ca.crt", type_name="path")
-    ssh_user: str = key("root", t.text, "SSH user on the hosts (sudo is used when not root)", "vagrant")
-    ssh_key: str = key("", t.PATH, "SSH private key; empty = ssh's own defaults", "~/.ssh/id_ed25519",
-                       type_name="path")
-    ssh_config: str = key("", t.PATH, "ssh_config file to use (Host aliases, ProxyJump bastions)",
-                          "vagrant/.ssh-config", type_name="path")
-    min_cpu: int = key("0", t.integer(0), "Minimum CPUs; 0 = role default (2 single, 4 server, 8 worker)",
-                       "1", type_name="int")
-    min_memory_mb: int = key("0", t.integer(0), "Minimum RAM in MiB; 0 = role default (4096 single, "
-                             "8192 server, 16384 worker)", "900", type_name="int")
-    min_disk_gb: int = key("0", t.integer(0), "Minimum free GiB under /var/lib/rancher; 0 = role default "
-                           "(50 single, 100 server, 200 worker)", "5", type_name="int")
-    rollout_timeout: int = key("300", t.integer(1, 3600), "Seconds to wait for backend rollout",
-                               type_name="seconds")
-    health_timeout: int = key("180", t.integer(1, 3600), "Seconds to wait for node Ready and pods",
-                              type_name="seconds")
-    work_dir: str = key("/var/lib/gl-deploy", t.PATH, "Directory on each host for scripts, env and "
-                        "artifacts; its contents are replaced on every deploy, so give it a dedicated "
-                        "directory (one holding other files is refused)", type_name="path")
-
-    # where each value came from (not a key)
-    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-    def origin(self, env_key: str) -> str:
-        return self.origins.get(env_key, "default")
-
-    def to_env(self) -> dict[str, str]:
-        """All keys as the strings bash sees (lists comma-joined, bools true/false)."""
-        out = {}
-        for f in key_fields():
-            value = getattr(self, f.name)
-            if isinstance(value, tuple):
-                value = ",".join(value)
-            elif isinstance(value, bool):
-                value = "true" if value else "false"
-            out[f.name.upper()] = "" if value is None else str(value)
-        return out
-
-    @property
-    def first_server(self) -> str:
-        return self.control_plane_ips[0]
-
-
-def key_fields() -> list[dataclasses.Field[Any]]:
-    return [f for f in dataclasses.fields(Settings) if "parse" in f.metadata]
-
-
-KEYS = {f.name.upper(): f.metadata for f in key_fields()}
+# GL_ variables the scripts, the bundle and the lab use themselves: never a near-miss of a key
+_NOT_KEYS = ("GL_LAB", "GL_ROOT", "GL_BUNDLE_DIR", "GL_ENV_FILE", "GL_PHASE", "GL_JSON", "GL_SANDBOX",
+             "GL_ROLE", "GL_BAKED", "GL_SETTINGS_", "GL_INSTALLED", "GL_CHANGED", "GL_PUBLIC_HOST")
+Given = list[tuple[str, str, str]]  # (KEY, value as given, where it was set), lowest precedence first
 
 
 def _suggest(name: str) -> str:
@@ -132,90 +35,175 @@ def _suggest(name: str) -> str:
     return f"; did you mean {close[0]}?" if close else "; known keys: see docs/configuration.md"
 
 
-def _parse_overrides(overrides: Iterable[str]) -> list[tuple[str, str, str]]:
-    out = []
+def _from_file(env_file: str | Path, given: Given, problems: list[str]) -> None:
+    entries, found = envfile.scan_file(env_file)
+    problems += found
+    for entry in entries:
+        if entry.key not in KEYS:
+            problems.append(f"{entry.where}: unknown key {entry.key}{_suggest(entry.key)}")
+        else:
+            given.append((entry.key, entry.value, entry.where))
+
+
+def _from_environment(environ: Mapping[str, str], given: Given, warnings: list[str]) -> None:
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key_name = name[len(ENV_PREFIX):]
+        if key_name in KEYS:
+            given.append((key_name, environ[name], f"environment {name}"))
+        elif not name.startswith(_NOT_KEYS):
+            close = difflib.get_close_matches(key_name, KEYS, n=1, cutoff=0.8)
+            if close:
+                warnings.append(f"environment {name} is not a settings key and is ignored; did you mean "
+                                f"{ENV_PREFIX}{close[0]}? (rename it, or unset it)")
+
+
+def _from_flags(overrides: Iterable[str], given: Given, problems: list[str]) -> None:
+    seen: dict[str, str] = {}
     for item in overrides:
         name, sep, value = item.partition("=")
+        name = name.strip()
+        origin = f"--set {name}"
         if not sep:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set K3S_VERSION=v1.28.3+k3s2")
-        out.append((name.strip(), value, f"--set {name.strip()}"))
-    return out
+            problems.append(f"--set {item!r}: expected KEY=VALUE, e.g. --set K3S_VERSION=v1.28.3+k3s2")
+        elif name not in KEYS:
+            problems.append(f"{origin}: unknown key {name}{_suggest(name)}")
+        elif name in seen:
+            problems.append(f"{origin}: set twice, --set {name}={seen[name]} and --set {name}={value} "
+                            f"(a key set twice in an env file is refused too); keep one of them")
+        else:
+            seen[name] = value
+            given.append((name, value, origin))
 
 
 def load(env_file: str | Path | None, *, environ: Mapping[str, str] | None = None,
          overrides: Iterable[str] = ()) -> Settings:
-    """Build Settings from defaults < env file < GL_* environment < --set KEY=VALUE flags."""
-    environ = os.environ if environ is None else environ
-    raw: dict[str, tuple[str, str]] = {}  # KEY -> (value, origin)
-    if env_file:
-        for entry in envfile.parse_file(env_file):
-            if entry.key not in KEYS:
-                raise ConfigError(f"{entry.where}: unknown key {entry.key}{_suggest(entry.key)}")
-            raw[entry.key] = (entry.value, entry.where)
-    for name, value in environ.items():
-        if name.startswith(ENV_PREFIX) and name[len(ENV_PREFIX):] in KEYS:
-            raw[name[len(ENV_PREFIX):]] = (value, f"environment {name}")
-    for name, value, origin in _parse_overrides(overrides):
-        if name not in KEYS:
-            raise ConfigError(f"{origin}: unknown key {name}{_suggest(name)}")
-        raw[name] = (value, origin)
+    """Build Settings from defaults < env file < GL_* environment < --set KEY=VALUE flags.
 
-    values: dict[str, Any] = {}
+    ConfigError lists every problem found (unknown keys, bad values, missing required keys, and the
+    cross-key checks whose keys are valid), one per line.
+    """
+    environ = os.environ if environ is None else environ
+    given: Given = []
+    problems: list[str] = []
+    warnings: list[str] = []
+    if env_file:
+        _from_file(env_file, given, problems)
+    _from_environment(environ, given, warnings)
+    _from_flags(overrides, given, problems)
+    raw = {name: (value, origin) for name, value, origin in given}  # the highest precedence wins
+    for name, value, origin in given:  # a bad value is reported even where a later source overrides it
+        if raw[name][1] != origin:
+            problems += _parse_problem(name, value, origin, f" (overridden by {raw[name][1]}; fix it here too)")
+
+    values: dict[str, Any] = {}  # KEY -> parsed value, for every key that is set or has a default
     origins: dict[str, str] = {}
     source = str(env_file) if env_file else "the settings"
     for name, meta in KEYS.items():
         if name not in raw:
             if meta["raw_default"] is None:
-                raise ConfigError(f"{source}: required key {name} is missing ({meta['doc']}); "
-                                  f"add a line such as {name}={meta['example']}")
+                problems.append(f"{source}: required key {name} is missing ({meta['doc']}); "
+                                f"add a line such as {name}={meta['example']}")
+            else:
+                values[name] = meta["parse"](meta["raw_default"])
             continue
         value, origin = raw[name]
-        try:
-            values[name.lower()] = meta["parse"](value)
-        except ValueError as exc:
-            raise ConfigError(f"{origin}: {name}={value!r} is invalid: expected {exc}") from None
+        found = _parse_problem(name, value, origin)
+        if found:
+            problems += found
+            continue
+        values[name] = meta["parse"](value)
         origins[name] = origin
-    settings = Settings(**values, origins=origins)
-    validate(settings)
-    return settings
+    problems += _cross_problems(values, lambda name: origins.get(name, "default"))
+    _raise(problems, warnings)
+    return Settings(**{k.lower(): v for k, v in values.items()}, origins=origins, warnings=tuple(warnings))
+
+
+def _parse_problem(name: str, value: str, origin: str, note: str = "") -> list[str]:
+    """[the message] when `value` is not a valid value of key `name`, else []."""
+    try:
+        KEYS[name]["parse"](value)
+    except ValueError as exc:
+        example = f"; e.g. {name}={KEYS[name]['example']}" if KEYS[name]["example"] else ""
+        return [f"{origin}: {name}={value!r} is invalid: expected {exc}{example}{note}"]
+    return []
+
+
+def _raise(problems: list[str], warnings: Iterable[str] = ()) -> None:
+    """One ConfigError listing every problem (and, as they may explain one, the warnings)."""
+    notes = "".join(f"\n  warning: {w}" for w in warnings)
+    if len(problems) == 1:
+        raise ConfigError(problems[0] + notes)
+    if problems:
+        raise ConfigError(f"{len(problems)} problems in the settings; fix each of them (nothing was "
+                          f"touched):\n" + "\n".join(f"  {p}" for p in problems) + notes)
 
 
 def validate(s: Settings) -> None:
-    """Cross-key checks; each error names the key, where it was set, and the fix."""
-    def at(name: str) -> str:
-        return s.origin(name)
+    """Cross-key checks of loaded settings; ConfigError lists each problem with key, origin and fix."""
+    _raise(_cross_problems({f.name.upper(): getattr(s, f.name) for f in key_fields()}, s.origin))
 
-    pods, services = ipaddress.ip_network(s.cluster_cidr), ipaddress.ip_network(s.service_cidr)
-    if pods.overlaps(services):
-        raise ConfigError(f"{at('SERVICE_CIDR')}: SERVICE_CIDR {services} overlaps CLUSTER_CIDR {pods}; "
-                          f"choose disjoint networks (defaults 10.42.0.0/16 and 10.43.0.0/16)")
-    named = [("CONTROL_PLANE_IPS", ip) for ip in s.control_plane_ips]
-    named += [("WORKER_IPS", ip) for ip in s.worker_ips]
-    named += [("API_VIP", s.api_vip)] if s.api_vip else []
+
+def _cross_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]:
+    """Checks across keys; `v` holds only the keys whose value is valid, so each check runs when it can."""
+    out: list[str] = []
+
+    def has(*names: str) -> bool:
+        return all(n in v for n in names)
+
+    nets: list[tuple[str, ipaddress.IPv4Network]] = []
+    if has("CLUSTER_CIDR", "SERVICE_CIDR"):
+        pods, services = ipaddress.IPv4Network(v["CLUSTER_CIDR"]), ipaddress.IPv4Network(v["SERVICE_CIDR"])
+        nets = [("CLUSTER_CIDR", pods), ("SERVICE_CIDR", services)]
+        if pods.overlaps(services):
+            out.append(f"{at('SERVICE_CIDR')}: SERVICE_CIDR {services} overlaps CLUSTER_CIDR {pods}; choose "
+                       f"disjoint networks (defaults 10.42.0.0/16 and 10.43.0.0/16)")
+    named = [("CONTROL_PLANE_IPS", ip) for ip in v.get("CONTROL_PLANE_IPS", ())]
+    named += [("WORKER_IPS", ip) for ip in v.get("WORKER_IPS", ())]
+    named += [("API_VIP", v["API_VIP"])] if v.get("API_VIP") else []
     seen: dict[str, str] = {}
     for name, addr in named:
-        for net_name, net in (("CLUSTER_CIDR", pods), ("SERVICE_CIDR", services)):
-            if ipaddress.ip_address(addr) in net:
-                raise ConfigError(f"{at(name)}: {name} address {addr} is inside {net_name} {net}; node "
-                                  f"addresses must be outside the pod and service networks")
+        for net_name, net in nets:
+            if ipaddress.IPv4Address(addr) in net:
+                out.append(f"{at(name)}: {name} address {addr} is inside {net_name} {net}; node addresses "
+                           f"must be outside the pod and service networks")
         if addr in seen:
-            raise ConfigError(f"{at(name)}: {name} address {addr} is also listed in {seen[addr]}; "
-                              f"every host and the VIP need their own address")
-        seen[addr] = name
-    servers = len(s.control_plane_ips)
-    if s.topology == "single" and servers != 1:
-        raise ConfigError(f"{at('CONTROL_PLANE_IPS')}: TOPOLOGY=single needs exactly one CONTROL_PLANE_IPS "
-                          f"address, got {servers}; use TOPOLOGY=ha for several servers")
-    if s.topology == "ha":
-        if servers < 3 or servers % 2 == 0:
-            raise ConfigError(f"{at('CONTROL_PLANE_IPS')}: TOPOLOGY=ha needs an odd number of servers "
-                              f"(3, 5, 7) for etcd quorum, got {servers}")
-        if not s.api_vip:
-            raise ConfigError(f"{at('TOPOLOGY')}: TOPOLOGY=ha needs API_VIP, the virtual IP in front of "
-                              f"the servers; add e.g. API_VIP=192.168.56.100")
-    if bool(s.registry_user) != bool(s.registry_password_file):
-        raise ConfigError(f"{at('REGISTRY_USER')}: REGISTRY_USER and REGISTRY_PASSWORD_FILE go together; "
-                          f"set both or neither")
+            out.append(f"{at(name)}: {name} address {addr} is also listed in {seen[addr]}; every host and "
+                       f"the VIP need their own address")
+        seen.setdefault(addr, name)
+    if has("TOPOLOGY", "CONTROL_PLANE_IPS"):
+        out += _topology_problems(v, at)
+    if has("REGISTRY_USER", "REGISTRY_PASSWORD_FILE") and (
+            bool(v["REGISTRY_USER"]) != bool(v["REGISTRY_PASSWORD_FILE"])):
+        out.append(f"{at('REGISTRY_USER')}: REGISTRY_USER and REGISTRY_PASSWORD_FILE go together; set both "
+                   f"or neither")
+    if has("K3S_RELEASE_URL", "K3S_SHA256") and not v["K3S_SHA256"] and t.plain_http(v["K3S_RELEASE_URL"]):
+        out.append(f"{at('K3S_RELEASE_URL')}: K3S_RELEASE_URL={v['K3S_RELEASE_URL']} is plain http, which "
+                   f"anyone on the path can alter, and K3S_SHA256 is empty; use an https:// (or file://) "
+                   f"URL, or pin the binary with K3S_SHA256=<sha256 of the k3s binary>")
+    if has("K3S_DISABLE", "K3S_VERSION"):
+        for item in v["K3S_DISABLE"]:
+            why = t.disable_problem(item, v["K3S_VERSION"])
+            if why:
+                allowed = ", ".join(t.k3s_disable_items(v["K3S_VERSION"]))
+                out.append(f"{at('K3S_DISABLE')}: K3S_DISABLE: {why}; valid items: {allowed}")
+    return out
+
+
+def _topology_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]:
+    servers = len(v["CONTROL_PLANE_IPS"])
+    if v["TOPOLOGY"] == "single" and servers != 1:
+        return [(f"{at('CONTROL_PLANE_IPS')}: TOPOLOGY=single needs exactly one CONTROL_PLANE_IPS address, "
+                 f"got {servers}; use TOPOLOGY=ha for several servers")]
+    out = []
+    if v["TOPOLOGY"] == "ha" and (servers < 3 or servers % 2 == 0):
+        out.append(f"{at('CONTROL_PLANE_IPS')}: TOPOLOGY=ha needs an odd number of servers (3, 5, 7) for "
+                   f"etcd quorum, got {servers}")
+    if v["TOPOLOGY"] == "ha" and "API_VIP" in v and not v["API_VIP"]:
+        out.append(f"{at('TOPOLOGY')}: TOPOLOGY=ha needs API_VIP, the virtual IP in front of the servers; "
+                   f"add e.g. API_VIP=192.168.56.100")
+    return out
 
 
 def describe_keys() -> list[dict[str, str]]:

@@ -162,11 +162,11 @@ LITERAL = "it's a $(touch /tmp/gl-pwned) `id` \"quoted\" value"
 
 def test_single_quoted_values_stay_literal_in_python_and_bash(tmp_path):
     quoted = "'it'\\''s a $(touch /tmp/gl-pwned) `id` \"quoted\" value'"
-    path = write(tmp_path, MINIMAL + f"SSH_USER={quoted} # comment\n")
-    assert settings.load(path, environ={}).ssh_user == LITERAL
+    path = write(tmp_path, MINIMAL + f"REGISTRY_USER={quoted} # comment\nREGISTRY_PASSWORD_FILE=/root/pw\n")
+    assert settings.load(path, environ={}).registry_user == LITERAL
     marker = Path("/tmp/gl-pwned")
     marker.unlink(missing_ok=True)
-    out = subprocess.run(["bash", "-c", 'set -eu; source "$1"; printf %s "$SSH_USER"', "_", str(path)],
+    out = subprocess.run(["bash", "-c", 'set -eu; source "$1"; printf %s "$REGISTRY_USER"', "_", str(path)],
                          capture_output=True, text=True, check=True).stdout
     assert out == LITERAL and not marker.exists()
 
@@ -203,3 +203,162 @@ def test_settings_are_frozen(tmp_path):
 def test_every_key_is_documented():
     for row in settings.describe_keys():
         assert row["doc"] and row["type"], row
+
+
+# ---- every problem at once ------------------------------------------------------------------
+
+def test_every_problem_of_file_environment_and_flags_is_reported_at_once(tmp_path):
+    text = ("NAMESPACE=Gov_Native\n"            # line 1: bad value
+            "BACKEND_IMAGZ=x\n"                  # line 2: unknown key
+            "SSH_USER=two words\n"               # line 3: syntax bash would run
+            "API_PORT=70000\n"                   # line 4: bad value
+            "CLUSTER_CIDR=10.42.0.0/16\n"
+            "SERVICE_CIDR=10.42.128.0/17\n")     # line 6: overlaps CLUSTER_CIDR (cross-key)
+    message = error_of(tmp_path, text, environ={"GL_BACKEND_REPLICAS": "two"},
+                       overrides=["NAMESPAC=x", "WORK_DIR=../../etc", "BACKEND_VERSION"])
+    lines = message.splitlines()
+    expected = [("test.env:1", "NAMESPACE"), ("test.env:2", "BACKEND_IMAGZ"), ("test.env:3", "SSH_USER"),
+                ("test.env:4", "API_PORT"), ("test.env:6", "SERVICE_CIDR"),
+                ("environment GL_BACKEND_REPLICAS", "BACKEND_REPLICAS"), ("--set NAMESPAC", "NAMESPAC"),
+                ("--set WORK_DIR", "WORK_DIR"), ("--set 'BACKEND_VERSION'", "KEY=VALUE"),
+                ("required key CONTROL_PLANE_IPS", "CONTROL_PLANE_IPS=192.168.56.10")]
+    for where, what in expected:
+        assert any(where in line and what in line for line in lines), (where, what, message)
+    assert lines[0].startswith("10 problems in the settings")
+
+
+def test_cross_key_checks_whose_inputs_are_invalid_are_skipped_not_crashed(tmp_path):
+    message = error_of(tmp_path, MINIMAL + "CLUSTER_CIDR=nonsense\nSERVICE_CIDR=10.43.0.0/16\n")
+    assert "CLUSTER_CIDR" in message and "overlaps" not in message
+
+
+def test_a_single_problem_is_reported_without_a_header(tmp_path):
+    message = error_of(tmp_path, MINIMAL + "API_PORT=0\n")
+    assert "problems in the settings" not in message and message.startswith(f"{tmp_path}/test.env:2")
+
+
+# ---- WORK_DIR -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, reason", [
+    ("../../etc", "absolute"), ("", "absolute"), ("relative/dir", "absolute"),
+    ("/var/lib/../lib/gl", "'..'"), ("/var/lib/gl/./x", "'.'"), ("/var//lib/gl", "'//'"),
+    ("/var/lib/gl/", "trailing '/'"), ("/", "system directory"), ("/etc", "system directory"),
+    ("/usr/local", "system directory"), ("/var/lib", "system directory"), ("/tmp", "system directory"),
+    ("/var/log", "system directory"), ("/proc/1/cwd", "/proc"), ("/sys/fs/gl", "/sys"),
+    ("/dev/shm/gl", "/dev"), ("/var/lib/rancher/k3s/server", "k3s"), ("/home/alice", "home directory"),
+    ("/opt/gl\nx", "control character"),
+])
+def test_work_dir_must_be_a_dedicated_absolute_normalised_directory(tmp_path, value, reason):
+    message = error_of(tmp_path, MINIMAL, overrides=[f"WORK_DIR={value}"])
+    assert "--set WORK_DIR" in message and reason in message and "/var/lib/gl-deploy" in message
+
+
+@pytest.mark.parametrize("value", ["/var/lib/gl-deploy", "/opt/gl", "/opt/gl deploy", "/srv/gl/deploy",
+                                   "/home/alice/gl-deploy"])
+def test_dedicated_work_dirs_are_accepted(tmp_path, value):
+    assert load_text(tmp_path, MINIMAL, overrides=[f"WORK_DIR={value}"]).work_dir == value
+
+
+# ---- SSH and node addresses -----------------------------------------------------------------
+
+@pytest.mark.parametrize("name, value", [
+    ("SSH_USER", "$(touch /tmp/x)"), ("SSH_USER", "a\nb"), ("SSH_USER", "-oProxyCommand=id"),
+    ("SSH_USER", "bad\x01"), ("SSH_USER", ""), ("SSH_USER", "a b"), ("SSH_USER", "x" * 33),
+    ("SSH_KEY", "-oProxyCommand=id"), ("SSH_KEY", "key\nProxyCommand id"), ("SSH_KEY", "k\x1b[31m"),
+    ("SSH_CONFIG", "-F/etc/passwd"), ("SSH_CONFIG", "cfg\tx"), ("SSH_CONFIG", "c\x7f"),
+])
+def test_ssh_values_that_could_become_options_or_break_lines_are_refused(tmp_path, name, value):
+    message = error_of(tmp_path, MINIMAL, overrides=[f"{name}={value}"])
+    assert f"--set {name}" in message
+
+
+@pytest.mark.parametrize("name, value", [("SSH_USER", "vagrant"), ("SSH_USER", "svc-gl_1"),
+                                         ("SSH_USER", "deploy.ops"), ("SSH_KEY", "~/.ssh/id_ed25519"),
+                                         ("SSH_KEY", "/root/.ssh/id rsa"), ("SSH_CONFIG", "vagrant/.ssh-config")])
+def test_ordinary_ssh_values_are_accepted(tmp_path, name, value):
+    assert getattr(load_text(tmp_path, MINIMAL, overrides=[f"{name}={value}"]), name.lower()) == value
+
+
+@pytest.mark.parametrize("address, kind", [("127.0.0.1", "loopback"), ("127.3.2.1", "loopback"),
+                                           ("0.0.0.0", "unspecified"), ("224.0.0.5", "multicast"),
+                                           ("169.254.10.1", "link-local"), ("255.255.255.255", "reserved")])
+@pytest.mark.parametrize("name", ["CONTROL_PLANE_IPS", "WORKER_IPS", "API_VIP"])
+def test_node_addresses_must_be_reachable_unicast(tmp_path, address, kind, name):
+    message = error_of(tmp_path, MINIMAL, overrides=[f"{name}={address}"])
+    assert f"--set {name}" in message and kind in message and address in message
+
+
+# ---- flags and environment agree with the file ----------------------------------------------
+
+def test_a_key_set_twice_by_flags_is_refused_naming_both(tmp_path):
+    message = error_of(tmp_path, MINIMAL, overrides=["NAMESPACE=a", "NAMESPACE=b"])
+    assert "NAMESPACE" in message and "--set NAMESPACE=a" in message and "--set NAMESPACE=b" in message
+
+
+def test_near_miss_environment_variable_gives_a_warning_naming_the_key(tmp_path):
+    s = load_text(tmp_path, MINIMAL, environ={"GL_NAMESPCE": "x", "GL_LAB_BOX": "b", "GL_ENV_FILE": "/x",
+                                              "GL_ROOT": "/", "GL_SOMETHING_ELSE": "y"})
+    assert len(s.warnings) == 1
+    assert "GL_NAMESPCE" in s.warnings[0] and "GL_NAMESPACE" in s.warnings[0]
+    assert s == load_text(tmp_path, MINIMAL)  # warnings do not take part in equality
+
+
+# ---- k3s release URL and --disable ----------------------------------------------------------
+
+def test_plain_http_release_url_needs_a_pinned_sha256(tmp_path):
+    message = error_of(tmp_path, MINIMAL + "K3S_RELEASE_URL=http://mirror.local/k3s\n")
+    assert "K3S_RELEASE_URL" in message and "K3S_SHA256" in message and "https://" in message
+    s = load_text(tmp_path, MINIMAL + "K3S_RELEASE_URL=http://mirror.local/k3s\nK3S_SHA256=" + "a" * 64 + "\n")
+    assert s.k3s_release_url == "http://mirror.local/k3s"
+    assert load_text(tmp_path, MINIMAL + "K3S_RELEASE_URL=file:///srv/k3s\n").k3s_release_url == "file:///srv/k3s"
+    local = "http://127.0.0.1:8080/k3s"  # a mirror on the same machine: no network path to alter
+    assert load_text(tmp_path, MINIMAL + f"K3S_RELEASE_URL={local}\n").k3s_release_url == local
+
+
+def test_unknown_k3s_disable_item_is_refused_with_the_near_match(tmp_path):
+    message = error_of(tmp_path, MINIMAL + "K3S_DISABLE=metrics-server,servicelbs\n")
+    assert "servicelbs" in message and "did you mean servicelb?" in message and "v1.28.3+k3s2" in message
+
+
+@pytest.mark.parametrize("version, ok", [("v1.28.3+k3s2", False), ("v1.28.5+k3s1", True), ("v1.29.0+k3s1", True),
+                                         ("v1.27.8+k3s2", False), ("v1.27.9+k3s1", True), ("v1.30.2+k3s1", True)])
+def test_runtimes_can_be_disabled_only_from_the_k3s_release_that_packages_it(tmp_path, version, ok):
+    text = MINIMAL + f"K3S_VERSION={version}\nK3S_DISABLE=runtimes\n"
+    if ok:
+        assert load_text(tmp_path, text).k3s_disable == ("runtimes",)
+    else:
+        message = error_of(tmp_path, text)
+        assert "runtimes" in message and version in message and "v1.28.5+k3s1" in message
+
+
+# ---- types and docs -------------------------------------------------------------------------
+
+def test_topology_is_the_sequences_literal():
+    import typing
+
+    from gldeploy import sequences
+    assert typing.get_type_hints(settings.Settings)["topology"] == sequences.Topology
+    assert typing.get_type_hints(settings.Settings)["warnings"] == tuple[str, ...]
+
+
+def test_docs_configuration_md_is_generated_from_the_table():
+    from gldeploy.tasks.settings_tasks import configuration_markdown
+    assert (REPO / "docs" / "configuration.md").read_text() == configuration_markdown()
+
+
+def test_settings_module_stays_small():
+    for name in ("settings.py", "settings_keys.py", "keytypes.py", "envfile.py", "secretfile.py"):
+        assert len((REPO / "gldeploy" / name).read_text().splitlines()) <= 300, name
+
+
+def test_a_bad_value_overridden_by_a_later_source_is_still_reported(tmp_path):
+    message = error_of(tmp_path, MINIMAL + "API_PORT=http\n", environ={"GL_NAMESPACE": "Bad_Name"},
+                       overrides=["API_PORT=6443", "NAMESPACE=gov-native"])
+    assert "test.env:2: API_PORT='http' is invalid" in message and "overridden by --set API_PORT" in message
+    assert "environment GL_NAMESPACE: NAMESPACE='Bad_Name'" in message
+
+
+def test_warnings_are_part_of_the_error_they_may_explain(tmp_path):
+    message = error_of(tmp_path, "NAMESPACE=gov-native\n", environ={"GL_CONTROL_PLANE_IP": "192.168.56.10"})
+    assert "required key CONTROL_PLANE_IPS is missing" in message
+    assert "warning: environment GL_CONTROL_PLANE_IP" in message and "GL_CONTROL_PLANE_IPS" in message

@@ -1,0 +1,132 @@
+"""The settings key table: every key once, with its type, default, doc and example.
+
+docs/configuration.md and the ``--help`` texts are generated from this table (``invoke settings.docs``);
+gldeploy.settings loads and validates values against it. Field ``foo_bar`` is env key ``FOO_BAR``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import keytypes as t
+from .sequences import TOPOLOGIES, Topology
+
+
+def key(default: str | None, parse: t.Parser, doc: str, example: str = "", *, secret: bool = False,
+        type_name: str = "string") -> Any:
+    """Declare a settings key. `default=None` means required."""
+    meta = {"parse": parse, "doc": doc, "example": example or (default or ""), "raw_default": default,
+            "secret": secret, "type": type_name}
+    value = parse(default) if default is not None else None
+    return field(default=value, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated, typed settings. Field `foo_bar` is env key FOO_BAR."""
+
+    topology: Topology = key("single", t.choice(*TOPOLOGIES), "single: one k3s server; ha: an odd number "
+                        "(>= 3) of servers with embedded etcd behind API_VIP", "ha", type_name="enum")
+    k3s_version: str = key("v1.28.3+k3s2", t.K3S_VERSION, "Pinned k3s release", type_name="version")
+    k3s_sha256: str = key("", t.SHA256, "Expected sha256 of the k3s binary; when set it must match as well "
+                          "as the release's sha256sum list", "3bd0...(64 hex)", type_name="sha256")
+    k3s_artifacts_dir: str = key("", t.PATH, "Local directory laid out like a k3s release (k3s, "
+                                 "sha256sum-amd64.txt, optional k3s-airgap-images-amd64.tar*); empty = "
+                                 "download from K3S_RELEASE_URL", "/media/usb/k3s-v1.28.3", type_name="path")
+    k3s_release_url: str = key("https://github.com/k3s-io/k3s/releases/download", t.URL,
+                               "Base URL of k3s releases (the version is appended, '+' as %2B); "
+                               "plain http:// (other than to this machine) only together with K3S_SHA256",
+                               type_name="url")
+    k3s_arch: str = key("amd64", t.choice("amd64", "arm64"), "CPU architecture of the hosts", type_name="enum")
+    cluster_cidr: str = key("10.42.0.0/16", t.cidr, "Pod network (k3s cluster-cidr)", type_name="cidr")
+    service_cidr: str = key("10.43.0.0/16", t.cidr, "Service network (k3s service-cidr)", type_name="cidr")
+    control_plane_ips: tuple[str, ...] = key(None, t.node_ip_list, "k3s server addresses, the first one "
+                                             "is the first server; unicast, not loopback (--hosts local "
+                                             "targets this machine)", "192.168.56.10", type_name="ip list")
+    worker_ips: tuple[str, ...] = key("", t.node_ip_list, "k3s agent addresses", "192.168.56.21,192.168.56.22",
+                                      type_name="ip list")
+    api_vip: str = key("", t.optional_node_ip, "Virtual IP of the API (HA); added to tls-san",
+                       "192.168.56.100", type_name="ip")
+    api_port: int = key("6443", t.integer(1, 65535), "k3s API / supervisor port", type_name="port")
+    k3s_disable: tuple[str, ...] = key("", t.word_list, "Packaged k3s components to disable (coredns, "
+                                       "servicelb, traefik, local-storage, metrics-server; runtimes from "
+                                       "v1.28.5+k3s1/v1.29.0+k3s1); keep traefik and servicelb, which "
+                                       "publish the backend Ingress on ports 80/443",
+                                       "local-storage,metrics-server", type_name="list")
+    secrets_encryption: bool = key("true", t.boolean, "Encrypt Secrets at rest (k3s secrets-encryption)",
+                                   type_name="bool")
+    k3s_token_file: str = key("", t.PATH, "File (mode 0600) holding the cluster join token: "
+                              "a password (servers and agents) or a K10<CA hash>::server:<password> token "
+                              "(joining nodes only); empty = k3s generates one on the first server",
+                              "/root/gl/k3s-token", secret=True, type_name="path")
+    namespace: str = key("gov-native", t.DNS_LABEL, "Namespace of the GL-Native Execution Backend",
+                         type_name="dns label")
+    backend_version: str = key("v1.1", t.BACKEND_VERSION, "Backend version (image tag, /version answer)",
+                               type_name="version")
+    backend_image: str = key("gl-native/execution-backend", t.IMAGE, "Backend image repository (no tag)",
+                             "registry.gov.local:5000/gov-native/execution-backend", type_name="image")
+    backend_replicas: int = key("2", t.integer(1, 50), "Backend replicas", type_name="int")
+    backend_ingress_host: str = key("backend.gov-native.local", t.HOSTNAME, "Host name of the backend "
+                                    "Ingress (Traefik)", type_name="hostname")
+    registry: str = key("", t.HOSTPORT, "Private registry host[:port] for images; empty = none",
+                        "registry.gov.local:5000", type_name="host:port")
+    registry_user: str = key("", t.basic_auth_user, "Registry user (basic auth); no ':'", "deploy")
+    registry_password_file: str = key("", t.PATH, "File (mode 0600) holding the registry password",
+                                      "/root/gl/registry-password", secret=True, type_name="path")
+    registry_ca_file: str = key("", t.PATH, "CA certificate (PEM) that signed the registry's TLS "
+                                "certificate", "/root/gl/ca.crt", type_name="path")
+    ssh_user: str = key("root", t.posix_user, "SSH user on the hosts, a POSIX user name (sudo is used "
+                        "when not root)", "vagrant", type_name="user name")
+    ssh_key: str = key("", t.PATH, "SSH private key (a path without control "
+                       "characters, not starting with '-'); empty = ssh's own defaults", "~/.ssh/id_ed25519",
+                       type_name="path")
+    ssh_config: str = key("", t.PATH, "ssh_config file to use (Host aliases, ProxyJump "
+                          "bastions); a path without control characters, not starting with '-'",
+                          "vagrant/.ssh-config", type_name="path")
+    min_cpu: int = key("0", t.integer(0), "Minimum CPUs; 0 = role default (2 single, 4 server, 8 worker)",
+                       "1", type_name="int")
+    min_memory_mb: int = key("0", t.integer(0), "Minimum RAM in MiB; 0 = role default (4096 single, "
+                             "8192 server, 16384 worker)", "900", type_name="int")
+    min_disk_gb: int = key("0", t.integer(0), "Minimum free GiB under /var/lib/rancher; 0 = role default "
+                           "(50 single, 100 server, 200 worker)", "5", type_name="int")
+    rollout_timeout: int = key("300", t.integer(1, 3600), "Seconds to wait for backend rollout",
+                               type_name="seconds")
+    health_timeout: int = key("180", t.integer(1, 3600), "Seconds to wait for node Ready and pods",
+                              type_name="seconds")
+    work_dir: str = key("/var/lib/gl-deploy", t.work_dir, "Directory on each host for scripts, env and "
+                        "artifacts; its contents are replaced on every deploy, so give it a dedicated "
+                        "directory: absolute, normalised, not a system, home or k3s directory (one "
+                        "holding other files is refused)", type_name="path")
+
+    # where each value came from (not a key)
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # notes for the operator (e.g. a GL_ variable that looks like a misspelt key); tasks print them
+    warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    def origin(self, env_key: str) -> str:
+        return self.origins.get(env_key, "default")
+
+    def to_env(self) -> dict[str, str]:
+        """All keys as the strings bash sees (lists comma-joined, bools true/false)."""
+        out: dict[str, str] = {}
+        for f in key_fields():
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            out[f.name.upper()] = "" if value is None else str(value)
+        return out
+
+    @property
+    def first_server(self) -> str:
+        return self.control_plane_ips[0]
+
+
+def key_fields() -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(Settings) if "parse" in f.metadata]
+
+
+KEYS = {f.name.upper(): f.metadata for f in key_fields()}
