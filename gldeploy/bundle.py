@@ -11,14 +11,14 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 from . import backend, envfile
 from .bake import bake_script
 from .errors import ConfigError, DeployError
 from .paths import SCRIPTS_DIR
-from .secretfile import read_private
-from .sequences import Need, Phase
+from .secretfile import check_k3s_token, read_private
+from .sequences import SERVER_ROLES, Need, Phase, Role
 from .settings import Settings
 
 # secret/path keys rewritten to bundle-relative paths: key -> path inside the bundle
@@ -55,6 +55,18 @@ def _check_private_file(settings: Settings, key: str, path: str) -> Path:
     return Path(path).expanduser()
 
 
+def _check_token(settings: Settings, path: Path, roles: Collection[Role]) -> None:
+    """The token file's content is one k3s will take on every targeted role (else k3s would only say
+    'exited while starting' after the host was changed)."""
+    where = f"K3S_TOKEN_FILE={path} ({settings.origin('K3S_TOKEN_FILE')})"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: the token file is not UTF-8 text; write the token on one line") from None
+    check_k3s_token(text, where, for_server=bool(SERVER_ROLES & set(roles)),
+                    first_server=bool({"single", "first-server"} & set(roles)))
+
+
 def _check_ca_file(settings: Settings, path: str) -> Path:
     where = settings.origin("REGISTRY_CA_FILE")
     p = Path(path).expanduser()
@@ -67,13 +79,16 @@ def _check_ca_file(settings: Settings, path: str) -> Path:
     return p
 
 
-def check_inputs(settings: Settings) -> dict[str, Path]:
-    """Validate secret and CA files; returns bundle-relative name -> source file."""
+def check_inputs(settings: Settings, roles: Collection[Role] = ()) -> dict[str, Path]:
+    """Validate secret and CA files (the token for the roles targeted); returns bundle-relative
+    name -> source file."""
     env = settings.to_env()
     copies: dict[str, Path] = {}
     for key, rel in SECRET_FILES.items():
         if env[key]:
             copies[rel] = _check_private_file(settings, key, env[key])
+    if env["K3S_TOKEN_FILE"]:
+        _check_token(settings, copies[SECRET_FILES["K3S_TOKEN_FILE"]], roles)
     if env["REGISTRY_CA_FILE"]:
         copies[PUBLIC_FILES["REGISTRY_CA_FILE"]] = _check_ca_file(settings, env["REGISTRY_CA_FILE"])
     return copies
@@ -179,14 +194,16 @@ def needs_of(phases: Sequence[Phase]) -> tuple[Need, ...]:
 
 
 def build_bundle(settings: Settings, dest: Path, phases: Sequence[Phase], *, baked: bool,
-                 staging: Staging = Staging(), script_header: Sequence[str] = ()) -> BundleInfo:
+                 staging: Staging = Staging(), script_header: Sequence[str] = (),
+                 roles: Collection[Role] = ()) -> BundleInfo:
     """Stage a host bundle in dest: the phases' scripts, settings (file or baked), secrets, and what
     the phases need (k3s artifacts, backend manifests, images).
 
     baked=False: scripts + lib/ + settings.env (0600), as shipped by the invoke path.
     baked=True: standalone scripts with libraries inlined and settings baked in (render.py).
+    roles: the roles the bundle is for (default: every role of the phases).
     """
-    copies = check_inputs(settings)  # validation first: nothing is written on bad input
+    copies = check_inputs(settings, roles or {r for p in phases for r in p.roles})  # nothing written on bad input
     scripts = phase_scripts(phases)
     needs = needs_of(phases)
     values = bundle_values(settings, artifacts_staged="k3s" in needs and staging.k3s_artifacts)

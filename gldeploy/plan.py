@@ -171,7 +171,8 @@ def execute(settings: Settings, plan: Plan, links: dict[str, Transport], *, samp
                              sample_image=sample_image)
     with tempfile.TemporaryDirectory(prefix="gl-bundle-") as tmp:
         staged = Path(tmp) / "bundle"
-        info = bundle.build_bundle(settings, staged, plan.phases, baked=False, staging=staging)
+        info = bundle.build_bundle(settings, staged, plan.phases, baked=False, staging=staging,
+                                   roles={s.role for s in plan.steps})
         progress(f"bundle staged ({len(info.files)} files, k3s artifacts: {info.k3s_mode})")
 
         def run_step(step: Step) -> results.PhaseResult:

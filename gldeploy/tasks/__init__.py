@@ -63,7 +63,7 @@ def load_settings(env: str, overrides: Iterable[str]) -> settings.Settings:
     """Settings with the documented precedence: defaults < env file < GL_* environment < --set.
     Warnings of the settings (e.g. a GL_ variable that is a near-miss of a key) go to stderr."""
     loaded = settings.load(resolve_env(env or DEFAULT_ENV), overrides=list(overrides or ()))
-    for warning in getattr(loaded, "warnings", ()):
+    for warning in loaded.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return loaded
 
@@ -81,7 +81,7 @@ def run_phases(phases: Sequence[str], *, env: str, set_: Iterable[str], hosts: s
     links = plan.transports(loaded, built)
     try:
         if dry_run:  # a real run validates while staging the bundle, before any host is touched
-            bundle.check_inputs(loaded)  # bad secret files are bad input, also for --dry-run
+            bundle.check_inputs(loaded, {s.role for s in built.steps})  # bad input, also for --dry-run
             for line in plan.describe(loaded, built, links):
                 console.print(line, markup=False)
             return
