@@ -26,6 +26,18 @@ def integer(minimum: int = 0, maximum: int | None = None) -> Parser:
     return parse
 
 
+def integer_list(minimum: int, maximum: int) -> Parser:
+    """A comma list of whole numbers in [minimum, maximum] (empty = none)."""
+    one = integer(minimum, maximum)
+
+    def parse(value: str) -> tuple[int, ...]:
+        try:
+            return tuple(one(v.strip()) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise ValueError(f"a comma-separated list of whole numbers between {minimum} and {maximum}") from None
+    return parse
+
+
 def boolean(value: str) -> bool:
     low = value.lower()
     if low in ("true", "yes", "1"):

@@ -95,6 +95,29 @@ class Settings:
                                type_name="seconds")
     health_timeout: int = key("180", t.integer(1, 3600), "Seconds to wait for node Ready and pods",
                               type_name="seconds")
+    # HA API VIP: HAProxy + Keepalived (docs/cluster.md)
+    api_vip_prefix: int = key("24", t.integer(8, 30), "Prefix length of the load balancer nodes' network; "
+                              "API_VIP must lie in the nodes' subnet", type_name="int")
+    lb_ips: tuple[str, ...] = key("", t.node_ip_list, "Dedicated load balancer nodes (HAProxy + Keepalived); "
+                                  "empty = co-located on CONTROL_PLANE_IPS", "192.168.57.5,192.168.57.6",
+                                  type_name="ip list")
+    lb_priorities: tuple[int, ...] = key("", t.integer_list(1, 254), "VRRP priority per load balancer node, "
+                                         "all different; empty = 150,140,130,...", "150,140,130",
+                                         type_name="int list")
+    lb_port: int = key("0", t.integer(0, 65535), "HAProxy frontend port of the API VIP; 0 = API_PORT on "
+                       "dedicated nodes, API_PORT+10000 co-located (never k3s' own port)", "16443",
+                       type_name="port")
+    lb_interface: str = key("", t.pattern(r"|[A-Za-z0-9_.:-]{1,15}", "an interface name such as eth1"),
+                            "Interface carrying the node addresses and the VIP (HA), e.g. eth1", "eth1",
+                            type_name="interface")
+    lb_vrrp_router_id: int = key("51", t.integer(1, 255), "VRRP virtual router id, unique on the segment",
+                                 type_name="int")
+    lb_vrrp_password_file: str = key("", t.PATH, "File (mode 0600) holding the VRRP password (1-8 "
+                                     "characters); needed for TOPOLOGY=ha", "/root/gl/vrrp-password",
+                                     secret=True, type_name="path")
+    lb_preempt: bool = key("false", t.boolean, "A recovered higher-priority node takes the VIP back (each "
+                           "move breaks watches and agent tunnels, so off by default)", type_name="bool")
+    lb_advert_int: int = key("1", t.integer(1, 255), "Seconds between VRRP adverts", type_name="seconds")
     work_dir: str = key("/var/lib/gl-deploy", t.work_dir, "Directory on each host for scripts, env and "
                         "artifacts; its contents are replaced on every deploy, so give it a dedicated "
                         "directory: absolute, normalised, not a system, home or k3s directory (one "
