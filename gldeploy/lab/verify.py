@@ -105,7 +105,8 @@ def write_inventory(work: Path, lab: nodes.Lab, ssh_config: Path, source: K3sSou
         "lab": lab.name, "ssh_config": str(ssh_config), "env_file": str(env_file),
         "nodes": [{"name": n.name, "ip": n.ip, "role": n.role} for n in lab.nodes],
         "k3s_mode": source.mode, "k3s_dir": str(source.directory),
-        "registry": {"address": reg.address, "image_ref": ref, "digest": digest},
+        "registry": {"address": reg.address, "image_ref": ref, "digest": digest, "user": reg.user,
+                     "ca_file": str(reg.ca_file), "password_file": str(reg.password_file)},
         "deploy_reports": [str(work / "deploy-1.json"), str(work / "deploy-2.json")],
         "offline_dir": str(work / "offline"),
     }, indent=2) + "\n")
