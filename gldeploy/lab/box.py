@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import shutil
 import tempfile
 import time
@@ -136,11 +137,13 @@ def build_box(dest: Path, workdir: Path, key: str = "") -> None:
     pubkey = insecure_key()
     hook = BOX_INPUTS / "customize.sh"
     say(f"mmdebstrap {SUITE} ({len(packages())} packages) from {MIRROR} ...")
+    # mmdebstrap runs the hook with sh -c and the root dir as $1: our values are quoted for that shell
+    hook_cmd = f'{shlex.quote(str(hook))} "$1" {shlex.quote(str(pubkey))}'
     with Guard():  # on Ctrl-C mmdebstrap unmounts what it mounted under rootdir before we go on
-            run(["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
+        run(["mmdebstrap", "--variant=minbase", "--mode=root", "--format=directory",
              f"--include={','.join(packages())}", "--dpkgopt=path-exclude=/usr/share/doc/*",
              "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
-             f"--customize-hook={hook} \"$1\" {pubkey}", SUITE, str(rootdir), MIRROR],
+             f"--customize-hook={hook_cmd}", SUITE, str(rootdir), MIRROR],
             timeout=1500, what="mmdebstrap")
     disk = workdir / "disk.raw"
     say("assembling the disk (sfdisk, syslinux, mkfs.ext4 -d) ...")

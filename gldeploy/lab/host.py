@@ -103,8 +103,8 @@ def detect_accel(override: str = "") -> Accel:
 
 def missing_packages(names: list[str] = PACKAGES) -> list[str]:
     """Packages from `names` that dpkg does not show as installed."""
-    out = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Status}\n", *names], text=True,
-                         capture_output=True).stdout
+    out = run(["dpkg-query", "-W", "-f=${Package} ${Status}\n", *names], timeout=60, check=False,
+              what="dpkg-query").stdout
     ok = {ln.split()[0] for ln in out.splitlines() if ln.endswith("install ok installed")}
     return [n for n in names if n not in ok]
 
@@ -138,7 +138,10 @@ def configure_qemu_root() -> bool:
 
 def libvirt_answers() -> bool:
     """True when `virsh -c qemu:///system version` succeeds."""
-    return subprocess.run([*VIRSH, "version"], capture_output=True, timeout=30).returncode == 0
+    try:
+        return run([*VIRSH, "version"], timeout=30, check=False, what="virsh version").returncode == 0
+    except DeployError:  # not installed, or hanging: either way libvirt does not answer
+        return False
 
 
 def pid_alive(pidfile: Path, comm: str = "") -> bool:

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
-from gldeploy import plan, results
-from gldeploy.errors import DeployError
+from gldeploy import results, sequences
+from gldeploy.errors import ConfigError, DeployError
 from gldeploy.lab.nodes import Lab
-from gldeploy.lab.proc import invoke_argv, run, say
+from gldeploy.lab.proc import invoke_argv, run, say, ssh_argv
 from gldeploy.lab.report import LabReport, Row
 from gldeploy.lab.vagrant import ssh
 from gldeploy.paths import REPO
@@ -36,13 +35,29 @@ def phase_row(phase: str, host: str, rc: int, stdout: str, stderr: str, seconds:
                result.message[:200])
 
 
+def topology_of(value: str) -> sequences.Topology:
+    """The settings' TOPOLOGY as a sequences.Topology (the table's keys are the only valid ones)."""
+    for topology in sequences.TOPOLOGIES:
+        if topology == value:
+            return topology
+    raise ConfigError(f"TOPOLOGY={value!r}: expected one of {', '.join(sequences.TOPOLOGIES)}")
+
+
+def rendered_phases(out: Path, topology: sequences.Topology) -> tuple[str, ...]:
+    """The topology's phases from the sequences table, each checked to be rendered in `out`."""
+    phases = sequences.names(topology)
+    missing = [f"{p}.sh" for p in phases if not (out / f"{p}.sh").is_file()]
+    if missing:
+        raise DeployError(f"offline: `invoke scripts.render` left {', '.join(missing)} out of {out}; the "
+                          f"{topology} sequence runs {', '.join(phases)} (gldeploy/sequences.py)")
+    return phases
+
+
 def run_offline(report: LabReport, lab: Lab, env_file: Path, sets: list[str], ssh_config: Path,
-                out: Path) -> None:
+                out: Path, topology: sequences.Topology) -> None:
     """Render, then on each server: k3s-uninstall.sh, copy the dir, sha256sum -c, run the scripts."""
     render(env_file, sets, out)
-    phases = [p for p in plan.SINGLE_NODE if (out / f"{p}.sh").exists()]
-    if not phases:
-        raise DeployError(f"offline: {out} holds none of {', '.join(plan.SINGLE_NODE)}.sh after rendering")
+    phases = rendered_phases(out, topology)
     for node in lab.nodes:
         ip = node.ip
         uninstall = ssh(ssh_config, ip, ["sudo", "test", "-x", UNINSTALL], check=False)
@@ -54,16 +69,12 @@ def run_offline(report: LabReport, lab: Lab, env_file: Path, sets: list[str], ss
         ssh(ssh_config, ip, ["sudo", "rm", "-rf", REMOTE_DIR])
         run(["scp", "-q", "-r", "-F", str(ssh_config), str(out), f"{ip}:{REMOTE_DIR}"], timeout=600,
             what="scp offline dir")
-        ssh(ssh_config, ip, ["bash", "-c", f"cd {REMOTE_DIR} && sha256sum --quiet -c SHA256SUMS"], timeout=300)
+        ssh(ssh_config, ip, ["env", "-C", REMOTE_DIR, "sha256sum", "--quiet", "-c", "SHA256SUMS"], timeout=300)
         for phase in phases:
             start = time.monotonic()
-            argv = ["ssh", "-F", str(ssh_config), ip, f"sudo bash {REMOTE_DIR}/{phase}.sh --json"]
-            try:
-                proc = subprocess.run(argv, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                raise DeployError(f"offline: {phase}.sh on {node.name} still running after "
-                                  f"{SCRIPT_TIMEOUT} s, gave up") from None
-            row = phase_row(phase, node.name, proc.returncode, proc.stdout, proc.stderr,
+            script = run(ssh_argv(ssh_config, ip, ["sudo", "bash", f"{REMOTE_DIR}/{phase}.sh", "--json"]),
+                         timeout=SCRIPT_TIMEOUT, check=False, what=f"offline: {phase}.sh on {node.name}")
+            row = phase_row(phase, node.name, script.returncode, script.stdout, script.stderr,
                             time.monotonic() - start)
             report.rows.append(row)
             if row.status == "fail":

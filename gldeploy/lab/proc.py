@@ -1,7 +1,12 @@
-"""Small process helpers for the lab: argv-only commands, bounded waits, loud progress."""
+"""The lab's one way to run a process: an argv list (never a shell string), bounded by a timeout that
+ends the whole process group, loud progress. Remote commands are argv lists too: `ssh_argv` joins
+them with shlex.join for the remote shell, so every value arrives as one word, unharmed."""
 from __future__ import annotations
 
+import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -10,32 +15,73 @@ from typing import Callable, Mapping, Sequence
 
 from gldeploy.errors import DeployError
 
+INTERRUPT_GRACE = 30.0  # seconds a child gets to clean up after Ctrl-C before its group is killed
+
+
+class Timeout(DeployError):
+    """A command ran past its bound (its process group has been killed)."""
+
 
 def say(message: str) -> None:
     """Progress line for the operator (stderr, so stdout stays machine-readable)."""
     print(f"[lab] {message}", file=sys.stderr, flush=True)
 
 
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def run(argv: Sequence[str], *, timeout: float = 600, check: bool = True, capture: bool = True,
         env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
         input_text: str | None = None, what: str = "") -> subprocess.CompletedProcess[str]:
-    """Run an argv list (never a shell string) with a timeout; raise DeployError on failure."""
+    """Run an argv list in its own process group with a timeout.
+
+    Past the timeout the whole group is killed and `Timeout` raised; on Ctrl-C the group gets SIGINT,
+    INTERRUPT_GRACE seconds to clean up, then SIGKILL, and KeyboardInterrupt goes on. A failure
+    (check=True) raises DeployError naming the command and the last lines it wrote."""
+    argv = [str(a) for a in argv]
     label = what or Path(argv[0]).name
+    pipe = subprocess.PIPE if capture else None
     try:
-        proc = subprocess.run(list(argv), text=True, timeout=timeout, env=dict(env) if env else None,
-                              cwd=cwd, input=input_text,
-                              stdout=subprocess.PIPE if capture else None,
-                              stderr=subprocess.PIPE if capture else None)
+        child = subprocess.Popen(argv, text=True, env=dict(env) if env is not None else None, cwd=cwd,
+                                 stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+                                 stdout=pipe, stderr=pipe, start_new_session=True)
     except FileNotFoundError:
         raise DeployError(f"{label}: command {argv[0]!r} not found; run `invoke lab.host-setup` "
                           f"to install the lab's packages") from None
+    try:
+        stdout, stderr = child.communicate(input_text, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise DeployError(f"{label}: still running after {timeout:.0f} s, gave up") from None
-    if check and proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:] if capture else []
-        raise DeployError(f"{label} failed (exit {proc.returncode})"
+        _signal_group(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise Timeout(f"{label}: still running after {timeout:.0f} s, gave up") from None
+    except KeyboardInterrupt:
+        _signal_group(child.pid, signal.SIGINT)
+        try:
+            child.communicate(timeout=INTERRUPT_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(child.pid, signal.SIGKILL)
+        child.wait()
+        raise
+    finally:
+        if child.poll() is None:  # any other exception: nothing of it may outlive the call
+            _signal_group(child.pid, signal.SIGKILL)
+            child.wait()
+    done = subprocess.CompletedProcess(argv, child.returncode, stdout or "", stderr or "")
+    if check and done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()[-3:] if capture else []
+        raise DeployError(f"{label} failed (exit {done.returncode})"
                           + (f": {' | '.join(detail)}" if detail else ""))
-    return proc
+    return done
+
+
+def ssh_argv(ssh_config: Path, host: str, remote: Sequence[str], *options: str) -> list[str]:
+    """`ssh -F CONFIG [OPTIONS] HOST '<remote argv, shlex.join-ed>'` (argv list, one remote string)."""
+    return ["ssh", "-F", str(ssh_config), *options, host, shlex.join(remote)]
 
 
 def wait_for(probe: Callable[[], bool], *, timeout: float, interval: float = 1.0, what: str) -> float:

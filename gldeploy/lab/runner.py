@@ -1,11 +1,14 @@
-"""`invoke lab.run`: from nothing (box cached) to a verified lab, measured, then destroyed."""
+"""`invoke lab.run` and `invoke lab.up`: the lab as a list of named steps, each timed in the report.
+
+LAB_STEPS takes a cached box to a verified lab; BRING_UP is the part `lab.up` runs (VMs up, SSH ready).
+Both run through `run_steps`, so each step exists once."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, TypeVar
 
 from rich.console import Console
 
@@ -16,15 +19,16 @@ from gldeploy.lab import box as boxlib
 from gldeploy.lab import host, k3s_source, nodes, offline, site
 from gldeploy.lab.children import term_as_interrupt
 from gldeploy.lab.ntp import SntpServer
-from gldeploy.lab.registry import LabRegistry, push_sample_image
-from gldeploy.lab.report import LabReport, MemorySampler, Row, host_memory_used_mib
-from gldeploy.lab.vagrant import DEFAULT_BOOT_TIMEOUT, LabVMs, ssh
-from gldeploy.lab.proc import invoke_argv, run, say
+from gldeploy.lab.proc import run, say
+from gldeploy.lab.registry import LabRegistry, RegistryInfo, push_sample_image
+from gldeploy.lab.report import LabReport, MemorySampler, host_memory_used_mib
+from gldeploy.lab.vagrant import DEFAULT_BOOT_TIMEOUT, LabVMs
+from gldeploy.lab.verify import (install_registry_client, overrides, run_deploy, run_testinfra,
+                                 write_inventory)
 from gldeploy.paths import CACHE_DIR, REPO
 
 REPORTS = REPO / "reports"
-DEPLOY_TIMEOUT = 1200
-TESTINFRA_TIMEOUT = 900
+T = TypeVar("T")
 
 
 def state_dir(lab: str) -> Path:
@@ -35,149 +39,177 @@ def state_dir(lab: str) -> Path:
     return path
 
 
-def overrides(ssh_config: Path, k3s_dir: Path, reg: Any) -> list[str]:
-    """The --set flags a platform operator would pass for this lab."""
-    sets = [f"SSH_CONFIG={ssh_config}", "SSH_USER=vagrant", f"K3S_ARTIFACTS_DIR={k3s_dir}", "MIN_CPU=1",
-            "MIN_MEMORY_MB=512", "MIN_DISK_GB=2"]
-    if reg is not None:
-        sets += [f"REGISTRY={reg.address}", f"REGISTRY_USER={reg.user}",
-                 f"REGISTRY_PASSWORD_FILE={reg.password_file}", f"REGISTRY_CA_FILE={reg.ca_file}"]
-    return sets
+@dataclass(frozen=True)
+class Options:
+    """What the operator asked for (the invoke flags, already checked)."""
+
+    lab: str
+    box: str = boxlib.DEFAULT_BOX
+    accel: str = ""
+    boot_timeout: int = DEFAULT_BOOT_TIMEOUT
+    artifacts: str = ""
+    download: bool = True
+    standin: Path | None = None
 
 
-def run_deploy(report: LabReport, label: str, env_file: Path, sets: list[str], out: Path) -> dict[str, Any]:
-    """Run `invoke deploy` as a subprocess (output streamed); add its rows; raise if it failed."""
-    out.unlink(missing_ok=True)
-    argv = invoke_argv("deploy", env_file, sets, "--sample-image", "--json-report", str(out))
-    say(f"{label}: invoke deploy --env {env_file.name} ... --json-report {out.name}")
-    proc = run(argv, cwd=REPO, timeout=DEPLOY_TIMEOUT, check=False, capture=False, what=f"{label}: invoke deploy")
-    data = json.loads(out.read_text()) if out.exists() else {}
-    report.add_deploy_report(label, data)
-    if proc.returncode != 0:
-        raise DeployError(f"{label}: invoke deploy exited {proc.returncode}; see its table above")
-    if not data:
-        raise DeployError(f"{label}: invoke deploy wrote no JSON report at {out}")
-    modes = {r.get("k3s_mode", "none") for r in data.get("results", [])} - {"none"}
-    if modes and modes != {report.k3s_mode}:
-        raise DeployError(f"{label}: the phases report k3s mode {', '.join(sorted(modes))} but the lab "
-                          f"staged {report.k3s_mode} artifacts")
-    return data
+@dataclass
+class LabRun:
+    """One lab run: the options, the report, and what each step made for the steps after it."""
 
-
-def install_registry_client(ssh_config: Path, ip: str, reg: Any) -> None:
-    """Put the lab CA and a 0600 curl config with the registry credentials on the VM (via stdin)."""
-    password = reg.password_file.read_text().strip()
-    ssh(ssh_config, ip, ["bash", "-c", "umask 077; mkdir -p ~/.gl-lab; cat > ~/.gl-lab/ca.crt"],
-        input_text=reg.ca_file.read_text())
-    ssh(ssh_config, ip, ["bash", "-c", "umask 077; cat > ~/.gl-lab/registry.curlrc"],
-        input_text=f'user = "{reg.user}:{password}"\n')
-
-
-def run_testinfra(report: LabReport, lab: nodes.Lab, ssh_config: Path, inventory: Path, work: Path) -> None:
-    """pytest tests/lab with testinfra hosts from the ssh_config; rows from its JUnit XML."""
-    junit = work / "testinfra.xml"
-    hosts = ",".join(f"ssh://{ip}" for ip in lab.ips)
-    argv = [sys.executable, "-m", "pytest", "tests/lab", "-m", "lab", f"--hosts={hosts}",
-            f"--ssh-config={ssh_config}", f"--junitxml={junit}", "-p", "no:cacheprovider", "-q", "-rs"]
-    env = {**_environ(), "GL_LAB_INVENTORY": str(inventory)}
-    say("testinfra: pytest tests/lab ...")
-    proc = run(argv, cwd=REPO, env=env, timeout=TESTINFRA_TIMEOUT, check=False, capture=False,
-               what="testinfra")
-    report.rows.extend(junit_rows(junit))
-    if proc.returncode != 0:
-        raise DeployError(f"testinfra verifiers failed (pytest exit {proc.returncode}); see above")
-
-
-def junit_rows(junit: Path) -> list[Row]:
-    """One row per test case of a JUnit XML file."""
-    import xml.etree.ElementTree as ET
-    if not junit.exists():
-        return []
-    rows = []
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        status, reason = "pass", ""
-        for tag in ("failure", "error", "skipped"):
-            node = case.find(tag)
-            if node is not None:
-                status = "skipped" if tag == "skipped" else "fail"
-                reason = (node.get("message") or "").splitlines()[0][:160] if node.get("message") else tag
-        name = case.get("name", "?")
-        func, _, params = name.partition("[")
-        params, host = params.rstrip("]"), "-"
-        if params.startswith("ssh://"):
-            host, _, params = params.removeprefix("ssh://").partition("-")
-        rows.append(Row("testinfra", f"{func}[{params}]" if params else func, host, status,
-                        round(float(case.get("time", 0.0)), 1), reason))
-    return rows
-
-
-def _environ() -> dict[str, str]:
-    import os
-    return dict(os.environ)
-
-
-def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name: str = "",
-            download: bool = True, accel_override: str = "", boot_timeout: int = DEFAULT_BOOT_TIMEOUT) -> LabReport:
-    """The whole lab run; always destroys the VMs (unless keep) and writes the report."""
-    term_as_interrupt()  # a SIGTERM (CI timeout) unwinds like Ctrl-C: VMs destroyed, report written
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
-    lab = nodes.load(lab_name)
-    loaded = settings_lib.load(lab.env_file)  # same GL_* environment the invoke children see
-    work = state_dir(lab_name)
-    report = LabReport(lab_name, "?", "", "?")
-    registry = LabRegistry(work / "registry", host.PRIVATE_HOST_IP)
-    ntp = SntpServer(host.PRIVATE_HOST_IP)
+    options: Options
+    table: nodes.Lab
+    report: LabReport
+    work: Path
+    console: Console
+    accel: host.Accel | None = None
+    source: k3s_source.K3sSource | None = None
     vms: LabVMs | None = None
+    mem: MemorySampler | None = None
+    registry: LabRegistry | None = None
+    ntp: SntpServer | None = None
+    reg: RegistryInfo | None = None
+    sets: list[str] = field(default_factory=list)
+    image: tuple[str, str] = ("", "")  # reference and manifest digest of the pushed sample image
+
+    @classmethod
+    def start(cls, options: Options) -> LabRun:
+        table = nodes.load(options.lab)
+        console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+        return cls(options, table, LabReport(options.lab, "?", "", "?"), state_dir(options.lab), console)
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.work / "ssh-config"
+
+
+def need(value: T | None, what: str) -> T:
+    """A value an earlier step makes; a step run out of order is a programming error, said plainly."""
+    if value is None:
+        raise DeployError(f"lab step order: {what} is not there yet (the step making it did not run)")
+    return value
+
+
+def step_host_setup(r: LabRun) -> None:
+    r.accel = host.setup(accel_override=r.options.accel)
+    r.report.accel = "KVM" if r.accel.kvm else "TCG"
+    r.report.extra["accel_reason"] = r.accel.reason
+
+
+def step_k3s_artifacts(r: LabRun) -> None:
+    loaded = settings_lib.load(r.table.env_file)  # same GL_* environment the invoke children see
+    source = k3s_source.choose(r.options.artifacts, loaded, standin=r.options.standin,
+                               allow_download=r.options.download)
+    r.source = source
+    r.report.k3s_mode, r.report.k3s_reason = source.mode, source.reason
+    banner = "REAL k3s" if source.mode == "real" else "k3s STAND-IN (not Kubernetes)"
+    r.console.rule(f"lab {r.options.lab}: {banner} {loaded.k3s_version} | {r.report.accel}")
+    r.console.print(f"k3s: {source.reason}; artifacts {source.directory}", markup=False)
+    r.console.print(f"VMs: {need(r.accel, 'the acceleration decision').reason}", markup=False)
+
+
+def step_destroy_leftovers(r: LabRun) -> None:
+    r.vms = LabVMs(r.table, box=r.options.box, accel=need(r.accel, "the acceleration decision"),
+                   boot_timeout=r.options.boot_timeout)
+    r.vms.destroy()  # leftovers of a killed run would make vagrant refuse the domain names
+    if r.mem is not None:
+        r.mem.baseline = r.mem.peak = host_memory_used_mib()
+
+
+def step_box(r: LabRun) -> None:
+    if r.options.box == boxlib.DEFAULT_BOX:
+        res = boxlib.ensure_box(r.options.box)
+        r.report.extra["box"] = {"name": res.name, "built": res.built, "size_mb": round(res.size_bytes / 1e6),
+                                 "key": res.key, "seconds": round(res.seconds, 1)}
+
+
+def step_vagrant_up(r: LabRun) -> None:
+    need(r.vms, "the lab's VMs").up()
+
+
+def step_ssh_ready(r: LabRun) -> None:
+    need(r.vms, "the lab's VMs").ready(r.ssh_config)
+
+
+def step_site(r: LabRun) -> None:
+    r.ntp = SntpServer(host.PRIVATE_HOST_IP)
+    r.ntp.start()
+    site.prepare(r.ssh_config, r.table, host.PRIVATE_HOST_IP)
+
+
+def step_registry(r: LabRun) -> None:
+    source = need(r.source, "the k3s artifacts")
+    r.registry = LabRegistry(r.work / "registry", host.PRIVATE_HOST_IP)
+    r.reg = r.registry.start()
+    r.sets = overrides(r.ssh_config, source.directory, r.reg)
+    # the reference the backend Deployment uses (REGISTRY/BACKEND_IMAGE:BACKEND_VERSION)
+    deployed = settings_lib.load(r.table.env_file, overrides=r.sets)
+    r.image = push_sample_image(r.reg, backend.image_ref(deployed), deployed.backend_version, r.work / "image")
+    for ip in r.table.ips:
+        install_registry_client(r.ssh_config, ip, r.reg)
+
+
+def step_deploy_1(r: LabRun) -> None:
+    run_deploy(r.report, "deploy 1", r.table.env_file, r.sets, r.work / "deploy-1.json")
+
+
+def step_deploy_2(r: LabRun) -> None:
+    second = run_deploy(r.report, "deploy 2", r.table.env_file, r.sets, r.work / "deploy-2.json")
+    r.report.extra["second_run_changed"] = [f"{x['phase']}@{x['host']}" for x in second["results"]
+                                            if x.get("changed")]
+
+
+def step_offline(r: LabRun) -> None:
+    topology = offline.topology_of(settings_lib.load(r.table.env_file, overrides=r.sets).topology)
+    offline.run_offline(r.report, r.table, r.table.env_file, r.sets, r.ssh_config, r.work / "offline", topology)
+
+
+def step_testinfra(r: LabRun) -> None:
+    inventory = write_inventory(r.work, r.table, r.ssh_config, need(r.source, "the k3s artifacts"),
+                                need(r.reg, "the lab registry"), *r.image, r.table.env_file)
+    run_testinfra(r.report, r.table, r.ssh_config, inventory, r.work)
+
+
+Step = tuple[str, Callable[[LabRun], None]]
+HOST_SETUP: Step = ("host set-up", step_host_setup)
+BRING_UP: tuple[Step, ...] = (HOST_SETUP, ("destroy leftovers", step_destroy_leftovers), ("box", step_box),
+                              ("vagrant up", step_vagrant_up), ("ssh ready", step_ssh_ready))
+LAB_STEPS: tuple[Step, ...] = (
+    HOST_SETUP, ("k3s artifacts", step_k3s_artifacts), *BRING_UP[1:],
+    ("site route/DNS/NTP", step_site), ("lab registry + sample image", step_registry),
+    ("deploy (1st)", step_deploy_1), ("deploy (2nd, idempotency)", step_deploy_2),
+    ("offline scripts", step_offline), ("testinfra", step_testinfra))
+
+
+def run_steps(r: LabRun, steps: tuple[Step, ...]) -> None:
+    """Each step in order, timed under its name in the report (the time is kept when it raises)."""
+    for name, action in steps:
+        with r.report.step(name):
+            action(r)
+
+
+def bring_up(options: Options) -> LabRun:
+    """`lab.up`: BRING_UP; on failure or Ctrl-C the lab's VMs are destroyed and the error goes on."""
+    term_as_interrupt()
+    r = LabRun.start(options)
+    try:
+        run_steps(r, BRING_UP)
+    except (DeployError, KeyboardInterrupt):
+        if r.vms is not None:
+            say("bring-up failed: destroying the lab's VMs")
+            r.vms.destroy()
+        raise
+    return r
+
+
+def run_lab(options: Options, *, keep: bool = False) -> LabReport:
+    """The whole lab run (LAB_STEPS); always destroys the VMs (unless keep) and writes the report."""
+    term_as_interrupt()  # a SIGTERM (CI timeout) unwinds like Ctrl-C: VMs destroyed, report written
+    r = LabRun.start(options)
+    report = r.report
     with MemorySampler() as mem:
+        r.mem = mem
         try:
-            with report.step("host set-up"):
-                accel = host.setup(accel_override=accel_override)
-            report.accel = "KVM" if accel.kvm else "TCG"
-            report.extra["accel_reason"] = accel.reason
-            with report.step("k3s artifacts"):
-                source = k3s_source.choose(artifacts, loaded, allow_download=download)
-            report.k3s_mode, report.k3s_reason = source.mode, source.reason
-            banner = "REAL k3s" if source.mode == "real" else "k3s STAND-IN (not Kubernetes)"
-            console.rule(f"lab {lab_name}: {banner} {loaded.k3s_version} | {report.accel}")
-            console.print(f"k3s: {source.reason}; artifacts {source.directory}", markup=False)
-            console.print(f"VMs: {accel.reason}", markup=False)
-            name = box_name or boxlib.DEFAULT_BOX
-            vms = LabVMs(lab, box=name, accel=accel, boot_timeout=boot_timeout)
-            with report.step("destroy leftovers"):
-                vms.destroy()
-            mem.baseline = mem.peak = host_memory_used_mib()
-            with report.step("box"):
-                if name == boxlib.DEFAULT_BOX:
-                    res = boxlib.ensure_box(name)
-                    report.extra["box"] = {"name": name, "built": res.built, "size_mb": round(res.size_bytes / 1e6),
-                                           "key": res.key, "seconds": round(res.seconds, 1)}
-            with report.step("vagrant up"):
-                vms.up()
-            ssh_config = work / "ssh-config"
-            with report.step("ssh ready"):
-                vms.ready(ssh_config)
-            with report.step("site route/DNS/NTP"):
-                ntp.start()
-                site.prepare(ssh_config, lab, host.PRIVATE_HOST_IP)
-            with report.step("lab registry + sample image"):
-                reg = registry.start()
-                sets = overrides(ssh_config, source.directory, reg)
-                # the reference the backend Deployment uses (REGISTRY/BACKEND_IMAGE:BACKEND_VERSION)
-                deployed_ref = backend.image_ref(settings_lib.load(lab.env_file, overrides=sets))
-                ref, digest = push_sample_image(reg, deployed_ref, loaded.backend_version, work / "image")
-                for ip in lab.ips:
-                    install_registry_client(ssh_config, ip, reg)
-            with report.step("deploy (1st)"):
-                run_deploy(report, "deploy 1", lab.env_file, sets, work / "deploy-1.json")
-            with report.step("deploy (2nd, idempotency)"):
-                second = run_deploy(report, "deploy 2", lab.env_file, sets, work / "deploy-2.json")
-            report.extra["second_run_changed"] = [f"{r['phase']}@{r['host']}" for r in second["results"]
-                                                  if r.get("changed")]
-            with report.step("offline scripts"):
-                offline.run_offline(report, lab, lab.env_file, sets, ssh_config, work / "offline")
-            inventory = write_inventory(work, lab, ssh_config, source, reg, ref, digest, lab.env_file)
-            with report.step("testinfra"):
-                run_testinfra(report, lab, ssh_config, inventory, work)
+            run_steps(r, LAB_STEPS)
             report.result = "pass"
         except KeyboardInterrupt:
             report.result, report.error = "interrupted", "interrupted by Ctrl-C"
@@ -185,17 +217,18 @@ def run_lab(lab_name: str, *, keep: bool = False, artifacts: str = "", box_name:
             report.result, report.error = "fail", str(exc)
             report.extra["exit_code"] = exc.exit_code
         finally:
-            cleanup(report, [registry.stop, ntp.stop, lambda: close_ssh_masters(work / "ssh-config", lab)])
-            if vms is not None and not keep:
+            stops = [s.stop for s in (r.registry, r.ntp) if s is not None]
+            cleanup(report, [*stops, lambda: close_ssh_masters(r.ssh_config, r.table)])
+            if r.vms is not None and not keep:
                 with report.step("destroy"):
-                    cleanup(report, [vms.destroy])
+                    cleanup(report, [r.vms.destroy])
             elif keep:
-                say(f"--keep: VMs left running; ssh -F {work / 'ssh-config'} {lab.ips[0]}")
+                say(f"--keep: VMs left running; ssh -F {r.ssh_config} {r.table.ips[0]}")
     report.extra["host_ram_peak_mib"] = mem.peak
     report.extra["host_ram_baseline_mib"] = mem.baseline
     path = report.write(REPORTS)
-    report.print(console)
-    console.print(f"report: {path}", markup=False)
+    report.print(r.console)
+    r.console.print(f"report: {path}", markup=False)
     return report
 
 
@@ -216,19 +249,5 @@ def close_ssh_masters(ssh_config: Path, lab: nodes.Lab) -> None:
     """End the OpenSSH ControlMaster processes the lab's ssh_config started."""
     if ssh_config.exists():
         for ip in lab.ips:
-            subprocess.run(["ssh", "-F", str(ssh_config), "-O", "exit", ip], capture_output=True, timeout=30)
-
-
-def write_inventory(work: Path, lab: nodes.Lab, ssh_config: Path, source: k3s_source.K3sSource, reg: Any,
-                    ref: str, digest: str, env_file: Path) -> Path:
-    """The JSON the testinfra verifiers read (GL_LAB_INVENTORY): nodes, mode, expectations."""
-    path = work / "inventory.json"
-    path.write_text(json.dumps({
-        "lab": lab.name, "ssh_config": str(ssh_config), "env_file": str(env_file),
-        "nodes": [{"name": n.name, "ip": n.ip, "role": n.role} for n in lab.nodes],
-        "k3s_mode": source.mode, "k3s_dir": str(source.directory),
-        "registry": {"address": reg.address, "image_ref": ref, "digest": digest},
-        "deploy_reports": [str(work / "deploy-1.json"), str(work / "deploy-2.json")],
-        "offline_dir": str(work / "offline"),
-    }, indent=2) + "\n")
-    return path
+            run(["ssh", "-F", str(ssh_config), "-O", "exit", ip], timeout=30, check=False,
+                what=f"ssh -O exit {ip}")

@@ -14,27 +14,33 @@ from gldeploy.lab.vagrant import ssh
 SYNC_TIMEOUT = 90
 
 
-def site_script(gateway: str) -> str:
-    """Root shell script run on each VM (settings only, no secrets)."""
-    return f"""set -euo pipefail
-dev=$(ip -o -4 addr show | awk '$4 ~ /^{gateway.rsplit('.', 1)[0]}\\./ {{print $2; exit}}')
-[ -n "$dev" ] || {{ echo "no interface on the site network {gateway}/24" >&2; exit 1; }}
+# $1 is the gateway (the lab host on the site network); values are arguments, never code
+SITE_SCRIPT = r"""set -euo pipefail
+gateway=$1
+net=${gateway%.*}.
+dev=$(ip -o -4 addr show | awk -v net="$net" 'index($4, net) == 1 {print $2; exit}')
+[ -n "$dev" ] || { echo "no interface on the site network ${net}0/24" >&2; exit 1; }
 mkdir -p "/etc/systemd/network/50-vagrant-$dev.network.d"
-printf '[Route]\\nGateway={gateway}\\nMetric=1000\\n' >"/etc/systemd/network/50-vagrant-$dev.network.d/gl-site.conf"
-ip route replace default via {gateway} dev "$dev" metric 1000
-printf '# site DNS (GL-Native lab)\\nnameserver {gateway}\\n' >/etc/resolv.conf
+printf '[Route]\nGateway=%s\nMetric=1000\n' "$gateway" >"/etc/systemd/network/50-vagrant-$dev.network.d/gl-site.conf"
+ip route replace default via "$gateway" dev "$dev" metric 1000
+printf '# site DNS (GL-Native lab)\nnameserver %s\n' "$gateway" >/etc/resolv.conf
 mkdir -p /etc/systemd/timesyncd.conf.d
-printf '[Time]\\nNTP={gateway}\\nPollIntervalMinSec=32\\n' >/etc/systemd/timesyncd.conf.d/gl-site.conf
+printf '[Time]\nNTP=%s\nPollIntervalMinSec=32\n' "$gateway" >/etc/systemd/timesyncd.conf.d/gl-site.conf
 timedatectl set-ntp true
 systemctl restart systemd-timesyncd
 """
+
+
+def site_argv(gateway: str) -> list[str]:
+    """Root command run on each VM (settings only, no secrets): the gateway is its argument."""
+    return ["sudo", "bash", "-c", SITE_SCRIPT, "gl-lab-site", gateway]
 
 
 def prepare(ssh_config: Path, lab: Lab, gateway: str) -> float:
     """Configure route, DNS and NTP on every VM; wait (bounded) until each reports NTPSynchronized."""
     start = time.monotonic()
     for node in lab.nodes:
-        ssh(ssh_config, node.ip, ["sudo", "bash", "-c", site_script(gateway)], timeout=120)
+        ssh(ssh_config, node.ip, site_argv(gateway), timeout=120)
     pending = list(lab.nodes)
     while pending:
         node = pending[0]

@@ -13,7 +13,7 @@ from gldeploy.lab import shared
 from gldeploy.lab.children import Guard
 from gldeploy.lab.host import VIRSH, Accel
 from gldeploy.lab.nodes import Lab
-from gldeploy.lab.proc import run, say
+from gldeploy.lab.proc import Timeout, run, say, ssh_argv, wait_for
 from gldeploy.paths import VAGRANT_DIR
 
 SSH_OPTIONS = ("IdentitiesOnly yes", "StrictHostKeyChecking no", "UserKnownHostsFile /dev/null",
@@ -25,6 +25,8 @@ DEFAULT_BOOT_TIMEOUT = shared.load().boot_timeout  # TCG, 2 cores: one VM boots 
 BOOT_TIMED_OUT = "Timed out while waiting for the machine to boot"
 VAGRANT_QUERY_TIMEOUT = 120  # seconds for `vagrant status` / `vagrant ssh-config`
 VAGRANT_DESTROY_TIMEOUT = 300  # seconds for `vagrant destroy` before virsh does it
+
+
 def _tail(path: Path, lines: int) -> str:
     try:
         text = path.read_text(errors="replace").splitlines()
@@ -47,8 +49,9 @@ class LabVMs:
         self.env = env
         self.log = VAGRANT_DIR / ".vagrant" / f"{lab.name}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        log_cm = pyvagrant.make_file_cm(str(self.log))
-        self.v = pyvagrant.Vagrant(root=str(VAGRANT_DIR), env=env, out_cm=log_cm, err_cm=log_cm)
+        log_cm = pyvagrant.make_file_cm(str(self.log))  # type: ignore[no-untyped-call]
+        self.v = pyvagrant.Vagrant(  # type: ignore[no-untyped-call]
+            root=str(VAGRANT_DIR), env=env, out_cm=log_cm, err_cm=log_cm)
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines vagrant wrote (stdout and stderr), for error messages."""
@@ -71,7 +74,7 @@ class LabVMs:
         watchdog = Guard(self.boot_timeout)
         try:
             with watchdog:
-                self.v.up(provider="libvirt")
+                self.v.up(provider="libvirt")  # type: ignore[no-untyped-call]
         except subprocess.CalledProcessError as exc:
             from gldeploy.lab.box import box_listed
             if not box_listed(self.box):  # before the boot bound: a slow download is no boot failure
@@ -94,7 +97,8 @@ class LabVMs:
         """Names of nodes vagrant knows as created (any state but not_created)."""
         try:
             with Guard(VAGRANT_QUERY_TIMEOUT):
-                return [s.name for s in self.v.status() if s.state != pyvagrant.Vagrant.NOT_CREATED]
+                states = self.v.status()  # type: ignore[no-untyped-call]
+            return [s.name for s in states if s.state != pyvagrant.Vagrant.NOT_CREATED]
         except subprocess.CalledProcessError:
             return []
 
@@ -104,7 +108,7 @@ class LabVMs:
         try:
             if self.running():
                 with Guard(VAGRANT_DESTROY_TIMEOUT):
-                    self.v.destroy()
+                    self.v.destroy()  # type: ignore[no-untyped-call]
         except subprocess.CalledProcessError as exc:
             say(f"vagrant destroy failed or timed out (exit {exc.returncode}); removing domains with virsh")
         self.destroy_leftovers()
@@ -116,7 +120,7 @@ class LabVMs:
         out = run([*VIRSH, "list", "--all", "--name"], timeout=60, what="virsh list").stdout.split()
         removed = []
         for dom in (d for d in out if d.startswith(prefix)):
-            subprocess.run([*VIRSH, "destroy", dom], capture_output=True, timeout=60)
+            run([*VIRSH, "destroy", dom], timeout=60, check=False, what="virsh destroy")
             run([*VIRSH, "undefine", dom, "--remove-all-storage", "--nvram"], timeout=120, check=False,
                 what="virsh undefine")
             removed.append(dom)
@@ -143,7 +147,7 @@ class LabVMs:
         """HostName, Port, User, IdentityFile from `vagrant ssh-config NAME`."""
         try:
             with Guard(VAGRANT_QUERY_TIMEOUT):
-                text = self.v.ssh_config(vm_name=name)
+                text = self.v.ssh_config(vm_name=name)  # type: ignore[no-untyped-call]
         except subprocess.CalledProcessError:
             raise DeployError(f"vagrant ssh-config {name} failed; is the VM running?") from None
         params: dict[str, str] = {}
@@ -173,30 +177,38 @@ class LabVMs:
 
 def ssh(ssh_config: Path, host: str, argv: list[str], *, timeout: float = 300,
         input_text: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run argv on a lab host over plain OpenSSH (each word quoted for the remote shell)."""
-    import shlex
-    remote = " ".join(shlex.quote(a) for a in argv)
-    return run(["ssh", "-F", str(ssh_config), host, remote], timeout=timeout, input_text=input_text,
-               check=check, what=f"ssh {host} {argv[0]}")
+    """Run argv on a lab host over plain OpenSSH (joined with shlex.join for the remote shell)."""
+    return run(ssh_argv(ssh_config, host, argv), timeout=timeout, input_text=input_text, check=check,
+               what=f"ssh {host} {argv[0]}")
 
 
 def wait_ssh(ssh_config: Path, host: str, timeout: float = 300) -> float:
     """Bounded wait until `ssh host true` works."""
-    start = time.monotonic()
-    while True:
-        probe = subprocess.run(["ssh", "-F", str(ssh_config), "-o", "ConnectTimeout=5", host, "true"],
-                               capture_output=True, timeout=60)
-        if probe.returncode == 0:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise DeployError(f"timed out after {timeout:.0f} s waiting for SSH on {host}")
-        time.sleep(2)
+    def answers() -> bool:
+        try:
+            return run(ssh_argv(ssh_config, host, ["true"], "-o", "ConnectTimeout=5"), timeout=60,
+                       check=False, what=f"ssh {host} true").returncode == 0
+        except Timeout:
+            return False
+    return wait_for(answers, timeout=timeout, interval=2, what=f"SSH on {host}")
+
+
+# $1 is the host name; /etc/hosts is rewritten without sed, so no character of it is a pattern
+HOSTNAME_SCRIPT = r"""set -euo pipefail
+printf '%s\n' "$1" >/etc/hostname
+hostname "$1"
+{ grep -v '^127\.0\.1\.1[[:space:]]' /etc/hosts || true; printf '127.0.1.1 %s\n' "$1"; } >/etc/hosts.gl-lab
+cat /etc/hosts.gl-lab >/etc/hosts
+rm -f /etc/hosts.gl-lab
+"""
+
+
+def hostname_argv(name: str) -> list[str]:
+    """Root command giving a VM its table name as host name (the name is an argument, not code)."""
+    return ["sudo", "bash", "-c", HOSTNAME_SCRIPT, "gl-lab-hostname", name]
 
 
 def set_hostnames(ssh_config: Path, lab: Lab) -> None:
     """Give each VM its table name as host name (cheaper than Vagrant's config.vm.hostname)."""
     for node in lab.nodes:
-        script = (f"set -e; echo {node.name} > /etc/hostname; hostname {node.name}; "
-                  f"sed -i 's/^127.0.1.1.*/127.0.1.1 {node.name}/' /etc/hosts")
-        ssh(ssh_config, node.ip, ["sudo", "bash", "-c", script], timeout=60)
-
+        ssh(ssh_config, node.ip, hostname_argv(node.name), timeout=60)

@@ -1,7 +1,9 @@
 """invoke tasks: build the lab's Debian 12 vagrant-libvirt box (`box.build`)."""
 from __future__ import annotations
 
-from invoke import Collection, Context, task
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.tasks import task
 
 from gldeploy.errors import guarded
 from gldeploy.lab import box as boxlib

@@ -1,19 +1,26 @@
 """invoke tasks of the VM lab: `lab.host-setup`, `lab.up`, `lab.run`, `lab.destroy`."""
 from __future__ import annotations
 
-from invoke import Collection, Context, task
+from pathlib import Path
+
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.tasks import task
 
 from gldeploy.errors import DeployError, guarded
+from gldeploy.paths import REPO
 from gldeploy.settings import lab_options
 from gldeploy.lab import box as boxlib
 from gldeploy.lab import host, nodes
-from gldeploy.lab.proc import say
-from gldeploy.lab.children import term_as_interrupt
 from gldeploy.lab.vagrant import DEFAULT_BOOT_TIMEOUT, LabVMs
 
 LAB_HELP = "Lab name: a node table vagrant/labs/<lab>.yml (default single)"
 BOX_HELP = "Vagrant box (default: $GL_LAB_BOX or gldeploy/debian12, built locally by box.build)"
 ACCEL_HELP = "kvm or tcg to override KVM detection (default: $GL_LAB_ACCEL or detected)"
+# the k3s stand-in lives with the tests; the lab is given its path, it never imports test code
+STANDIN = REPO / "tests" / "fixtures" / "k3s_standin" / "k3s"
+STANDIN_HELP = ("k3s stand-in executable for `k3s stand-in` mode, used when neither --artifacts nor the "
+                f"pinned download gives real k3s (default: {STANDIN.relative_to(REPO)})")
 BOOT_HELP = (f"Seconds `vagrant up` may take for all the lab's VMs to boot and answer SSH (default: "
              f"$GL_LAB_BOOT_TIMEOUT or {DEFAULT_BOOT_TIMEOUT})")
 
@@ -51,37 +58,27 @@ def host_setup(c: Context, no_install: bool = False, accel: str = "") -> None:
 @guarded
 def up(c: Context, lab: str = "single", box: str = "", accel: str = "", boot_timeout: str = "") -> None:
     """Bring a lab's VMs up and write its ssh_config (hosts keyed by private IP); no phases run."""
-    from gldeploy.lab.runner import state_dir
-    table = nodes.load(lab)
-    timeout = _boot_timeout(boot_timeout)
-    term_as_interrupt()
-    detected = host.setup(accel_override=_accel(accel))
-    name = _box(box)
-    if name == boxlib.DEFAULT_BOX:
-        boxlib.ensure_box(name)
-    vms = LabVMs(table, box=name, accel=detected, boot_timeout=timeout)
-    vms.destroy()  # leftovers of a killed run would make vagrant refuse the domain names
-    try:
-        took = vms.up()
-        cfg = vms.ready(state_dir(lab) / "ssh-config")
-    except (DeployError, KeyboardInterrupt):
-        say("bring-up failed: destroying the lab's VMs")
-        vms.destroy()
-        raise
-    print(f"lab {lab} up in {took:.0f} s ({detected.driver}); ssh -F {cfg} {table.ips[0]}")
+    from gldeploy.lab.runner import Options, bring_up
+    nodes.load(lab)  # a bad lab name is bad input before anything starts
+    r = bring_up(Options(lab, box=_box(box), accel=_accel(accel), boot_timeout=_boot_timeout(boot_timeout)))
+    driver = r.accel.driver if r.accel else "?"
+    print(f"lab {lab} up in {r.report.steps.get('vagrant up', 0):.0f} s ({driver}); "
+          f"ssh -F {r.ssh_config} {r.table.ips[0]}")
 
 
 @task(help={"lab": LAB_HELP, "keep": "Leave the VMs running afterwards (default: destroy them)",
             "artifacts": "Directory laid out like a k3s release (real k3s, or a stand-in release)",
             "box": BOX_HELP, "no_download": "Do not try the pinned k3s download (use the stand-in)",
-            "accel": ACCEL_HELP, "boot_timeout": BOOT_HELP})
+            "accel": ACCEL_HELP, "boot_timeout": BOOT_HELP, "standin": STANDIN_HELP})
 @guarded
 def run(c: Context, lab: str = "single", keep: bool = False, artifacts: str = "", box: str = "",
-        no_download: bool = False, accel: str = "", boot_timeout: str = "") -> None:
+        no_download: bool = False, accel: str = "", boot_timeout: str = "", standin: str = "") -> None:
     """Lab end to end: VMs up, deploy twice, offline scripts, testinfra, report, destroy."""
-    from gldeploy.lab.runner import run_lab
-    report = run_lab(lab, keep=keep, artifacts=artifacts, box_name=_box(box), download=not no_download,
-                     accel_override=_accel(accel), boot_timeout=_boot_timeout(boot_timeout))
+    from gldeploy.lab.runner import Options, run_lab
+    options = Options(lab, box=_box(box), accel=_accel(accel), boot_timeout=_boot_timeout(boot_timeout),
+                      artifacts=artifacts, download=not no_download,
+                      standin=Path(standin).expanduser().resolve() if standin else STANDIN)
+    report = run_lab(options, keep=keep)
     if report.result == "interrupted":
         raise KeyboardInterrupt
     if report.result != "pass":

@@ -25,20 +25,31 @@ def test_node_ready(host: Any) -> None:
     eventually(ready, 180, "all nodes Ready", interval=5)
 
 
-def test_backend_pods_running(host: Any, lab_settings: Any) -> None:
-    """The backend's pods in its namespace are Running and ready."""
-    def running() -> bool:
+def pod_running_and_ready(pod: dict[str, Any]) -> bool:
+    """Phase Running, the Ready condition True and every container ready."""
+    status = pod.get("status", {})
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions", [])}
+    containers = status.get("containerStatuses", [])
+    return (status.get("phase") == "Running" and conditions.get("Ready") == "True" and bool(containers)
+            and all(c.get("ready") is True for c in containers))
+
+
+def test_backend_pods_running_and_ready(host: Any, lab_settings: Any) -> None:
+    """The backend's pods in its namespace are Running and ready (Ready condition, every container)."""
+    def running_and_ready() -> bool:
         with host.sudo():
-            out = host.run(f"{KUBECTL} -n {lab_settings.namespace} get pods -o json")
+            out = host.run(f"{KUBECTL} -n %s get pods -o json", lab_settings.namespace)
         if out.rc != 0:
             return False
         pods = json.loads(out.stdout)["items"]
-        return bool(pods) and all(p["status"].get("phase") == "Running" for p in pods)
-    eventually(running, 300, f"pods in {lab_settings.namespace} Running", interval=5)
+        return bool(pods) and all(pod_running_and_ready(p) for p in pods)
+    eventually(running_and_ready, 300, f"pods in {lab_settings.namespace} Running and ready", interval=5)
 
 
 def test_backend_healthz_through_ingress(host: Any, lab_settings: Any) -> None:
     """/healthz answers through the Traefik ingress on the node IP with the configured host name."""
     ip = lab_settings.control_plane_ips[0]
-    cmd = (f"curl -fsS --max-time 10 -H 'Host: {lab_settings.backend_ingress_host}' http://{ip}/healthz")
-    eventually(lambda: host.run(cmd).rc == 0, 180, "backend /healthz via ingress", interval=5)
+    argv = ["curl", "-fsS", "--max-time", "10", "-H", f"Host: {lab_settings.backend_ingress_host}",
+            f"http://{ip}/healthz"]
+    eventually(lambda: host.run(" ".join(["%s"] * len(argv)), *argv).rc == 0, 180,
+               "backend /healthz via ingress", interval=5)

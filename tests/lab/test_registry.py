@@ -1,6 +1,7 @@
 """The sample backend image is in the lab's TLS + htpasswd registry; the VM pulls it, verifies it and runs it."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,34 +13,54 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 pytestmark = pytest.mark.lab
 
 
-def _curl(inventory: dict[str, Any], path: str, *, auth: bool = True) -> str:
+CA = "/home/vagrant/.gl-lab/ca.crt"
+CURLRC = "/home/vagrant/.gl-lab/registry.curlrc"
+K3S_REGISTRIES = "/etc/rancher/k3s/registries.yaml"
+K3S_REGISTRY_CA = "/etc/rancher/k3s/registry-ca.crt"
+
+
+def _headers(host: Any, inventory: dict[str, Any], path: str, *auth: str) -> str:
+    """Response headers of GET https://<registry><path> on the VM (argv quoted by testinfra)."""
+    argv = ["curl", "-sS", "-o", "/dev/null", "-D", "-", "--max-time", "15", "--cacert", CA, *auth,
+            "-H", f"Accept: {OCI_MANIFEST}", f"https://{inventory['registry']['address']}{path}"]
+    return str(host.check_output(" ".join(["%s"] * len(argv)), *argv))
+
+
+def _manifest_path(inventory: dict[str, Any]) -> str:
+    name, tag = inventory["registry"]["image_ref"].split("/", 1)[1].rsplit(":", 1)
+    return f"/v2/{name}/manifests/{tag}"
+
+
+def test_k3s_gets_the_registry_credentials_and_ca_privately(host: Any, inventory: dict[str, Any]) -> None:
+    """The deploy wrote k3s' registries.yaml (0600 root) with the lab registry's address, its CA and
+    the credentials that registry really accepts (compared with the registry's own password file)."""
     reg = inventory["registry"]
-    creds = "-K ~/.gl-lab/registry.curlrc " if auth else ""
-    return (f"curl -sS -o /dev/null -D - --max-time 15 --cacert ~/.gl-lab/ca.crt {creds}"
-            f"-H 'Accept: {OCI_MANIFEST}' https://{reg['address']}{path}")
-
-
-def test_credentials_file_is_private(host: Any) -> None:
-    """The curl config holding the registry password is 0600 and owned by the SSH user."""
-    f = host.file("/home/vagrant/.gl-lab/registry.curlrc")
-    assert f.mode == 0o600 and f.user == "vagrant"
+    with host.sudo():
+        f = host.file(K3S_REGISTRIES)
+        assert f.exists and f.mode == 0o600 and f.user == "root", f"{K3S_REGISTRIES}: {oct(f.mode)} {f.user}"
+        text = f.content_string
+        ca = host.file(K3S_REGISTRY_CA).content_string
+    password = Path(reg["password_file"]).read_text().strip()
+    assert f'"{reg["address"]}"' in text and f'"https://{reg["address"]}"' in text
+    assert f'username: "{reg["user"]}"' in text
+    assert f'password: "{password}"' in text
+    assert f'ca_file: "{K3S_REGISTRY_CA}"' in text
+    assert ca.strip() == Path(reg["ca_file"]).read_text().strip()
 
 
 def test_manifest_pullable_with_ca_and_credentials(host: Any, inventory: dict[str, Any]) -> None:
     """GET /v2/<image>/manifests/<tag> from the VM: 200 and the digest that was pushed."""
-    reg = inventory["registry"]
-    name, tag = reg["image_ref"].split("/", 1)[1].rsplit(":", 1)
-    headers = host.check_output(_curl(inventory, f"/v2/{name}/manifests/{tag}")).lower()
+    headers = _headers(host, inventory, _manifest_path(inventory), "-K", CURLRC).lower()
     assert headers.startswith("http/") and " 200" in headers.splitlines()[0], headers
-    assert f"docker-content-digest: {reg['digest']}" in headers
+    assert f"docker-content-digest: {inventory['registry']['digest']}" in headers
 
 
-@pytest.mark.parametrize("auth", [False], ids=["no-credentials"])
-def test_registry_refuses_anonymous(host: Any, inventory: dict[str, Any], auth: bool) -> None:
-    """Without credentials the registry answers 401 (auth really is enforced)."""
-    reg = inventory["registry"]
-    name, tag = reg["image_ref"].split("/", 1)[1].rsplit(":", 1)
-    headers = host.check_output(_curl(inventory, f"/v2/{name}/manifests/{tag}", auth=auth))
+@pytest.mark.parametrize("auth", [(), ("-u", "gl-lab:not-the-password"), ("-u", "someone-else:x")],
+                         ids=["no-credentials", "wrong-password", "unknown-user"])
+def test_registry_refuses_without_the_right_credentials(host: Any, inventory: dict[str, Any],
+                                                        auth: tuple[str, ...]) -> None:
+    """Without the right credentials the registry answers 401 (auth really is enforced)."""
+    headers = _headers(host, inventory, _manifest_path(inventory), *auth)
     assert " 401" in headers.splitlines()[0], headers
 
 
@@ -49,8 +70,7 @@ PULL_DIR = "/tmp/gl-lab-pull"
 def _fetch(host: Any, inventory: dict[str, Any], path: str, dest: str, accept: str = "") -> None:
     """GET https://<registry><path> on the VM into dest, with the lab CA and the 0600 credentials."""
     reg = inventory["registry"]
-    argv = ["curl", "-fsS", "--max-time", "60", "--cacert", "/home/vagrant/.gl-lab/ca.crt",
-            "-K", "/home/vagrant/.gl-lab/registry.curlrc", "-o", dest]
+    argv = ["curl", "-fsS", "--max-time", "60", "--cacert", CA, "-K", CURLRC, "-o", dest]
     if accept:
         argv += ["-H", f"Accept: {accept}"]
     host.run_expect([0], " ".join(["%s"] * (len(argv) + 1)), *argv, f"https://{reg['address']}{path}")

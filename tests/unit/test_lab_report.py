@@ -9,7 +9,7 @@ from rich.console import Console
 
 from gldeploy.lab.offline import phase_row
 from gldeploy.lab.report import LabReport, Row, host_memory_used_mib
-from gldeploy.lab.runner import junit_rows
+from gldeploy.lab.verify import junit_rows
 
 DEPLOY = {"results": [
     {"phase": "01_pre_install_check", "host": "192.168.56.10", "status": "pass", "duration": 2.5, "checks": []},

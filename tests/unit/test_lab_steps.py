@@ -1,0 +1,88 @@
+"""The lab is a list of named steps: `lab.up` re-uses the bring-up steps of `lab.run`; each step is
+timed in the report; the offline phases come from the sequences table; remote scripts take their
+values as arguments."""
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gldeploy import sequences
+from gldeploy.errors import ConfigError, DeployError
+from gldeploy.lab import offline, runner, site, vagrant
+from gldeploy.lab.proc import ssh_argv
+from gldeploy.lab.report import LabReport
+
+
+def test_lab_up_runs_the_same_bring_up_steps_as_lab_run_in_the_same_order() -> None:
+    names = [name for name, _ in runner.LAB_STEPS]
+    assert len(names) == len(set(names))
+    run_steps = dict(runner.LAB_STEPS)
+    for name, action in runner.BRING_UP:
+        assert run_steps[name] is action  # the same function, not a re-implementation
+    positions = [names.index(name) for name, _ in runner.BRING_UP]
+    assert positions == sorted(positions)
+    assert names[-1] == "testinfra" and "k3s artifacts" not in dict(runner.BRING_UP)
+
+
+def _run(tmp_path: Path) -> runner.LabRun:
+    from rich.console import Console
+    return runner.LabRun(runner.Options("single"), runner.nodes.load("single"), LabReport("single", "?", "", "?"),
+                         tmp_path, Console())
+
+
+def test_steps_run_in_order_each_timed_and_a_failure_stops_the_rest(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def ok(r: runner.LabRun) -> None:
+        seen.append("ok")
+
+    def boom(r: runner.LabRun) -> None:
+        seen.append("boom")
+        raise DeployError("step two broke")
+
+    r = _run(tmp_path)
+    with pytest.raises(DeployError, match="step two broke"):
+        runner.run_steps(r, (("one", ok), ("two", boom), ("three", ok)))
+    assert seen == ["ok", "boom"]
+    assert list(r.report.steps) == ["one", "two"]  # the failing step's time is kept, nothing after it
+
+
+def test_a_step_run_before_what_it_needs_says_so(tmp_path: Path) -> None:
+    with pytest.raises(DeployError, match="the lab's VMs is not there yet"):
+        runner.step_vagrant_up(_run(tmp_path))
+
+
+def test_offline_phases_come_from_the_sequences_table(tmp_path: Path) -> None:
+    for name in reversed(sequences.names("single")):
+        (tmp_path / f"{name}.sh").write_text("#!/bin/bash\n")
+    (tmp_path / "99_extra.sh").write_text("#!/bin/bash\n")  # never picked up: nothing is globbed
+    assert offline.rendered_phases(tmp_path, "single") == sequences.names("single")
+
+
+def test_a_phase_missing_from_the_rendered_dir_fails_naming_it(tmp_path: Path) -> None:
+    for name in sequences.names("single")[:2]:
+        (tmp_path / f"{name}.sh").write_text("#!/bin/bash\n")
+    with pytest.raises(DeployError, match="left 03_deploy_gl_backend.sh, 04_health_check.sh out of"):
+        offline.rendered_phases(tmp_path, "single")
+
+
+def test_topology_is_one_of_the_table() -> None:
+    assert offline.topology_of("ha") == "ha"
+    with pytest.raises(ConfigError, match="TOPOLOGY='multi'"):
+        offline.topology_of("multi")
+
+
+@pytest.mark.parametrize("script", [site.SITE_SCRIPT, vagrant.HOSTNAME_SCRIPT])
+def test_remote_scripts_are_valid_bash_with_no_value_inside(script: str) -> None:
+    assert subprocess.run(["bash", "-n", "-c", script], capture_output=True).returncode == 0
+    assert "192.168." not in script
+
+
+@pytest.mark.parametrize("value", ["192.168.56.1", "x'; reboot; '", "$(id)"])
+def test_remote_script_values_arrive_as_one_argument(value: str, tmp_path: Path) -> None:
+    for argv in (site.site_argv(value), vagrant.hostname_argv(value)):
+        remote = ssh_argv(tmp_path / "cfg", "h", argv)[-1]
+        assert shlex.split(remote) == argv and argv[-1] == value
