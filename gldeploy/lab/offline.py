@@ -43,14 +43,22 @@ def topology_of(value: str) -> sequences.Topology:
     raise ConfigError(f"TOPOLOGY={value!r}: expected one of {', '.join(sequences.TOPOLOGIES)}")
 
 
-def rendered_phases(out: Path, topology: sequences.Topology) -> tuple[str, ...]:
+def rendered_phases(out: Path, topology: sequences.Topology) -> tuple[sequences.Phase, ...]:
     """The topology's phases from the sequences table, each checked to be rendered in `out`."""
-    phases = sequences.names(topology)
-    missing = [f"{p}.sh" for p in phases if not (out / f"{p}.sh").is_file()]
+    phases = sequences.sequence(topology)
+    missing = [p.script for p in phases if not (out / p.script).is_file()]
     if missing:
         raise DeployError(f"offline: `invoke scripts.render` left {', '.join(missing)} out of {out}; the "
-                          f"{topology} sequence runs {', '.join(phases)} (gldeploy/sequences.py)")
+                          f"{topology} sequence runs {', '.join(sequences.names(topology))} (gldeploy/sequences.py)")
     return phases
+
+
+def node_role(role: str, topology: sequences.Topology) -> sequences.Role:
+    """The phase role of a lab node (the node table's role, as README.txt tells the operator)."""
+    for known in sequences.roles_of(topology):
+        if known == role:
+            return known
+    raise ConfigError(f"lab node role {role!r} is not a {topology} role ({', '.join(sequences.roles_of(topology))})")
 
 
 def run_offline(report: LabReport, lab: Lab, env_file: Path, sets: list[str], ssh_config: Path,
@@ -70,12 +78,15 @@ def run_offline(report: LabReport, lab: Lab, env_file: Path, sets: list[str], ss
         run(["scp", "-q", "-r", "-F", str(ssh_config), str(out), f"{ip}:{REMOTE_DIR}"], timeout=600,
             what="scp offline dir")
         ssh(ssh_config, ip, ["env", "-C", REMOTE_DIR, "sha256sum", "--quiet", "-c", "SHA256SUMS"], timeout=300)
-        for phase in phases:
+        role = node_role(node.role, topology)
+        for phase in (p for p in phases if p.runs_on(role)):
             start = time.monotonic()
-            script = run(ssh_argv(ssh_config, ip, ["sudo", "bash", f"{REMOTE_DIR}/{phase}.sh", "--json"]),
-                         timeout=SCRIPT_TIMEOUT, check=False, what=f"offline: {phase}.sh on {node.name}")
-            row = phase_row(phase, node.name, script.returncode, script.stdout, script.stderr,
+            argv = ["sudo", "bash", f"{REMOTE_DIR}/{phase.script}", *(["--role", role] if phase.takes_role else []),
+                    "--json"]
+            script = run(ssh_argv(ssh_config, ip, argv), timeout=SCRIPT_TIMEOUT, check=False,
+                         what=f"offline: {phase.script} on {node.name}")
+            row = phase_row(phase.name, node.name, script.returncode, script.stdout, script.stderr,
                             time.monotonic() - start)
             report.rows.append(row)
             if row.status == "fail":
-                raise DeployError(f"offline: {phase}.sh failed on {node.name}: {row.reason}")
+                raise DeployError(f"offline: {phase.script} failed on {node.name}: {row.reason}")

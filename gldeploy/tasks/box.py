@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 from invoke.context import Context
-from invoke.tasks import task
+from gldeploy.tasks import gl_task
 
 from gldeploy.errors import guarded
 from gldeploy.lab import box as boxlib
@@ -15,7 +15,7 @@ def default_box_name() -> str:
     return lab_options().box or boxlib.DEFAULT_BOX
 
 
-@task(help={"name": "Box name to add to Vagrant (default: $GL_LAB_BOX or gldeploy/debian12)",
+@gl_task(help={"name": "Box name to add to Vagrant (default: $GL_LAB_BOX or gldeploy/debian12)",
             "force": "Rebuild even when the cached box matches its inputs"})
 @guarded
 def build(c: Context, name: str = "", force: bool = False) -> None:

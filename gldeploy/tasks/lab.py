@@ -5,7 +5,7 @@ from pathlib import Path
 
 from invoke.collection import Collection
 from invoke.context import Context
-from invoke.tasks import task
+from gldeploy.tasks import gl_task
 
 from gldeploy.errors import DeployError, guarded
 from gldeploy.paths import REPO
@@ -44,7 +44,7 @@ def _boot_timeout(value: str) -> int:
     return int(raw)
 
 
-@task(name="host-setup", help={"no_install": "Do not apt-get install missing packages, only check",
+@gl_task(name="host-setup", help={"no_install": "Do not apt-get install missing packages, only check",
                                "accel": ACCEL_HELP})
 @guarded
 def host_setup(c: Context, no_install: bool = False, accel: str = "") -> None:
@@ -54,7 +54,7 @@ def host_setup(c: Context, no_install: bool = False, accel: str = "") -> None:
           f"{result.reason}")
 
 
-@task(help={"lab": LAB_HELP, "box": BOX_HELP, "accel": ACCEL_HELP, "boot_timeout": BOOT_HELP})
+@gl_task(help={"lab": LAB_HELP, "box": BOX_HELP, "accel": ACCEL_HELP, "boot_timeout": BOOT_HELP})
 @guarded
 def up(c: Context, lab: str = "single", box: str = "", accel: str = "", boot_timeout: str = "") -> None:
     """Bring a lab's VMs up and write its ssh_config (hosts keyed by private IP); no phases run."""
@@ -66,7 +66,7 @@ def up(c: Context, lab: str = "single", box: str = "", accel: str = "", boot_tim
           f"ssh -F {r.ssh_config} {r.table.ips[0]}")
 
 
-@task(help={"lab": LAB_HELP, "keep": "Leave the VMs running afterwards (default: destroy them)",
+@gl_task(help={"lab": LAB_HELP, "keep": "Leave the VMs running afterwards (default: destroy them)",
             "artifacts": "Directory laid out like a k3s release (real k3s, or a stand-in release)",
             "box": BOX_HELP, "no_download": "Do not try the pinned k3s download (use the stand-in)",
             "accel": ACCEL_HELP, "boot_timeout": BOOT_HELP, "standin": STANDIN_HELP})
@@ -85,7 +85,7 @@ def run(c: Context, lab: str = "single", keep: bool = False, artifacts: str = ""
         raise DeployError(f"lab {lab} failed: {report.error}", exit_code=report.extra.get("exit_code", 1))
 
 
-@task(help={"lab": LAB_HELP})
+@gl_task(help={"lab": LAB_HELP})
 @guarded
 def destroy(c: Context, lab: str = "single") -> None:
     """Destroy a lab's VMs (and libvirt leftovers named gl-lab-<lab>-*); networks are kept."""

@@ -59,7 +59,10 @@ def test_offline_phases_come_from_the_sequences_table(tmp_path: Path) -> None:
     for name in reversed(sequences.names("single")):
         (tmp_path / f"{name}.sh").write_text("#!/bin/bash\n")
     (tmp_path / "99_extra.sh").write_text("#!/bin/bash\n")  # never picked up: nothing is globbed
-    assert offline.rendered_phases(tmp_path, "single") == sequences.names("single")
+    assert offline.rendered_phases(tmp_path, "single") == sequences.sequence("single")
+    assert offline.node_role("single", "single") == "single"
+    with pytest.raises(ConfigError, match="not a single role"):
+        offline.node_role("agent", "single")
 
 
 def test_a_phase_missing_from_the_rendered_dir_fails_naming_it(tmp_path: Path) -> None:
