@@ -198,7 +198,7 @@ killtree() {  # PID...: the processes and everything under them, collected first
   kill -9 "${pids[@]}" 2>/dev/null || true
 }
 getshims() {  # pids of containerd shims run from this k3s' data dir (<data-dir>/data/<hash>/bin/containerd-shim*)
-  ps -e -o pid= -o args= | awk -v d="${K3S_DATA_DIR}/data/" '{
+  ps -e -ww -o pid= -o args= | awk -v d="${K3S_DATA_DIR}/data/" '{
     for (i = 2; i <= NF; i++)
       if (index($i, d) == 1 && substr($i, length(d) + 1) ~ /^[^\/]+\/bin\/containerd-shim/) { print $1; break }
   }'
