@@ -235,7 +235,7 @@ k3s_phase_main() {  # SCRIPT ARGS...: parse [--json] --role R, load settings, in
   local script="$1" usage
   usage="${script} [--json] --role single|first-server|server|agent"
   gl_parse_args "${usage}" role "${@:2}"
-  [[ -n "${GL_ROLE}" ]] || die_input "--role is required (the plan passes it for each host); usage: ${usage}"
   gl_load_settings
+  [[ -n "${GL_ROLE}" ]] || die_input "--role is required (the plan passes it for each host); usage: ${usage}"
   k3s_install_main "${GL_ROLE}"
 }
