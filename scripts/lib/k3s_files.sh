@@ -123,7 +123,8 @@ k3s_render_state_helper() {  # OUT: k3s-gl-state.sh, run by every start of k3s (
   {
     printf '#!/usr/bin/env bash\n'
     printf '# k3s-gl-state.sh (GL-Native Deploy): sha256 over what k3s starts with (binary, config.yaml,\n'
-    printf '# registries.yaml, token, registry CA, unit, env file, image tarballs).\n'
+    printf '# registries.yaml, token, registry CA, unit, env file, the k3s airgap image tarballs; not the\n'
+    printf '# images phase 03 adds: it imports them itself).\n'
     printf '#   k3s-gl-state.sh            print it\n'
     printf '#   k3s-gl-state.sh --record   record it as what the starting k3s uses (k3s.service ExecStartPre)\n'
     printf '# Phase 02 restarts k3s when the installed files differ from what the running k3s recorded.\n'
@@ -133,7 +134,7 @@ k3s_render_state_helper() {  # OUT: k3s-gl-state.sh, run by every start of k3s (
     cat <<'BODY'
 state() {
   local f sum
-  sum=$(for f in "${FILES[@]}" "${IMAGES_DIR}"/*; do if [[ -f "${f}" ]]; then sha256sum "${f}"; fi; done | sha256sum)
+  sum=$(for f in "${FILES[@]}" "${IMAGES_DIR}"/k3s-airgap-images-*; do if [[ -f "${f}" ]]; then sha256sum "${f}"; fi; done | sha256sum)
   printf '%s\n' "${sum%% *}"
 }
 case "$*" in

@@ -105,7 +105,7 @@ _k3s_remove_managed() {  # FILE: remove a file we wrote earlier and no longer wa
 # mode of an existing DIR (one an older install made with the wrong mode)
 _k3s_dir() {
   if [[ ! -d "$1" ]]; then
-    install -d -m "$2" -- "$1" || fatal "could not create ${1} (disk full or read-only file system?)"
+    mkdir -p -- "$(dirname -- "$1")" && mkdir -m "$2" -- "$1" || fatal "could not create ${1} (disk full or read-only file system?)"
     K3S_CHANGED_FILES+=("${1#"${GL_ROOT}"}/")
   elif [[ "${3:-}" == fix && "$(stat -c %a -- "$1")" != "${2#0}" ]]; then
     chmod "$2" -- "$1" || fatal "could not set mode ${2} on ${1}"

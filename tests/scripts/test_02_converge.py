@@ -134,3 +134,15 @@ def test_missing_curl_fails_clearly_before_touching_the_host(k3s: Any, sandbox_r
     assert "curl is not installed" in result.stderr
     assert result.check("k3s prerequisites")["status"] == "fail"
     assert tree(sandbox_root) == []
+
+
+def test_images_added_by_phase_03_restart_nothing(k3s: Any, sandbox_root: Path) -> None:
+    """Only the k3s airgap tarballs 02 installs count as what k3s starts with; 03 imports its own."""
+    assert k3s().returncode == 0
+    pid = standin_pid(sandbox_root)
+    images = sandbox_root / "var/lib/rancher/k3s/agent/images"
+    images.mkdir(exist_ok=True)
+    (images / "execution-backend-v1.1.oci.tar").write_bytes(b"backend layers")
+    again = k3s("--json")
+    assert again.returncode == 0, again.stderr
+    assert again.report["changed"] is False and standin_pid(sandbox_root) == pid
