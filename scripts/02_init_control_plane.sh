@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # 02_init_control_plane.sh: cluster entry point: install k3s on the first server with embedded
 # etcd (cluster-init). The same install as 02_install_k3s.sh --role first-server (lib/k3s.sh).
-#   usage: 02_init_control_plane.sh [--json] [--role first-server|server|agent]
+#   usage: 02_init_control_plane.sh [--json] --role first-server|server|agent
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/checks.sh"  # gl:include
@@ -10,8 +10,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_files.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_install.sh"  # gl:include
 
 main() {
-  # the same install path as 02_install_k3s.sh, with role first-server unless --role says otherwise
-  k3s_phase_main 02_init_control_plane.sh first-server "$@"
+  # the same install path as 02_install_k3s.sh; the role comes from the caller (--role)
+  k3s_phase_main 02_init_control_plane.sh "$@"
 }
 
 main "$@"

@@ -22,14 +22,25 @@ k3s_paths() {
   K3S_DATA_DIR=$(gl_path /var/lib/rancher/k3s)
   K3S_IMAGES_DIR="${K3S_DATA_DIR}/agent/images"
   K3S_PIDFILE=$(gl_path /run/gl-deploy/k3s.pid)
+  K3S_STARTED=$(gl_path /run/gl-deploy/k3s.started)   # sha256 of the files the running k3s started with
+  K3S_STATE_HELPER=$(gl_path /usr/local/bin/k3s-gl-state.sh)
   K3S_LOG=$(gl_path /var/log/k3s.log)
   K3S_KILLALL=$(gl_path /usr/local/bin/k3s-killall.sh)
   K3S_UNINSTALL=$(gl_path /usr/local/bin/k3s-uninstall.sh)
 }
 k3s_paths
 
-k3s_binary_name() { if [[ "${K3S_ARCH:-amd64}" == amd64 ]]; then echo k3s; else echo "k3s-${K3S_ARCH}"; fi; }
-k3s_sums_name() { echo "sha256sum-${K3S_ARCH:-amd64}.txt"; }
+k3s_binary_name() { if [[ "${K3S_ARCH}" == amd64 ]]; then echo k3s; else echo "k3s-${K3S_ARCH}"; fi; }
+k3s_sums_name() { echo "sha256sum-${K3S_ARCH}.txt"; }
+
+# --- host facts used by phase 02 ---
+# k3s_selinux_enforcing: SELinux is enforcing on this host (the sandbox root's file in tests)
+k3s_selinux_enforcing() {
+  local enforce
+  enforce=$(gl_path /sys/fs/selinux/enforce)
+  if [[ -r "${enforce}" ]]; then [[ "$(<"${enforce}")" == 1* ]]; return; fi
+  [[ -z "${GL_ROOT}" ]] && command -v getenforce >/dev/null 2>&1 && [[ "$(getenforce 2>/dev/null)" == Enforcing ]]
+}
 
 # --- facts used by phase 04 ---
 # k3s_mode: "real", "standin" (the test stand-in, recognised by its marker) or "none"
@@ -78,6 +89,8 @@ k3s_start() {
     # shellcheck disable=SC1090
     source "${K3S_UNIT_ENV}"
     set +a
+    # as the unit's ExecStartPre: record what this start uses (a failure only costs a restart later)
+    "${K3S_STATE_HELPER}" --record || true
     exec setsid "${K3S_BIN}" server --config "${K3S_CONFIG}" >>"${K3S_LOG}" 2>&1 </dev/null
   ) &
   printf '%s\n' "$!" >"${K3S_PIDFILE}"

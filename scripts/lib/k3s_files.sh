@@ -22,13 +22,15 @@ k3s_address_is_local() {
   fi
 }
 
+K3S_SELINUX=false  # a host fact, decided by k3s_install_main (SELinux enforcing: k3s must know it)
+
 k3s_render_config() {  # ROLE OUT
   local role="$1" out="$2" first sans=() disable=()
   IFS=, read -r -a sans <<<"${CONTROL_PLANE_IPS}"
   first="${sans[0]}"
-  [[ -z "${API_VIP:-}" ]] || sans+=("${API_VIP}")
+  [[ -z "${API_VIP}" ]] || sans+=("${API_VIP}")
   sans+=("$(uname -n)")
-  IFS=, read -r -a disable <<<"${K3S_DISABLE:-}"
+  IFS=, read -r -a disable <<<"${K3S_DISABLE}"
   {
     # no phase name here: 02_install_k3s.sh and 02_init_control_plane.sh must write identical files,
     # or running one after the other would rewrite config.yaml and restart k3s
@@ -37,11 +39,12 @@ k3s_render_config() {  # ROLE OUT
     printf 'https-listen-port: %s\n' "${API_PORT}"
     printf 'cluster-cidr: %s\n' "$(gl_json_str "${CLUSTER_CIDR}")"
     printf 'service-cidr: %s\n' "$(gl_json_str "${SERVICE_CIDR}")"
-    printf 'secrets-encryption: %s\n' "$([[ "${SECRETS_ENCRYPTION:-true}" == true ]] && echo true || echo false)"
+    printf 'secrets-encryption: %s\n' "${SECRETS_ENCRYPTION}"
     _k3s_yaml_list tls-san "${sans[@]}"
     _k3s_yaml_list disable "${disable[@]}"
     if k3s_address_is_local "${first}"; then printf 'node-ip: %s\n' "$(gl_json_str "${first}")"; fi
-    if [[ -n "${K3S_TOKEN_FILE:-}" ]]; then printf 'token-file: %s\n' "$(gl_json_str "${K3S_TOKEN_DEST}")"; fi
+    if [[ "${K3S_SELINUX}" == true ]]; then printf 'selinux: true\n'; fi
+    if [[ -n "${K3S_TOKEN_FILE}" ]]; then printf 'token-file: %s\n' "$(gl_json_str "${K3S_TOKEN_DEST}")"; fi
     if [[ "${role}" == first-server ]]; then printf 'cluster-init: true\n'; fi
     if [[ -n "${GL_ROOT}" ]]; then  # sandbox only: k3s' defaults are right on real hosts
       printf 'data-dir: %s\n' "$(gl_json_str "${K3S_DATA_DIR}")"
@@ -52,17 +55,17 @@ k3s_render_config() {  # ROLE OUT
 
 k3s_render_registries() {  # OUT; the password goes from its file into OUT only (printf is a builtin)
   local out="$1" reg="${REGISTRY}" password=""
-  if [[ -n "${REGISTRY_PASSWORD_FILE:-}" ]]; then password=$(<"$(gl_bundle_path "${REGISTRY_PASSWORD_FILE}")"); fi
+  if [[ -n "${REGISTRY_PASSWORD_FILE}" ]]; then password=$(<"$(gl_bundle_path "${REGISTRY_PASSWORD_FILE}")"); fi
   (
     umask 077
     {
       printf '# Managed by GL-Native Deploy; k3s must be restarted after a change (this phase does it).\n'
       printf 'mirrors:\n  %s:\n    endpoint:\n      - %s\n' "$(gl_json_str "${reg}")" "$(gl_json_str "https://${reg}")"
       printf 'configs:\n  %s:\n' "$(gl_json_str "${reg}")"
-      if [[ -n "${REGISTRY_CA_FILE:-}" ]]; then
+      if [[ -n "${REGISTRY_CA_FILE}" ]]; then
         printf '    tls:\n      ca_file: %s\n' "$(gl_json_str "${K3S_REGISTRY_CA_DEST}")"
       fi
-      if [[ -n "${REGISTRY_USER:-}" ]]; then
+      if [[ -n "${REGISTRY_USER}" ]]; then
         printf '    auth:\n      username: %s\n      password: %s\n' "$(gl_json_str "${REGISTRY_USER}")" "$(gl_json_str "${password}")"
       fi
     } >"${out}"
@@ -96,6 +99,7 @@ Restart=always
 RestartSec=5s
 ExecStartPre=-/sbin/modprobe br_netfilter
 ExecStartPre=-/sbin/modprobe overlay
+ExecStartPre=-/usr/local/bin/k3s-gl-state.sh --record
 ExecStart=/usr/local/bin/k3s server
 EOF
 }
@@ -107,68 +111,250 @@ k3s_render_env() {  # OUT: K3S_* environment of the service (install.sh keeps it
   } >"$1"
 }
 
-k3s_render_killall() {  # OUT: stop k3s and what it left running (k3s-killall.sh)
+# k3s_state_files: what k3s starts with; a change in any of them needs a restart
+k3s_state_files() {
+  printf '%s\n' "${K3S_BIN}" "${K3S_CONFIG}" "${K3S_REGISTRIES}" "${K3S_TOKEN_DEST}" "${K3S_REGISTRY_CA_DEST}" \
+    "${K3S_UNIT}" "${K3S_UNIT_ENV}"
+}
+
+k3s_render_state_helper() {  # OUT: k3s-gl-state.sh, run by every start of k3s (ExecStartPre, pidfile start)
+  local files=() f
+  mapfile -t files < <(k3s_state_files)
   {
-    printf '#!/usr/bin/env bash\n# k3s-killall.sh (GL-Native Deploy): stop k3s and its containers; data is kept.\nset -uo pipefail\n'
-    printf 'K3S_PIDFILE=%q\nK3S_BIN=%q\nK3S_DATA_DIR=%q\nGL_SANDBOX=%q\n' \
-      "${K3S_PIDFILE}" "${K3S_BIN}" "${K3S_DATA_DIR}" "$([[ -n "${GL_ROOT}" ]] && echo 1 || echo 0)"
+    printf '#!/usr/bin/env bash\n'
+    printf '# k3s-gl-state.sh (GL-Native Deploy): sha256 over what k3s starts with (binary, config.yaml,\n'
+    printf '# registries.yaml, token, registry CA, unit, env file, the k3s airgap image tarballs; not the\n'
+    printf '# images phase 03 adds: it imports them itself).\n'
+    printf '#   k3s-gl-state.sh            print it\n'
+    printf '#   k3s-gl-state.sh --record   record it as what the starting k3s uses (k3s.service ExecStartPre)\n'
+    printf '# Phase 02 restarts k3s when the installed files differ from what the running k3s recorded.\n'
+    printf 'set -euo pipefail\nFILES=('
+    for f in "${files[@]}"; do printf ' %q' "${f}"; done
+    printf ' )\nIMAGES_DIR=%q\nRECORD=%q\n' "${K3S_IMAGES_DIR}" "${K3S_STARTED}"
+    cat <<'BODY'
+state() {
+  local f sum
+  sum=$(for f in "${FILES[@]}" "${IMAGES_DIR}"/k3s-airgap-images-*; do if [[ -f "${f}" ]]; then sha256sum "${f}"; fi; done | sha256sum)
+  printf '%s\n' "${sum%% *}"
+}
+case "$*" in
+  "") state ;;
+  --record)
+    umask 077
+    mkdir -p "$(dirname "${RECORD}")"
+    state >"${RECORD}.new"
+    mv -f "${RECORD}.new" "${RECORD}" ;;
+  *) echo "usage: k3s-gl-state.sh [--record]" >&2; exit 2 ;;
+esac
+BODY
+  } >"$1"
+}
+
+k3s_render_killall() {  # OUT: k3s-killall.sh, as k3s' own: stop k3s and everything it left running
+  {
+    printf '#!/usr/bin/env bash\n'
+    printf '# k3s-killall.sh (GL-Native Deploy): stop every k3s unit/process, the containers (shims and the\n'
+    printf '# processes under them), unmount k3s mounts, remove CNI namespaces, interfaces and iptables rules.\n'
+    printf '# Data is kept (k3s-uninstall.sh removes it). Under a GL_ROOT sandbox (tests) every path is inside\n'
+    printf '# the sandbox, and networking is touched only inside a named network namespace, never the host.\n'
+    printf 'set -uo pipefail\n'
+    printf 'R=%q\nGL_SANDBOX=%q\nK3S_BIN=%q\nK3S_DATA_DIR=%q\nK3S_PIDDIR=%q\n' "${GL_ROOT}" \
+      "$([[ -n "${GL_ROOT}" ]] && echo 1 || echo 0)" "${K3S_BIN}" "${K3S_DATA_DIR}" "$(dirname "${K3S_PIDFILE}")"
     cat <<'BODY'
 if [[ "${GL_SANDBOX}" == 0 && "$(id -u)" -ne 0 ]]; then echo "k3s-killall.sh: run as root" >&2; exit 1; fi
-if [[ "${GL_SANDBOX}" == 0 && -d /run/systemd/system ]]; then systemctl stop k3s 2>/dev/null || true; fi
-if [[ -r "${K3S_PIDFILE}" ]]; then
-  pid=$(<"${K3S_PIDFILE}")
+say() { printf 'k3s-killall: %s\n' "$*" >&2; }
+
+gone() {  # PID: exited, or a zombie waiting to be reaped
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true)
+  [[ -z "${state}" || "${state}" == Z ]]
+}
+
+stop_pidfile() {  # PIDFILE: a k3s started without systemd (lib/k3s.sh k3s_start)
+  local pid cmdline
+  pid=$(<"$1") || return 0
   cmdline=$(tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null || true)
   if [[ "${pid}" =~ ^[0-9]+$ && "${cmdline}" == *"${K3S_BIN}"* ]]; then
+    say "stopping k3s (pid ${pid})"
     kill -TERM "${pid}" 2>/dev/null || true
-    for _ in $(seq 1 50); do  # gone, or a zombie waiting for init to reap it
-      state=$(awk '{print $3}' "/proc/${pid}/stat" 2>/dev/null || true)
-      [[ -n "${state}" && "${state}" != Z ]] || break
-      sleep 0.1
-    done
-    [[ -z "${state}" || "${state}" == Z ]] || kill -KILL "${pid}" 2>/dev/null || true
+    for _ in $(seq 1 50); do gone "${pid}" && break; sleep 0.1; done
+    gone "${pid}" || kill -KILL "${pid}" 2>/dev/null || true
   fi
-  rm -f "${K3S_PIDFILE}"
-fi
-if [[ "${GL_SANDBOX}" == 0 ]]; then  # as k3s' own killall: shims, mounts, CNI interfaces
-  mapfile -t shims < <(pgrep -f "${K3S_DATA_DIR}/data/[^/]+/bin/containerd-shim" || true)
-  if (( ${#shims[@]} )); then kill -9 "${shims[@]}" 2>/dev/null || true; fi
-  for prefix in /run/k3s /var/lib/kubelet/pods /var/lib/kubelet/plugins /run/netns/cni-; do
-    awk -v p="${prefix}" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r \
-      | while read -r m; do umount -f "${m}" 2>/dev/null || true; done
+  rm -f "$1"
+}
+
+pschildren() { ps -e -o ppid= -o pid= | awk -v p="$1" '$1 == p {print $2}'; }
+pstree_pids() {
+  local pid child
+  for pid in "$@"; do
+    printf '%s\n' "${pid}"
+    for child in $(pschildren "${pid}"); do pstree_pids "${child}"; done
   done
-  for link in cni0 flannel.1 flannel-v6.1 flannel-wg flannel-wg-v6; do
-    ip link show "${link}" >/dev/null 2>&1 && ip link delete "${link}" || true
+}
+killtree() {  # PID...: the processes and everything under them, collected first, then SIGKILL
+  local pids=()
+  (( $# )) || return 0
+  mapfile -t pids < <(pstree_pids "$@")
+  say "killing ${#pids[@]} container processes"
+  kill -9 "${pids[@]}" 2>/dev/null || true
+}
+getshims() {  # pids of containerd shims run from this k3s' data dir (<data-dir>/data/<hash>/bin/containerd-shim*)
+  ps -e -ww -o pid= -o args= | awk -v d="${K3S_DATA_DIR}/data/" '{
+    for (i = 2; i <= NF; i++)
+      if (index($i, d) == 1 && substr($i, length(d) + 1) ~ /^[^\/]+\/bin\/containerd-shim/) { print $1; break }
+  }'
+}
+
+mounts_under() {  # DIR: mount points at or below DIR, deepest first
+  awk -v d="$1" '{ p = $2; gsub(/\\040/, " ", p); if (p == d || index(p, d "/") == 1) print p }' /proc/self/mounts | sort -r
+}
+unmount_and_remove() {  # DIR: unmount everything at or below DIR and remove those mount points (runtime state)
+  local path
+  while IFS= read -r path; do
+    say "unmounting ${path}"
+    umount -f "${path}" 2>/dev/null || umount -l "${path}" 2>/dev/null || true
+    rm -rf -- "${path}"
+  done < <(mounts_under "$1")
+}
+unmount_below() {  # DIR: unmount what is mounted below DIR (containerd's mounts); DIR itself and the data stay
+  local path
+  while IFS= read -r path; do
+    [[ "${path}" == "$1" ]] && continue
+    say "unmounting ${path}"
+    umount -f "${path}" 2>/dev/null || umount -l "${path}" 2>/dev/null || true
+  done < <(mounts_under "$1")
+}
+
+network_allowed() {  # the real host; in a sandbox only inside a named (throwaway) network namespace
+  local self ns
+  [[ "${GL_SANDBOX}" == 0 ]] && return 0
+  self=$(stat -L -c %i /proc/self/ns/net 2>/dev/null) || return 1
+  for ns in /run/netns/*; do
+    [[ -e "${ns}" && "$(stat -L -c %i "${ns}" 2>/dev/null)" == "${self}" ]] && return 0
   done
-  rm -rf /var/lib/cni/
-fi
-echo "k3s stopped"
+  return 1
+}
+
+remove_cni_namespaces() {
+  local ns
+  while read -r ns _; do
+    [[ "${ns}" == cni-* ]] || continue
+    say "deleting network namespace ${ns}"
+    ip netns delete "${ns}" || true
+  done < <(ip netns list 2>/dev/null)
+}
+
+remove_interfaces() {  # the veths on cni0, then k3s' flannel/CNI interfaces
+  local iface
+  while read -r _ iface _; do
+    iface="${iface%:}"; iface="${iface%%@*}"
+    [[ -n "${iface}" ]] && say "deleting interface ${iface}" && ip link delete "${iface}" 2>/dev/null
+  done < <(ip -o link show master cni0 2>/dev/null)
+  for iface in cni0 flannel.1 flannel-v6.1 kube-ipvs0 flannel-wg flannel-wg-v6; do
+    if ip link show "${iface}" >/dev/null 2>&1; then say "deleting interface ${iface}"; ip link delete "${iface}"; fi
+  done
+}
+
+remove_rules() {  # every KUBE-/CNI-/flannel rule and chain; other rules stay
+  local tool rules kept
+  for tool in iptables ip6tables; do
+    command -v "${tool}-save" >/dev/null 2>&1 && command -v "${tool}-restore" >/dev/null 2>&1 || continue
+    rules=$("${tool}-save" 2>/dev/null) || continue
+    kept=$(grep -v -e KUBE- -e CNI- <<<"${rules}" | grep -iv flannel)
+    [[ "${kept}" == "${rules}" ]] && continue
+    say "removing KUBE-/CNI-/flannel rules (${tool})"
+    "${tool}-restore" <<<"${kept}" || say "WARNING: ${tool}-restore failed; check the rules with ${tool}-save"
+  done
+}
+
+main() {
+  local unit pidfile
+  if [[ "${GL_SANDBOX}" == 0 && -d /run/systemd/system ]]; then
+    for unit in /etc/systemd/system/k3s*.service; do
+      if [[ -s "${unit}" ]]; then say "stopping ${unit##*/}"; systemctl stop "${unit##*/}"; fi
+    done
+  fi
+  for pidfile in "${K3S_PIDDIR}"/k3s*.pid; do
+    if [[ -f "${pidfile}" ]]; then stop_pidfile "${pidfile}"; fi
+  done
+  local shims=()
+  mapfile -t shims < <(getshims)
+  killtree "${shims[@]}"
+  unmount_and_remove "${R}/run/k3s"
+  unmount_and_remove "${R}/var/lib/kubelet/pods"
+  unmount_and_remove "${R}/var/lib/kubelet/plugins"
+  unmount_below "${K3S_DATA_DIR}"
+  while IFS= read -r unit; do  # /run/netns/cni-* bind mounts
+    [[ "${unit##*/}" == cni-* ]] && umount -f "${unit}" 2>/dev/null && rm -f -- "${unit}"
+  done < <(mounts_under "${R}/run/netns")
+  if network_allowed; then
+    remove_cni_namespaces
+    remove_interfaces
+    remove_rules
+  else
+    say "sandbox outside a named network namespace: host networking left alone"
+  fi
+  rm -rf -- "${R}/var/lib/cni"
+  echo "k3s stopped"
+}
+
+main "$@"
 BODY
   } >"$1"
 }
 
-k3s_render_uninstall() {  # OUT: remove everything the install created (k3s-uninstall.sh)
+k3s_render_uninstall() {  # OUT: k3s-uninstall.sh: killall, then remove everything k3s and the install made
   {
-    printf '#!/usr/bin/env bash\n# k3s-uninstall.sh (GL-Native Deploy): stop k3s and remove it with its data.\nset -uo pipefail\n'
-    printf 'GL_SANDBOX=%q\nK3S_KILLALL=%q\nK3S_BIN=%q\nK3S_ETC=%q\nK3S_DATA_DIR=%q\nK3S_UNIT=%q\nK3S_UNIT_ENV=%q\nK3S_LOG=%q\nSELF=%q\n' \
-      "$([[ -n "${GL_ROOT}" ]] && echo 1 || echo 0)" "${K3S_KILLALL}" "${K3S_BIN}" "${K3S_ETC}" \
-      "${K3S_DATA_DIR}" "${K3S_UNIT}" "${K3S_UNIT_ENV}" "${K3S_LOG}" "${K3S_UNINSTALL}"
+    printf '#!/usr/bin/env bash\n'
+    printf '# k3s-uninstall.sh (GL-Native Deploy): run k3s-killall.sh, then remove k3s, its units, data,\n'
+    printf '# configuration, symlinks and this script. Under a GL_ROOT sandbox (tests) only sandbox paths.\n'
+    printf 'set -uo pipefail\n'
+    printf 'R=%q\nGL_SANDBOX=%q\nK3S_KILLALL=%q\nK3S_BIN=%q\nK3S_ETC=%q\nK3S_DATA_DIR=%q\nK3S_LOG=%q\n' "${GL_ROOT}" \
+      "$([[ -n "${GL_ROOT}" ]] && echo 1 || echo 0)" "${K3S_KILLALL}" "${K3S_BIN}" "${K3S_ETC}" "${K3S_DATA_DIR}" "${K3S_LOG}"
+    printf 'K3S_STATE_HELPER=%q\nK3S_STARTED=%q\nSELF=%q\n' "${K3S_STATE_HELPER}" "${K3S_STARTED}" "${K3S_UNINSTALL}"
     cat <<'BODY'
-"${K3S_KILLALL}"
-if [[ "${GL_SANDBOX}" == 0 && -d /run/systemd/system ]]; then
-  systemctl disable k3s 2>/dev/null || true
-  rm -f "${K3S_UNIT}" "${K3S_UNIT_ENV}"; systemctl daemon-reload
-else
-  rm -f "${K3S_UNIT}" "${K3S_UNIT_ENV}"
-fi
-for name in kubectl crictl ctr; do
-  link="$(dirname "${K3S_BIN}")/${name}"
-  if [[ -L "${link}" && "$(readlink "${link}")" == "${K3S_BIN}" ]]; then rm -f "${link}"; fi
-done
-rm -rf "${K3S_ETC}" "${K3S_DATA_DIR}" "${K3S_LOG}"
-if [[ "${GL_SANDBOX}" == 0 ]]; then rm -rf /var/lib/kubelet /var/lib/rancher/k3s; fi
-rm -f "${K3S_BIN}" "${K3S_KILLALL}" "${SELF}"
-echo "k3s removed"
+if [[ "${GL_SANDBOX}" == 0 && "$(id -u)" -ne 0 ]]; then echo "k3s-uninstall.sh: run as root" >&2; exit 1; fi
+trap 'rm -f -- "${SELF}"' EXIT
+
+has_mounts() {  # DIR: something is mounted at or below DIR
+  awk -v d="$1" '{ p = $2; gsub(/\\040/, " ", p); if (p == d || index(p, d "/") == 1) f = 1 } END { exit !f }' /proc/self/mounts
+}
+clean_mounted_directory() {  # DIR: remove DIR, but never through a mount point (a data disk keeps its mount)
+  local path
+  if ! has_mounts "$1"; then rm -rf -- "$1"; return; fi
+  for path in "$1"/* "$1"/.[!.]*; do
+    [[ -e "${path}" || -L "${path}" ]] || continue
+    if [[ -d "${path}" && ! -L "${path}" ]] && has_mounts "${path}"; then clean_mounted_directory "${path}"
+    else rm -rf -- "${path}"; fi
+  done
+}
+
+main() {
+  local systemd=0 unit name link target
+  if [[ "${GL_SANDBOX}" == 0 && -d /run/systemd/system ]]; then systemd=1; fi
+  "${K3S_KILLALL}" || echo "k3s-uninstall: k3s-killall.sh reported a failure; removing anyway" >&2
+  for unit in "${R}"/etc/systemd/system/k3s*.service; do
+    [[ -e "${unit}" ]] || continue
+    if (( systemd )); then
+      systemctl disable "${unit##*/}" >/dev/null 2>&1 || true
+      systemctl reset-failed "${unit##*/}" >/dev/null 2>&1 || true
+    fi
+    rm -f -- "${unit}" "${unit}.env"
+  done
+  if (( systemd )); then systemctl daemon-reload; fi
+  for name in kubectl crictl ctr; do  # only links to k3s (ours are absolute, install.sh's relative)
+    link="$(dirname "${K3S_BIN}")/${name}"
+    target=$(readlink "${link}" 2>/dev/null) || continue
+    if [[ "${target}" == "${K3S_BIN}" || "${target}" == k3s ]]; then rm -f -- "${link}"; fi
+  done
+  rm -rf -- "${K3S_ETC}" "${R}/run/k3s" "${R}/run/flannel" "${R}/var/lib/kubelet"
+  clean_mounted_directory "${K3S_DATA_DIR}"
+  rm -f -- "${K3S_BIN}" "${K3S_KILLALL}" "${K3S_STATE_HELPER}" "${K3S_STARTED}" "${K3S_LOG}"
+  rmdir -- "${R}/etc/rancher" "${R}/var/lib/rancher" "${R}/run/gl-deploy" 2>/dev/null || true
+  echo "k3s removed"
+}
+
+main "$@"
 BODY
   } >"$1"
 }
-

@@ -8,9 +8,12 @@
 # shellcheck disable=SC2034  # K3S_* variables are shared with lib/k3s.sh and the phase scripts
 
 # --- input validation: exit 2, nothing touched ---
+# The settings come complete and validated from settings.env (or the baked block): nothing here
+# re-checks or re-defaults them. What is checked is the argument (--role) and the HOST: the files
+# the settings point at, as they are on this host.
 _k3s_secret_file_ok() {  # KEY PATH: readable, non-empty, not readable by group/others
   local key="$1" file="$2" mode
-  [[ -f "${file}" && -r "${file}" ]] || die_input "${key}=${file}: file not found or unreadable; create it (mode 0600) or clear ${key}"
+  [[ -f "${file}" && -r "${file}" ]] || die_input "${key}=${file}: file not found or unreadable on this host; create it (mode 0600) or clear ${key}"
   [[ -s "${file}" ]] || die_input "${key}=${file}: file is empty; put the secret in it"
   mode=$(stat -c %a "${file}")
   [[ "${mode}" =~ ^[0-7]?[0-7]00$ ]] || die_input "${key}=${file}: mode ${mode} lets others read a secret; run: chmod 600 '${file}'"
@@ -22,23 +25,18 @@ k3s_validate() {  # ROLE
   case "${role}" in server|agent)
     die_input "role ${role} is not available yet: HA join arrives with the cluster work (valid now: single, first-server)" ;;
   esac
-  [[ -n "${K3S_VERSION:-}" ]] || die_input "K3S_VERSION is empty; set it, e.g. K3S_VERSION=v1.28.3+k3s2"
-  [[ -n "${CONTROL_PLANE_IPS:-}" ]] || die_input "CONTROL_PLANE_IPS is empty; set the server address(es)"
-  [[ "${API_PORT:-}" =~ ^[0-9]+$ ]] || die_input "API_PORT=${API_PORT:-}: expected a port number such as 6443"
-  if [[ -n "${K3S_ARTIFACTS_DIR:-}" ]]; then
+  if [[ -n "${K3S_ARTIFACTS_DIR}" ]]; then
     dir=$(gl_bundle_path "${K3S_ARTIFACTS_DIR}")
-    [[ -d "${dir}" ]] || die_input "K3S_ARTIFACTS_DIR=${K3S_ARTIFACTS_DIR}: ${dir} is not a directory; point it at a k3s release copy or clear it to download"
+    [[ -d "${dir}" ]] || die_input "K3S_ARTIFACTS_DIR=${K3S_ARTIFACTS_DIR}: ${dir} is not a directory on this host; point it at a k3s release copy or clear it to download"
     [[ -f "${dir}/$(k3s_binary_name)" ]] || die_input "K3S_ARTIFACTS_DIR=${K3S_ARTIFACTS_DIR}: no $(k3s_binary_name) in ${dir}; copy the release asset there"
     [[ -f "${dir}/$(k3s_sums_name)" ]] || die_input "K3S_ARTIFACTS_DIR=${K3S_ARTIFACTS_DIR}: no $(k3s_sums_name) in ${dir}; copy it from the same release (it is how the binary is verified)"
-  else
-    [[ -n "${K3S_RELEASE_URL:-}" ]] || die_input "K3S_ARTIFACTS_DIR and K3S_RELEASE_URL are both empty; set one of them"
   fi
-  if [[ -n "${K3S_TOKEN_FILE:-}" ]]; then _k3s_secret_file_ok K3S_TOKEN_FILE "$(gl_bundle_path "${K3S_TOKEN_FILE}")"; fi
-  if [[ -n "${REGISTRY_PASSWORD_FILE:-}" ]]; then
+  if [[ -n "${K3S_TOKEN_FILE}" ]]; then _k3s_secret_file_ok K3S_TOKEN_FILE "$(gl_bundle_path "${K3S_TOKEN_FILE}")"; fi
+  if [[ -n "${REGISTRY_PASSWORD_FILE}" ]]; then
     _k3s_secret_file_ok REGISTRY_PASSWORD_FILE "$(gl_bundle_path "${REGISTRY_PASSWORD_FILE}")"
   fi
-  if [[ -n "${REGISTRY_CA_FILE:-}" ]]; then
-    [[ -r "$(gl_bundle_path "${REGISTRY_CA_FILE}")" ]] || die_input "REGISTRY_CA_FILE=${REGISTRY_CA_FILE}: file not found; copy the registry's CA certificate (PEM) there"
+  if [[ -n "${REGISTRY_CA_FILE}" ]]; then
+    [[ -r "$(gl_bundle_path "${REGISTRY_CA_FILE}")" ]] || die_input "REGISTRY_CA_FILE=${REGISTRY_CA_FILE}: file not found on this host; copy the registry's CA certificate (PEM) there"
   fi
   return 0
 }
@@ -47,7 +45,7 @@ k3s_validate() {  # ROLE
 K3S_SRC_DIR=""
 k3s_fetch() {  # sets K3S_SRC_DIR to the directory holding the release assets
   local dir url version asset
-  if [[ -n "${K3S_ARTIFACTS_DIR:-}" ]]; then K3S_SRC_DIR=$(gl_bundle_path "${K3S_ARTIFACTS_DIR}"); return 0; fi
+  if [[ -n "${K3S_ARTIFACTS_DIR}" ]]; then K3S_SRC_DIR=$(gl_bundle_path "${K3S_ARTIFACTS_DIR}"); return 0; fi
   gl_tmpdir dir
   version="${K3S_VERSION//+/%2B}"
   for asset in "$(k3s_binary_name)" "$(k3s_sums_name)"; do
@@ -78,10 +76,10 @@ k3s_verify() {  # DIR: 0 when the binary and listed image tarballs match; else K
   if [[ "${got}" != "${want}" ]]; then
     K3S_VERIFY_ERROR="sha256 of ${dir}/${bin} is ${got}, but $(k3s_sums_name) lists ${want}"; return 1
   fi
-  if [[ -n "${K3S_SHA256:-}" && "${got}" != "${K3S_SHA256,,}" ]]; then
+  if [[ -n "${K3S_SHA256}" && "${got}" != "${K3S_SHA256,,}" ]]; then
     K3S_VERIFY_ERROR="sha256 of ${dir}/${bin} is ${got}, but K3S_SHA256 is ${K3S_SHA256}"; return 1
   fi
-  for f in "${dir}"/k3s-airgap-images-"${K3S_ARCH:-amd64}".tar*; do
+  for f in "${dir}"/k3s-airgap-images-"${K3S_ARCH}".tar*; do
     [[ -f "${f}" ]] || continue
     if ! want=$(k3s_expected_sum "${sums}" "$(basename "${f}")"); then
       K3S_VERIFY_ERROR="$(basename "${f}") is not listed in $(k3s_sums_name); refusing an unverifiable image tarball"; return 1
@@ -93,14 +91,6 @@ k3s_verify() {  # DIR: 0 when the binary and listed image tarballs match; else K
 }
 
 # --- install ---
-k3s_installed_hashes() {  # like install.sh get_installed_hashes, plus registries, token, images
-  local f
-  for f in "${K3S_BIN}" "${K3S_CONFIG}" "${K3S_REGISTRIES}" "${K3S_TOKEN_DEST}" "${K3S_REGISTRY_CA_DEST}" \
-           "${K3S_UNIT}" "${K3S_UNIT_ENV}" "${K3S_IMAGES_DIR}"/*; do
-    if [[ -f "${f}" ]]; then sha256sum "${f}"; fi
-  done
-}
-
 K3S_CHANGED_FILES=()
 _k3s_put() {  # SRC DEST MODE: install when different (a failed write is fatal), remember what changed
   gl_install_file "$1" "$2" "$3"
@@ -111,21 +101,46 @@ _k3s_remove_managed() {  # FILE: remove a file we wrote earlier and no longer wa
   if [[ -f "$1" ]] && grep -q 'Managed by GL-Native Deploy' "$1"; then rm -f "$1"; K3S_CHANGED_FILES+=("${1#"${GL_ROOT}"} (removed)"); fi
 }
 
+# _k3s_dir DIR MODE [fix]: create DIR with k3s' own mode whatever the umask; "fix" also corrects the
+# mode of an existing DIR (one an older install made with the wrong mode)
+_k3s_dir() {
+  if [[ ! -d "$1" ]]; then
+    mkdir -p -- "$(dirname -- "$1")" && mkdir -m "$2" -- "$1" || fatal "could not create ${1} (disk full or read-only file system?)"
+    K3S_CHANGED_FILES+=("${1#"${GL_ROOT}"}/")
+  elif [[ "${3:-}" == fix && "$(stat -c %a -- "$1")" != "${2#0}" ]]; then
+    chmod "$2" -- "$1" || fatal "could not set mode ${2} on ${1}"
+    K3S_CHANGED_FILES+=("${1#"${GL_ROOT}"}/ (mode ${2})")
+  fi
+}
+
+# The directories k3s itself creates, with k3s' modes (k3s-io/k3s): the data dir 0755
+# (cmd/k3s/main.go: MkdirAll(<data-dir>/data, 0755)), <data-dir>/agent 0700 (pkg/agent/run.go:
+# MkdirAll(agentDir, 0700)), /etc/rancher/k3s 0755 (the kubeconfig directory); agent/images as the
+# k3s air-gap docs make it (mkdir -p, 0755).
+k3s_make_dirs() {
+  _k3s_dir "$(dirname "${K3S_ETC}")" 0755
+  _k3s_dir "${K3S_ETC}" 0755 fix
+  _k3s_dir "$(dirname "${K3S_DATA_DIR}")" 0755
+  _k3s_dir "${K3S_DATA_DIR}" 0755
+  _k3s_dir "${K3S_DATA_DIR}/agent" 0700 fix
+}
+
 k3s_install_files() {  # ROLE SRC_DIR
   local role="$1" src="$2" stage name link f
   gl_tmpdir stage
-  mkdir -p "${K3S_ETC}" && chmod 0755 "${K3S_ETC}"
+  k3s_make_dirs
   _k3s_put "${src}/$(k3s_binary_name)" "${K3S_BIN}" 0755
   k3s_render_config "${role}" "${stage}/config.yaml" && _k3s_put "${stage}/config.yaml" "${K3S_CONFIG}" 0600
-  if [[ -n "${K3S_TOKEN_FILE:-}" ]]; then _k3s_put "$(gl_bundle_path "${K3S_TOKEN_FILE}")" "${K3S_TOKEN_DEST}" 0600; fi
-  if [[ -n "${REGISTRY:-}" ]]; then
-    if [[ -n "${REGISTRY_CA_FILE:-}" ]]; then _k3s_put "$(gl_bundle_path "${REGISTRY_CA_FILE}")" "${K3S_REGISTRY_CA_DEST}" 0644; fi
+  if [[ -n "${K3S_TOKEN_FILE}" ]]; then _k3s_put "$(gl_bundle_path "${K3S_TOKEN_FILE}")" "${K3S_TOKEN_DEST}" 0600; fi
+  if [[ -n "${REGISTRY}" ]]; then
+    if [[ -n "${REGISTRY_CA_FILE}" ]]; then _k3s_put "$(gl_bundle_path "${REGISTRY_CA_FILE}")" "${K3S_REGISTRY_CA_DEST}" 0644; fi
     k3s_render_registries "${stage}/registries.yaml" && _k3s_put "${stage}/registries.yaml" "${K3S_REGISTRIES}" 0600
   else
     _k3s_remove_managed "${K3S_REGISTRIES}"
   fi
   k3s_render_unit "${role}" "${stage}/k3s.service" && _k3s_put "${stage}/k3s.service" "${K3S_UNIT}" 0644
   k3s_render_env "${stage}/k3s.service.env" && _k3s_put "${stage}/k3s.service.env" "${K3S_UNIT_ENV}" 0600
+  k3s_render_state_helper "${stage}/state" && _k3s_put "${stage}/state" "${K3S_STATE_HELPER}" 0755
   k3s_render_killall "${stage}/killall" && _k3s_put "${stage}/killall" "${K3S_KILLALL}" 0755
   k3s_render_uninstall "${stage}/uninstall" && _k3s_put "${stage}/uninstall" "${K3S_UNINSTALL}" 0755
   for name in kubectl crictl ctr; do
@@ -135,25 +150,46 @@ k3s_install_files() {  # ROLE SRC_DIR
       ln -sfn "${K3S_BIN}" "${link}"; K3S_CHANGED_FILES+=("${link#"${GL_ROOT}"}")
     fi
   done
-  for f in "${src}"/k3s-airgap-images-"${K3S_ARCH:-amd64}".tar*; do
-    if [[ -f "${f}" ]]; then _k3s_put "${f}" "${K3S_IMAGES_DIR}/$(basename "${f}")" 0644; fi
+  for f in "${src}"/k3s-airgap-images-"${K3S_ARCH}".tar*; do
+    if [[ -f "${f}" ]]; then
+      _k3s_dir "${K3S_IMAGES_DIR}" 0755
+      _k3s_put "${f}" "${K3S_IMAGES_DIR}/$(basename "${f}")" 0644
+    fi
   done
 }
 
+# k3s_restart_reason: why the running k3s must be restarted; empty when it runs with the installed
+# files. Decided from what the running k3s recorded at its start (k3s-gl-state.sh --record from the
+# unit's ExecStartPre or the pidfile start), not from what this run changed: a run interrupted after
+# writing config.yaml and before the restart is finished by the next run.
+k3s_restart_reason() {
+  local current recorded=""
+  current=$("${K3S_STATE_HELPER}") || fatal "${K3S_STATE_HELPER} failed; re-run this phase"
+  [[ ! -r "${K3S_STARTED}" ]] || recorded=$(<"${K3S_STARTED}")
+  if [[ "${current}" == "${recorded}" ]]; then return 0; fi
+  if (( ${#K3S_CHANGED_FILES[@]} )); then echo "restarted with the new configuration"
+  elif [[ -z "${recorded}" ]]; then echo "restarted: nothing records what the running k3s was started with"
+  else echo "restarted: the running k3s was started with other files than those installed (an earlier run was interrupted?)"
+  fi
+}
+
 k3s_install_main() {  # ROLE
-  local role="$1" before after pid
+  local role="$1" reason pid
   k3s_validate "${role}"
   gl_require_root
-  info "k3s ${K3S_VERSION} (${K3S_ARCH:-amd64}), role ${role}, API port ${API_PORT}"
+  if ! command -v curl >/dev/null 2>&1; then
+    k3s_abort "k3s prerequisites" "curl is not installed: phase 02 needs it to download k3s and to wait for the k3s API (/ping); nothing was changed" \
+      "install curl (apt-get install curl, or dnf install curl), then re-run"
+  fi
+  info "k3s ${K3S_VERSION} (${K3S_ARCH}), role ${role}, API port ${API_PORT}"
   k3s_fetch || k3s_abort "k3s artifacts" "${K3S_VERIFY_ERROR}; nothing was installed" \
     "check K3S_RELEASE_URL and K3S_VERSION, or set K3S_ARTIFACTS_DIR to a local copy of the release"
   k3s_verify "${K3S_SRC_DIR}" || k3s_abort "k3s artifacts" "${K3S_VERIFY_ERROR}; refusing to install, nothing was changed" \
     "fetch $(k3s_binary_name) and $(k3s_sums_name) again from release ${K3S_VERSION}; check K3S_SHA256"
-  gl_check_pass "k3s artifacts" "$(k3s_binary_name) ${K3S_VERSION} matches $(k3s_sums_name)$([[ -n "${K3S_SHA256:-}" ]] && echo ' and K3S_SHA256')"
+  gl_check_pass "k3s artifacts" "$(k3s_binary_name) ${K3S_VERSION} matches $(k3s_sums_name)$([[ -n "${K3S_SHA256}" ]] && echo ' and K3S_SHA256')"
 
-  before=$(k3s_installed_hashes)
+  if k3s_selinux_enforcing; then K3S_SELINUX=true; info "SELinux is enforcing: config.yaml sets selinux: true"; fi
   k3s_install_files "${role}" "${K3S_SRC_DIR}"
-  after=$(k3s_installed_hashes)
   if (( ${#K3S_CHANGED_FILES[@]} )); then
     GL_CHANGED=true
     gl_check_pass "k3s files" "updated: ${K3S_CHANGED_FILES[*]}"
@@ -161,16 +197,25 @@ k3s_install_main() {  # ROLE
     gl_check_pass "k3s files" "binary, config.yaml, unit and env file already up to date"
   fi
 
-  if [[ "${before}" == "${after}" ]] && k3s_service_active; then
-    info "no change: nothing restarted"
-    gl_check_pass "k3s service" "running, configuration unchanged: nothing restarted"
+  if k3s_service_active; then
+    reason=$(k3s_restart_reason)
+    if [[ -z "${reason}" ]]; then
+      info "no change: nothing restarted"
+      gl_check_pass "k3s service" "running, configuration unchanged: nothing restarted"
+    else
+      info "k3s ${reason#restarted}: restarting k3s"
+      k3s_stop
+      GL_CHANGED=true
+      k3s_start
+      gl_check_pass "k3s service" "${reason}"
+    fi
   else
-    if k3s_service_active; then info "configuration changed: restarting k3s"; k3s_stop; else info "starting k3s"; fi
+    info "starting k3s"
     GL_CHANGED=true
     k3s_start
-    gl_check_pass "k3s service" "$([[ "${before}" == "${after}" ]] && echo "was not running: started" || echo "started with the new configuration")"
+    gl_check_pass "k3s service" "was not running: started"
   fi
-  k3s_wait_ready "${HEALTH_TIMEOUT:-180}" || k3s_abort "k3s api" "${K3S_VERIFY_ERROR}" \
+  k3s_wait_ready "${HEALTH_TIMEOUT}" || k3s_abort "k3s api" "${K3S_VERIFY_ERROR}" \
     "read the k3s log ($(gl_has_systemd && echo 'journalctl -u k3s' || echo "${K3S_LOG#"${GL_ROOT}"}")); is port ${API_PORT} free?"
   gl_check_pass "k3s api" "https://127.0.0.1:${API_PORT}/ping answered pong (TLS verified against the server CA)"
   if k3s_token_matches_ca; then
@@ -184,21 +229,13 @@ k3s_install_main() {  # ROLE
 }
 
 # --- phase entry shared by 02_install_k3s.sh and 02_init_control_plane.sh ---
-# --role single: one server (default for TOPOLOGY=single); first-server: embedded etcd
-# (cluster-init), the first server of an HA cluster; server/agent: HA join (not yet)
-k3s_default_role() {
-  case "${TOPOLOGY:-single}" in
-    single) echo single ;;
-    *) die_input "TOPOLOGY=${TOPOLOGY}: pass --role first-server|server|agent for this host (02_init_control_plane.sh runs first-server)" ;;
-  esac
-}
-
-k3s_phase_main() {  # SCRIPT DEFAULT_ROLE ARGS...: parse [--json] [--role R], load settings, install
-  local script="$1" role
-  gl_parse_args "${script} [--json] [--role single|first-server|server|agent]" role "${@:3}"
-  role="${GL_ROLE:-$2}"
+# The role always comes from the caller as --role (the plan passes it for every host): single (one
+# server), first-server (embedded etcd, cluster-init), server/agent (HA join, not yet). No default.
+k3s_phase_main() {  # SCRIPT ARGS...: parse [--json] --role R, load settings, install
+  local script="$1" usage
+  usage="${script} [--json] --role single|first-server|server|agent"
+  gl_parse_args "${usage}" role "${@:2}"
   gl_load_settings
-  [[ -n "${role}" ]] || role=$(k3s_default_role)
-  k3s_install_main "${role}"
+  [[ -n "${GL_ROLE}" ]] || die_input "--role is required (the plan passes it for each host); usage: ${usage}"
+  k3s_install_main "${GL_ROLE}"
 }
-

@@ -35,10 +35,14 @@ def k3s(run_phase: Callable[..., Any], sandbox_root: Path, release: Path) -> Ite
     """Run phase 02 (or another script) against the stand-in release on a free port; stop k3s after."""
     port = free_port()
 
-    def run(*args: str, script: str = "02_install_k3s", **overrides: str) -> Any:
+    def run(*args: str, script: str = "02_install_k3s", role: str | None = "single",
+            env: dict[str, str] | None = None, **overrides: str) -> Any:
+        """role: passed as --role (as the plan always does) unless None or already in args."""
         values = {"K3S_ARTIFACTS_DIR": str(release), "API_PORT": str(port), "HEALTH_TIMEOUT": "30",
                   "K3S_VERSION": VERSION, **overrides}
-        return run_phase(script, *args, overrides=values)
+        if role is not None and "--role" not in args:
+            args = (*args, "--role", role)
+        return run_phase(script, *args, overrides=values, env=env)
 
     run.port = port  # type: ignore[attr-defined]
     yield run
@@ -154,7 +158,7 @@ def test_unavailable_or_unknown_role_exits_2(k3s: Any, sandbox_root: Path, role:
 
 
 def test_init_control_plane_is_first_server_with_cluster_init(k3s: Any, sandbox_root: Path) -> None:
-    result = k3s("--json", script="02_init_control_plane", TOPOLOGY="ha",
+    result = k3s("--json", script="02_init_control_plane", role="first-server", TOPOLOGY="ha",
                  CONTROL_PLANE_IPS="192.168.57.11,192.168.57.12,192.168.57.13", API_VIP="192.168.57.100")
     assert result.returncode == 0, result.stderr
     assert result.report["phase"] == "02_init_control_plane"
@@ -171,7 +175,7 @@ def test_init_control_plane_after_install_first_server_changes_nothing(k3s: Any,
     config = sandbox_root / "etc/rancher/k3s/config.yaml"
     before = config.read_bytes()
     for args, script in ((("--json",), "02_init_control_plane"), (("--json", "--role", "first-server"), "02_install_k3s")):
-        again = k3s(*args, script=script)
+        again = k3s(*args, script=script, role="first-server")
         assert again.returncode == 0, again.stderr
         assert (again.report["phase"], again.report["changed"]) == (script, False)
         assert "no change: nothing restarted" in again.stderr
@@ -180,11 +184,14 @@ def test_init_control_plane_after_install_first_server_changes_nothing(k3s: Any,
     assert yaml.safe_load(before)["cluster-init"] is True
 
 
-def test_ha_without_role_exits_2(k3s: Any, sandbox_root: Path) -> None:
-    result = k3s(TOPOLOGY="ha", CONTROL_PLANE_IPS="192.168.57.11,192.168.57.12,192.168.57.13",
-                 API_VIP="192.168.57.100")
+@pytest.mark.parametrize("script, topology", [("02_install_k3s", "single"), ("02_init_control_plane", "ha")])
+def test_missing_role_is_bad_input_with_usage(k3s: Any, sandbox_root: Path, script: str, topology: str) -> None:
+    """The role comes from the caller (the plan always passes --role); no default rule in bash."""
+    ips = "192.168.57.11,192.168.57.12,192.168.57.13" if topology == "ha" else "192.168.56.10"
+    result = k3s(script=script, role=None, TOPOLOGY=topology, CONTROL_PLANE_IPS=ips, API_VIP="192.168.57.100"
+                 if topology == "ha" else "")
     assert result.returncode == 2
-    assert "--role" in result.stderr
+    assert "--role is required" in result.stderr and f"usage: {script}.sh" in result.stderr
     assert tree(sandbox_root) == []
 
 
