@@ -148,7 +148,7 @@ def test_missing_sums_file_is_bad_input(k3s: Any, release: Path, sandbox_root: P
 @pytest.mark.parametrize("role, message", [
     ("server", "role server is not available yet: HA join arrives with the cluster work"),
     ("agent", "role agent is not available yet"),
-    ("worker", "expected one of: single, first-server, server, agent"),
+    ("worker", "expected one of single, first-server, server, agent"),
 ])
 def test_unavailable_or_unknown_role_exits_2(k3s: Any, sandbox_root: Path, role: str, message: str) -> None:
     result = k3s("--role", role)
@@ -275,11 +275,22 @@ def test_uninstall_script_stops_k3s_and_removes_files(k3s: Any, sandbox_root: Pa
     assert leftovers == []
 
 
+def _local_unicast_address() -> str:
+    import subprocess
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True,
+                         check=True).stdout
+    addresses = [line.split()[3].split("/")[0] for line in out.splitlines()]
+    if not addresses:
+        pytest.skip("this machine has no global IPv4 address to act as the node address")
+    return addresses[0]
+
+
 def test_node_ip_is_set_only_for_a_local_address(k3s: Any, sandbox_root: Path) -> None:
-    result = k3s(CONTROL_PLANE_IPS="127.0.0.1")
+    local = _local_unicast_address()
+    result = k3s(CONTROL_PLANE_IPS=local)
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load((sandbox_root / "etc/rancher/k3s/config.yaml").read_text())
-    assert config["node-ip"] == "127.0.0.1"
+    assert config["node-ip"] == local
 
 
 def test_standin_agent_checks_the_ca_hash_in_the_token(k3s: Any, sandbox_root: Path) -> None:

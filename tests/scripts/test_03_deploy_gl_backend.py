@@ -201,7 +201,7 @@ def installed_k3s(run_phase: Callable[..., Any], tmp_path: Path, sandbox_root: P
 
 def test_after_phase_02_with_the_standin(
         run_phase: Callable[..., Any], backend_bundle: Path, installed_k3s: dict[str, str], sandbox_root: Path) -> None:
-    assert run_phase("02_install_k3s", overrides=installed_k3s).returncode == 0
+    assert run_phase("02_install_k3s", "--role", "single", overrides=installed_k3s).returncode == 0
     result = run_phase("03_deploy_gl_backend", "--json", overrides=installed_k3s)
     assert result.returncode == 0, result.stderr
     assert result.check("k3s running")["status"] == "pass"

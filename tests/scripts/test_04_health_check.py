@@ -147,7 +147,7 @@ def test_after_install_with_02_standin_reports_skipped_not_passed(
     make_release(release, "v1.28.3+k3s2")
     settings = {"K3S_ARTIFACTS_DIR": str(release), "API_PORT": str(free_port()), "HEALTH_TIMEOUT": "20"}
     try:
-        install = run_phase("02_install_k3s", "--json", overrides=settings)
+        install = run_phase("02_install_k3s", "--json", "--role", "single", overrides=settings)
         assert install.returncode == 0, install.stderr[-2000:]
         run = run_phase(PHASE, "--json", overrides=settings)
         assert_report_shape(run)

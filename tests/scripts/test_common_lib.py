@@ -92,7 +92,8 @@ def test_phase_02_stops_at_a_failed_file_install_and_starts_nothing(
     release = make_release(tmp_path / "release", "v1.28.3+k3s2").parent
     values = {"K3S_ARTIFACTS_DIR": str(release), "API_PORT": str(free_port()), "HEALTH_TIMEOUT": "30"}
     try:
-        result = run_phase("02_install_k3s", "--json", overrides=values, env={"PATH": failing_install_path(tmp_path)})
+        result = run_phase("02_install_k3s", "--json", "--role", "single", overrides=values,
+                            env={"PATH": failing_install_path(tmp_path)})
         assert result.returncode == 1, result.stderr
         binary = sandbox_root / "usr/local/bin/k3s"
         assert f"could not install {binary}" in result.stderr and "disk full" in result.stderr
@@ -205,3 +206,13 @@ def test_no_phase_re_defaults_or_re_checks_a_setting(name: str) -> None:
     checks = [line.strip() for line in text.splitlines()
               if "die_input" in line and re.search(rf"\b({keys})\b", line)]
     assert not checks, f"{name} re-checks settings: {checks}"
+
+
+def test_bash_roles_are_the_sequence_table_roles() -> None:
+    """lib/common.sh's GL_ROLES (what --role accepts) is gldeploy.sequences.ROLES, in order."""
+    import re
+
+    from gldeploy import sequences
+    text = (Path(__file__).resolve().parents[2] / "scripts" / "lib" / "common.sh").read_text()
+    match = re.search(r'^GL_ROLES="([^"]*)"', text, re.M)
+    assert match and tuple(match.group(1).split()) == sequences.ROLES
