@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_SUDO_LINE = re.compile(r"^sudo: |\bsudo: (command )?not found$")  # a refusing sudo has the last word
+# a refusing sudo has the last word, in one of these forms
+_SUDO_LINE = re.compile(r"^sudo: |\bsudo: (command )?not found$|is not in the sudoers file|is not allowed to")
 _KEYSCAN = "ssh-keyscan -t ed25519"
 _HOST_FP = "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub"
 

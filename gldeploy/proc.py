@@ -49,7 +49,8 @@ class Completed:
 
 def run(argv: Sequence[str], *, timeout: float | None, input: bytes | Writer | None = None,
         hold_stdin: bool = False, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
-        check: bool = False, on_stderr: LineSink | None = None, what: str = "") -> Completed:
+        check: bool = False, on_stdout: LineSink | None = None, on_stderr: LineSink | None = None,
+        what: str = "") -> Completed:
     """Run `argv` and wait for it, at most `timeout` seconds (None: as long as it takes; only for
     commands bounded another way).
 
@@ -58,7 +59,8 @@ def run(argv: Sequence[str], *, timeout: float | None, input: bytes | Writer | N
         "the client went away").
     env: the whole environment (None inherits this process's). cwd: working directory.
     check: raise DeployError (naming `what`, default argv[0]) on a non-zero exit or the bound.
-    on_stderr: called with each stderr line as it arrives (it is captured all the same).
+    on_stdout/on_stderr: called with each line as it arrives (it is captured all the same), e.g. to
+        show a long command's progress.
     A missing program raises DeployError; Ctrl-C stops the command's group and is re-raised.
     """
     label = what or os.path.basename(argv[0])
@@ -75,7 +77,7 @@ def run(argv: Sequence[str], *, timeout: float | None, input: bytes | Writer | N
     deadline = None if timeout is None else time.monotonic() + timeout
     try:  # from here on an interrupt stops the command too
         assert child.stdout is not None and child.stderr is not None
-        threads += [_start(_pump, child.stdout, out, None), _start(_pump, child.stderr, err, on_stderr)]
+        threads += [_start(_pump, child.stdout, out, on_stdout), _start(_pump, child.stderr, err, on_stderr)]
         if input is not None:
             assert child.stdin is not None
             threads.append(_start(_feed, child.stdin, input))

@@ -136,3 +136,11 @@ def test_local_sudo_wanting_a_password_says_so(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr("os.geteuid", lambda: 1000)  # as an operator's own account
     with pytest.raises(DeployError, match="local: sudo refused .* password-less sudo .* run gldeploy as root"):
         Local(echo=None).put_dir(tmp_path, str(tmp_path / "remote"))
+
+
+def test_a_key_the_host_does_not_accept_says_to_check_user_and_key(sshd_factory: Callable[..., Path],
+                                                                   tmp_path: Path) -> None:
+    config = sshd_factory()
+    (config.parent / "authorized_keys").write_text("")  # the host knows no key of ours
+    message = _ship(config, tmp_path)
+    assert "refused root's key" in message and "SSH_KEY" in message and "Permission denied" in message

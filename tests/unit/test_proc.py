@@ -22,10 +22,11 @@ def _marker(tag: str) -> str:
 
 def test_output_exit_code_and_stderr_lines_as_they_come() -> None:
     lines: list[str] = []
+    outs: list[str] = []
     done = proc.run(["sh", "-c", "echo out; echo one >&2; echo two >&2; exit 3"], timeout=10,
-                    on_stderr=lines.append)
+                    on_stdout=outs.append, on_stderr=lines.append)
     assert (done.rc, done.stdout, done.stderr, done.timed_out) == (3, "out\n", "one\ntwo\n", False)
-    assert lines == ["one", "two"] and not done.ok and done.argv[0] == "sh"
+    assert lines == ["one", "two"] and outs == ["out"] and not done.ok and done.argv[0] == "sh"
 
 
 def test_input_env_and_cwd(tmp_path: Path) -> None:

@@ -250,3 +250,29 @@ def test_a_command_killed_by_this_side_says_the_host_did_not_answer() -> None:
     from gldeploy.hostcmd import execute as _execute
     result = _execute(["sleep", "30"], None, "", timeout=0.5)
     assert result.rc == 124 and result.killed_locally and "no answer after 0.5 s" in result.stderr
+
+
+def test_the_remote_watchdog_gets_values_as_arguments_never_in_its_script() -> None:
+    argv = watched(["echo", "$(touch /tmp/x)", "it's"])
+    assert argv == ["bash", "-c", WATCHDOG, "gl-watchdog", "echo", "$(touch /tmp/x)", "it's"]
+    assert "\n" not in WATCHDOG and '"$@"' in WATCHDOG
+
+
+@pytest.mark.parametrize(("rc", "said", "advice"), [
+    (255, "ssh: Could not resolve hostname gl-nowhere: Name or service not known", "not a name this machine"),
+    (255, "root@h: Permission denied (publickey).", "refused root's key"),
+    (255, "ssh: connect to host 10.9.9.9 port 22: No route to host", "did not answer on its ssh port"),
+    (1, "root is not in the sudoers file.", "may not use sudo"),
+    (127, "sh: 1: sudo: not found", "sudo is not installed"),
+])
+def test_first_contact_advice_for_what_the_lab_cannot_stage(rc: int, said: str, advice: str) -> None:
+    from gldeploy import firstcontact
+    found = firstcontact.diagnose(rc, said + "\n", host="h", user="root", sudo=True)
+    assert found is not None and advice in found
+
+
+def test_no_first_contact_advice_for_a_command_s_own_failure() -> None:
+    from gldeploy import firstcontact
+    assert firstcontact.diagnose(1, "sudo: a password is required\n", host="h", user="root", sudo=False) is None
+    assert firstcontact.diagnose(2, "Connection refused\n", host="h", user="root", sudo=True) is None
+    assert firstcontact.diagnose(1, "kubectl: Connection refused\n", host="h", user="root", sudo=True) is None
