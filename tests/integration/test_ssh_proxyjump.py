@@ -37,7 +37,7 @@ def _wait_port(ns: str, addr: str, deadline: float) -> None:
 def bastion_and_target(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     require_sshd()
     tag = f"{os.getpid() % 10000}{random.randint(0, 99)}"
-    bastion, target = f"glb{tag}", f"glt{tag}"
+    bastion, target = f"gltrb{tag}", f"gltrt{tag}"  # "gltr": this suite's namespaces, not another's
     net = random.randint(16, 250)
     a_net, b_net = f"10.{net}.1", f"10.{net}.2"
     d = tmp_path / "ssh"

@@ -2,54 +2,24 @@
 from __future__ import annotations
 
 import os
-import socket
+import signal
 import stat
 import subprocess
+import threading
 import time
+import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable
 
 import pytest
 
 from tests.fixtures.k3s_standin.testing import free_port
 from tests.fixtures.processes import running
-from tests.fixtures.sshd import SSHD, keys, known_host_line, require_sshd, sshd_config
 
 from gldeploy.errors import DeployError
 from gldeploy.transport import Ssh
 
 pytestmark = pytest.mark.integration
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[Path]:
-    """Start sshd on 127.0.0.1:<free port>; yield an ssh_config whose Host `testhost` reaches it."""
-    require_sshd()
-    d = tmp_path / "ssh"
-    d.mkdir(mode=0o700)
-    keys(d)
-    port = free_port()
-    server_config = sshd_config(d, "loopback", port, listen="127.0.0.1")
-    (d / "known_hosts").write_text(known_host_line(d, f"[127.0.0.1]:{port}"))
-    config = d / "ssh_config"
-    config.write_text(f"Host testhost\n  HostName 127.0.0.1\n  Port {port}\n  IdentityFile {d}/client_key\n"
-                      f"  UserKnownHostsFile {d}/known_hosts\n  StrictHostKeyChecking yes\n")
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(server_config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"sshd did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-            time.sleep(0.05)
-    try:
-        yield config
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_put_dir_and_run_over_real_sshd(sshd: Path, tmp_path: Path) -> None:
@@ -140,3 +110,106 @@ def test_put_dir_replaces_the_bundle_so_nothing_stale_stays(sshd: Path, tmp_path
     assert files == [".gl-bundle", "artifacts/images/execution-backend-v1.1.oci.tar"]
     assert stat.S_IMODE(dest.stat().st_mode) == 0o700
     assert not (tmp_path / "bundle.gl-new").exists()
+
+
+def _remote_phase(marker: str) -> list[str]:
+    """A long 'phase' with a background child; its processes' names start with `marker`."""
+    return ["bash", "-c", f"exec -a {marker}-child sleep 300 & exec -a {marker}-main sleep 300"]
+
+
+def _when_running(pattern: str, action: Callable[[], None]) -> list[bool]:
+    """Run `action` in a thread once a process matching `pattern` runs (so a test cannot pass
+    before the remote phase even started); the returned list gets True when it did."""
+    started: list[bool] = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + 20
+        while not running(pattern):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        started.append(True)
+        action()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return started
+
+
+def _gone_within(pattern: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while running(pattern):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _kill_leftovers(marker: str) -> None:
+    """Remove what a failing run left (only processes carrying this run's unique marker, by pid)."""
+    found = subprocess.run(["pgrep", "-f", f"^{marker}"], capture_output=True, text=True).stdout.split()
+    for pid in found:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_ctrl_c_stops_the_remote_phase_and_its_children(sshd: Path) -> None:
+    """Without a pty sshd never signals the remote command: the phase must still stop, with every
+    process it started, within seconds of the operator's Ctrl-C (not at its own bound)."""
+    marker = f"gl-remote-ctrl-c-{uuid.uuid4().hex}"
+    link = Ssh("testhost", "root", ssh_config=str(sshd), echo=None)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # act as a terminal would
+    try:
+        started = _when_running(f"^{marker}", lambda: os.kill(os.getpid(), signal.SIGINT))
+        with pytest.raises(KeyboardInterrupt):
+            link.run(_remote_phase(marker), timeout=600)
+        signal.signal(signal.SIGINT, previous)
+        assert started, "the remote phase never ran"
+        assert _gone_within(f"^{marker}", 5), "the remote phase still runs after Ctrl-C"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _kill_leftovers(marker)
+        link.close()
+
+
+def test_the_remote_phase_stops_when_the_ssh_client_dies(sshd: Path) -> None:
+    """The ssh client killed outright (no chance to say anything): the channel closes, the remote
+    watchdog sees its stdin end and stops the phase's process group."""
+    marker = f"gl-remote-client-killed-{uuid.uuid4().hex}"
+    link = Ssh("testhost", "root", ssh_config=str(sshd), echo=None)
+    outcome: list[object] = []
+
+    def kill_client() -> None:
+        client = subprocess.run(["pgrep", "-P", str(os.getpid()), "-f", marker], capture_output=True,
+                                text=True).stdout.split()
+        assert len(client) == 1, client
+        os.kill(int(client[0]), signal.SIGKILL)
+
+    def deploy() -> None:
+        try:
+            outcome.append(link.run(_remote_phase(marker), timeout=600))
+        except Exception as exc:  # noqa: BLE001  (whatever it is, the test looks at the host)
+            outcome.append(exc)
+
+    try:
+        started = _when_running(f"^{marker}", kill_client)
+        runner = threading.Thread(target=deploy, daemon=True)
+        runner.start()
+        runner.join(timeout=60)
+        assert started, "the remote phase never ran"
+        assert not runner.is_alive() and outcome, "run() did not return after its ssh client died"
+        assert _gone_within(f"^{marker}", 5), "the remote phase still runs after its ssh client died"
+    finally:
+        _kill_leftovers(marker)
+        link.close()
+
+
+def test_a_remote_phase_that_ends_keeps_its_exit_code_and_output(sshd: Path) -> None:
+    link = Ssh("testhost", "root", ssh_config=str(sshd), echo=None)
+    try:
+        result = link.run(["bash", "-c", "read -r x || echo \"stdin is empty: $x\"; echo warn >&2; exit 5"],
+                          timeout=60)
+    finally:
+        link.close()
+    assert (result.rc, result.stdout, result.stderr) == (5, "stdin is empty: \n", "warn\n")

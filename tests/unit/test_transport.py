@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gldeploy.errors import ConfigError, DeployError
+from gldeploy.ssh import WATCHDOG, watched
 from gldeploy.transport import Local, Ssh, env_args, for_host, validate_host
 from tests.fixtures.processes import running
 
@@ -33,8 +34,8 @@ def test_ssh_argv_has_batch_mode_timeout_control_master_and_config() -> None:
     assert argv[argv.index("-l") + 1] == "root"
     # host, then "--", then exactly one remote command string
     assert argv[-3:-1] == ["bastion-alias", "--"]
-    assert shlex.split(argv[-1]) == ["env", "GL_BUNDLE_DIR=/var/lib/gl-deploy", "bash",
-                                     "/var/lib/gl-deploy/01_pre_install_check.sh", "--json"]
+    assert shlex.split(argv[-1]) == [*watched(["env", "GL_BUNDLE_DIR=/var/lib/gl-deploy", "bash",
+                                               "/var/lib/gl-deploy/01_pre_install_check.sh", "--json"])]
 
 
 def test_ssh_without_config_or_key_passes_neither() -> None:
@@ -44,7 +45,7 @@ def test_ssh_without_config_or_key_passes_neither() -> None:
 
 def test_non_root_user_gets_sudo_and_values_are_quoted() -> None:
     argv = Ssh("h", "vagrant", echo=None).command(["echo", "a b", "$(touch /tmp/x)", "it's"])
-    assert shlex.split(argv[-1]) == ["sudo", "-n", "--", "echo", "a b", "$(touch /tmp/x)", "it's"]
+    assert shlex.split(argv[-1]) == ["sudo", "-n", "--", *watched(["echo", "a b", "$(touch /tmp/x)", "it's"])]
 
 
 def test_control_path_is_in_a_private_directory() -> None:
@@ -122,7 +123,7 @@ def test_the_local_backstop_kills_the_whole_process_group(tmp_path: Path) -> Non
     import subprocess
     import time
 
-    from gldeploy.transport import _execute
+    from gldeploy.hostcmd import execute as _execute
     marker = f"gl-backstop-{tmp_path.name}"
     started = time.monotonic()
     result = _execute(["bash", "-c", f"exec -a {marker} sleep 60 & sleep 60"], None, "", timeout=0.5)
@@ -135,7 +136,8 @@ def test_phase_commands_run_under_timeout_and_dry_run_shows_it() -> None:
     local = Local(echo=None).command(["bash", "x.sh"], {"GL_BUNDLE_DIR": "/b"}, 900)
     assert local[-8:] == ["env", "GL_BUNDLE_DIR=/b", "timeout", "-k", "10", "900", "bash", "x.sh"]
     remote = Ssh("h", "vagrant").command(["bash", "x.sh"], None, 900)[-1]
-    assert remote == "sudo -n -- timeout -k 10 900 bash x.sh"
+    assert shlex.split(remote) == ["sudo", "-n", "--", *watched(["timeout", "-k", "10", "900", "bash", "x.sh"])]
+    assert "\n" not in remote  # one line per step in --dry-run
 
 
 def test_ssh_gives_up_on_a_dead_connection() -> None:
@@ -212,7 +214,7 @@ def test_ctrl_c_stops_a_local_command_that_runs_in_its_own_session(tmp_path: Pat
     import subprocess
     import threading
 
-    from gldeploy.transport import _execute
+    from gldeploy.hostcmd import execute as _execute
     import time
     import uuid
     marker = f"gl-ctrl-c-{uuid.uuid4().hex}"  # unique per run: a leftover of another run cannot match
@@ -245,6 +247,32 @@ def test_a_phase_the_host_had_to_kill_is_reported_as_timed_out() -> None:
 
 
 def test_a_command_killed_by_this_side_says_the_host_did_not_answer() -> None:
-    from gldeploy.transport import _execute
+    from gldeploy.hostcmd import execute as _execute
     result = _execute(["sleep", "30"], None, "", timeout=0.5)
     assert result.rc == 124 and result.killed_locally and "no answer after 0.5 s" in result.stderr
+
+
+def test_the_remote_watchdog_gets_values_as_arguments_never_in_its_script() -> None:
+    argv = watched(["echo", "$(touch /tmp/x)", "it's"])
+    assert argv == ["bash", "-c", WATCHDOG, "gl-watchdog", "echo", "$(touch /tmp/x)", "it's"]
+    assert "\n" not in WATCHDOG and '"$@"' in WATCHDOG
+
+
+@pytest.mark.parametrize(("rc", "said", "advice"), [
+    (255, "ssh: Could not resolve hostname gl-nowhere: Name or service not known", "not a name this machine"),
+    (255, "root@h: Permission denied (publickey).", "refused root's key"),
+    (255, "ssh: connect to host 10.9.9.9 port 22: No route to host", "did not answer on its ssh port"),
+    (1, "root is not in the sudoers file.", "may not use sudo"),
+    (127, "sh: 1: sudo: not found", "sudo is not installed"),
+])
+def test_first_contact_advice_for_what_the_lab_cannot_stage(rc: int, said: str, advice: str) -> None:
+    from gldeploy import firstcontact
+    found = firstcontact.diagnose(rc, said + "\n", host="h", user="root", sudo=True)
+    assert found is not None and advice in found
+
+
+def test_no_first_contact_advice_for_a_command_s_own_failure() -> None:
+    from gldeploy import firstcontact
+    assert firstcontact.diagnose(1, "sudo: a password is required\n", host="h", user="root", sudo=False) is None
+    assert firstcontact.diagnose(2, "Connection refused\n", host="h", user="root", sudo=True) is None
+    assert firstcontact.diagnose(1, "kubectl: Connection refused\n", host="h", user="root", sudo=True) is None
