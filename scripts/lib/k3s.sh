@@ -78,7 +78,7 @@ k3s_start() {
     # shellcheck disable=SC1090
     source "${K3S_UNIT_ENV}"
     set +a
-    exec setsid "${K3S_BIN}" server --config "${K3S_CONFIG}" >>"${K3S_LOG}" 2>&1 </dev/null
+    exec setsid "${K3S_BIN}" "${K3S_EXEC:-server}" --config "${K3S_CONFIG}" >>"${K3S_LOG}" 2>&1 </dev/null
   ) &
   printf '%s\n' "$!" >"${K3S_PIDFILE}"
 }

@@ -142,6 +142,7 @@ k3s_install_files() {  # ROLE SRC_DIR
 
 k3s_install_main() {  # ROLE
   local role="$1" before after pid
+  if [[ "${role}" == server || "${role}" == agent ]] && declare -F k3s_join_main >/dev/null; then k3s_join_main "${role}"; fi  # lib/k3s_join.sh
   k3s_validate "${role}"
   gl_require_root
   info "k3s ${K3S_VERSION} (${K3S_ARCH:-amd64}), role ${role}, API port ${API_PORT}"
