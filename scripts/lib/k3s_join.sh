@@ -295,6 +295,9 @@ k3s_join_main() {
   else
     k3s_wait_ready "${HEALTH_TIMEOUT:-180}" || k3s_abort "k3s joined" "${K3S_VERIFY_ERROR}" \
       "read the k3s log ($(gl_has_systemd && echo 'journalctl -u k3s' || echo "${K3S_LOG#"${GL_ROOT}"}"))"
+    sleep 1  # the answer must come from this server's k3s: it still runs a moment after /ping
+    k3s_service_active || k3s_abort "k3s joined" "k3s exited after starting; last log lines: $(tail -n 3 "${K3S_LOG}" 2>/dev/null | tr '\n' ' ')" \
+      "read the k3s log ($(gl_has_systemd && echo 'journalctl -u k3s' || echo "${K3S_LOG#"${GL_ROOT}"}")); is port ${API_PORT} free?"
     [[ "$(k3s_join_hash_ca "${K3S_DATA_DIR}/server/tls/server-ca.crt")" == "${K3S_JOIN_CA_HASH}" ]] && k3s_token_matches_ca \
       || k3s_abort "k3s joined" "this server does not serve the cluster CA of the token after joining ${K3S_JOIN_URL}" \
         "stop k3s, remove ${K3S_DATA_DIR#"${GL_ROOT}"}/server (a server installed before belongs to another cluster) and run again"
