@@ -31,6 +31,7 @@ k3s_cni_config_lines() {
   case "${plugin:-flannel}" in
     flannel) ;;
     calico|cilium)
+      printf '# CNI: %s (installed by 04_install_cni.sh)\n' "${plugin}"  # k3s ignores it; 04 reads it
       printf 'flannel-backend: "none"\n'
       printf 'disable-network-policy: true\n'
       if [[ "${plugin}" == cilium && "${CILIUM_KUBE_PROXY_REPLACEMENT:-false}" == true ]]; then
@@ -44,6 +45,7 @@ k3s_cni_config_lines() {
 k3s_cni_installed_lines() {
   local key value line
   while IFS= read -r line; do
+    if [[ "${line}" =~ ^#\ CNI:\ ([a-z]+)\  ]]; then printf '# CNI: %s (installed by 04_install_cni.sh)\n' "${BASH_REMATCH[1]}"; continue; fi
     [[ "${line}" =~ ^(flannel-backend|disable-network-policy|disable-kube-proxy):[[:space:]]*(.*)$ ]] || continue
     key="${BASH_REMATCH[1]}" value="${BASH_REMATCH[2]//[\"\']/}"
     value="${value%%[[:space:]]#*}" value="${value%"${value##*[![:space:]]}"}"
