@@ -10,14 +10,20 @@ import hashlib
 import json
 import stat
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.fixtures.k3s_standin.release import make_release
-from tests.fixtures.k3s_standin.testing import free_port, https_get, standin_pid, stop_standin
+from tests.fixtures.k3s_standin.testing import (
+    free_port,
+    https_get,
+    standin_pid,
+    stop_standin,
+)
 
 VERSION = "v1.28.3+k3s2"
 VIP = "127.0.0.100"

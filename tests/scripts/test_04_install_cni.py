@@ -3,14 +3,19 @@ manifest shipped into k3s' auto-deploy directory, refusals when --plugin disagre
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.fixtures.k3s_standin.release import make_release
-from tests.fixtures.k3s_standin.testing import fake_real_k3s_running, free_port, stop_standin
+from tests.fixtures.k3s_standin.testing import (
+    fake_real_k3s_running,
+    free_port,
+    stop_standin,
+)
 
 VERSION = "v1.28.3+k3s2"
 HA = {"TOPOLOGY": "ha", "CONTROL_PLANE_IPS": "127.0.0.1,127.0.0.2,127.0.0.3", "API_VIP": "127.0.0.100",
