@@ -162,6 +162,7 @@ def _cross_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]
     named = [("CONTROL_PLANE_IPS", ip) for ip in v.get("CONTROL_PLANE_IPS", ())]
     named += [("WORKER_IPS", ip) for ip in v.get("WORKER_IPS", ())]
     named += [("API_VIP", v["API_VIP"])] if v.get("API_VIP") else []
+    named += [("LB_IPS", ip) for ip in v.get("LB_IPS", ())]
     seen: dict[str, str] = {}
     for name, addr in named:
         for net_name, net in nets:
@@ -174,6 +175,7 @@ def _cross_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]
         seen.setdefault(addr, name)
     if has("TOPOLOGY", "CONTROL_PLANE_IPS"):
         out += _topology_problems(v, at)
+    out += _lb_problems(v, at)
     if has("REGISTRY_USER", "REGISTRY_PASSWORD_FILE") and (
             bool(v["REGISTRY_USER"]) != bool(v["REGISTRY_PASSWORD_FILE"])):
         out.append(f"{at('REGISTRY_USER')}: REGISTRY_USER and REGISTRY_PASSWORD_FILE go together; set both "
@@ -188,6 +190,25 @@ def _cross_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]
             if why:
                 allowed = ", ".join(t.k3s_disable_items(v["K3S_VERSION"]))
                 out.append(f"{at('K3S_DISABLE')}: K3S_DISABLE: {why}; valid items: {allowed}")
+    return out
+
+
+def _lb_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]:
+    """The load balancer keys that can be judged without reading files (loadbalancer.py checks the rest)."""
+    out = []
+    if v.get("TOPOLOGY") == "single" and v.get("CNI", "flannel") != "flannel":
+        out.append(f"{at('CNI')}: CNI={v['CNI']} needs TOPOLOGY=ha (its 04_install_cni phase); a single node "
+                   f"runs k3s' built-in flannel: remove CNI or set TOPOLOGY=ha")
+    prios = v.get("LB_PRIORITIES", ())
+    dupes = sorted({p for p in prios if prios.count(p) > 1})
+    if dupes:
+        out.append(f"{at('LB_PRIORITIES')}: LB_PRIORITIES gives priority {', '.join(map(str, dupes))} to more than "
+                   f"one node; give every load balancer node its own priority (e.g. 150,140,130) so the VIP "
+                   f"holder is decided, not left to address order")
+    nodes = v.get("LB_IPS") or v.get("CONTROL_PLANE_IPS", ())
+    if prios and "CONTROL_PLANE_IPS" in v and len(prios) != len(nodes):
+        out.append(f"{at('LB_PRIORITIES')}: LB_PRIORITIES has {len(prios)} value(s) for {len(nodes)} load "
+                   f"balancer node(s) ({', '.join(nodes)}); give one each")
     return out
 
 

@@ -95,6 +95,12 @@ class Settings:
                                type_name="seconds")
     health_timeout: int = key("180", t.integer(1, 3600), "Seconds to wait for node Ready and pods",
                               type_name="seconds")
+    cni: str = key("flannel", t.choice("flannel", "calico", "cilium"), "Cluster network plugin (HA); "
+                   "calico/cilium make 02 set flannel-backend: none and disable-network-policy at install "
+                   "time, and 04_install_cni applies the plugin's manifest from the bundle", "calico",
+                   type_name="enum")
+    cilium_kube_proxy_replacement: bool = key("false", t.boolean, "With CNI=cilium: Cilium replaces "
+                                              "kube-proxy (k3s disable-kube-proxy)", type_name="bool")
     # HA API VIP: HAProxy + Keepalived (docs/cluster.md)
     api_vip_prefix: int = key("24", t.integer(8, 30), "Prefix length of the load balancer nodes' network; "
                               "API_VIP must lie in the nodes' subnet", type_name="int")
@@ -137,7 +143,7 @@ class Settings:
         for f in key_fields():
             value = getattr(self, f.name)
             if isinstance(value, tuple):
-                value = ",".join(value)
+                value = ",".join(str(item) for item in value)
             elif isinstance(value, bool):
                 value = "true" if value else "false"
             out[f.name.upper()] = "" if value is None else str(value)

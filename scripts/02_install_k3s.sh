@@ -8,6 +8,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/checks.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_files.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_install.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cni.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_join.sh"  # gl:include
 
 main() {
   # parse --json and --role (required: the plan passes it), load settings, then k3s_install_main:

@@ -91,7 +91,7 @@ k3s_start() {
     set +a
     # as the unit's ExecStartPre: record what this start uses (a failure only costs a restart later)
     "${K3S_STATE_HELPER}" --record || true
-    exec setsid "${K3S_BIN}" server --config "${K3S_CONFIG}" >>"${K3S_LOG}" 2>&1 </dev/null
+    exec setsid "${K3S_BIN}" "${K3S_EXEC:-server}" --config "${K3S_CONFIG}" >>"${K3S_LOG}" 2>&1 </dev/null
   ) &
   printf '%s\n' "$!" >"${K3S_PIDFILE}"
 }

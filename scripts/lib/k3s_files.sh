@@ -26,6 +26,7 @@ K3S_SELINUX=false  # a host fact, decided by k3s_install_main (SELinux enforcing
 
 k3s_render_config() {  # ROLE OUT
   local role="$1" out="$2" first sans=() disable=()
+  if [[ "${role}" == agent ]]; then k3s_join_render_agent_config "${out}"; return; fi  # lib/k3s_join.sh
   IFS=, read -r -a sans <<<"${CONTROL_PLANE_IPS}"
   first="${sans[0]}"
   [[ -z "${API_VIP}" ]] || sans+=("${API_VIP}")
@@ -46,6 +47,8 @@ k3s_render_config() {  # ROLE OUT
     if [[ "${K3S_SELINUX}" == true ]]; then printf 'selinux: true\n'; fi
     if [[ -n "${K3S_TOKEN_FILE}" ]]; then printf 'token-file: %s\n' "$(gl_json_str "${K3S_TOKEN_DEST}")"; fi
     if [[ "${role}" == first-server ]]; then printf 'cluster-init: true\n'; fi
+    if [[ "${role}" == server ]]; then k3s_join_server_config_lines; fi  # lib/k3s_join.sh: server: URL
+    if declare -F k3s_cni_config_lines >/dev/null; then k3s_cni_config_lines; fi  # lib/cni.sh
     if [[ -n "${GL_ROOT}" ]]; then  # sandbox only: k3s' defaults are right on real hosts
       printf 'data-dir: %s\n' "$(gl_json_str "${K3S_DATA_DIR}")"
       printf 'write-kubeconfig: %s\n' "$(gl_json_str "${K3S_KUBECONFIG}")"
@@ -100,8 +103,8 @@ RestartSec=5s
 ExecStartPre=-/sbin/modprobe br_netfilter
 ExecStartPre=-/sbin/modprobe overlay
 ExecStartPre=-/usr/local/bin/k3s-gl-state.sh --record
-ExecStart=/usr/local/bin/k3s server
 EOF
+  printf 'ExecStart=/usr/local/bin/k3s %s\n' "$([[ "$1" == agent ]] && echo agent || echo server)" >>"$2"
 }
 
 k3s_render_env() {  # OUT: K3S_* environment of the service (install.sh keeps it 0600)

@@ -175,6 +175,7 @@ k3s_restart_reason() {
 
 k3s_install_main() {  # ROLE
   local role="$1" reason pid
+  if [[ "${role}" == server || "${role}" == agent ]] && declare -F k3s_join_main >/dev/null; then k3s_join_main "${role}"; fi  # lib/k3s_join.sh
   k3s_validate "${role}"
   gl_require_root
   if ! command -v curl >/dev/null 2>&1; then

@@ -51,17 +51,36 @@ def sandbox_root(tmp_path: Path) -> Path:
     return root
 
 
+ADDRESS_KEYS = ("CONTROL_PLANE_IPS", "WORKER_IPS", "API_VIP", "LB_IPS")
+
+
+def _on_loopback(value: str) -> bool:
+    return bool(value) and all(item.strip().startswith("127.") for item in value.split(","))
+
+
+def checked_settings_env(values: dict[str, str]) -> dict[str, str]:
+    """settings.env values as gldeploy writes them (validated by settings.load, plus derived values).
+
+    Script tests run whole clusters on this machine, with their nodes and VIP on loopback addresses
+    (127.0.0.x), which the settings rightly refuse for real hosts. Such address keys are validated
+    as stand-in addresses of the same count and then written as given: the scripts trust settings.env.
+    """
+    loopback = {k: v for k, v in values.items() if k in ADDRESS_KEYS and _on_loopback(v)}
+    stand_ins = {k: ",".join(f"10.255.{n}.{i + 1}" for i in range(len(v.split(","))))
+                 for n, (k, v) in enumerate(loopback.items())}
+    loaded = settings.load(None, environ={}, overrides=[f"{k}={v}" for k, v in {**values, **stand_ins}.items()])
+    return {**loaded.to_env(), **gl_bundle.derived_values(loaded), **loopback}
+
+
 @pytest.fixture
 def run_phase(bundle: Path, sandbox_root: Path) -> Callable[..., PhaseRun]:
     """run_phase("01_pre_install_check", "--json", overrides={...}, env={...}, root=True)."""
 
     def run(script: str, *args: str, overrides: dict[str, str] | None = None,
             env: dict[str, str] | None = None, root: bool = True, timeout: float = 60) -> PhaseRun:
-        values = {"CONTROL_PLANE_IPS": "192.168.56.10", **SMALL_HOST, **(overrides or {})}
-        loaded = settings.load(None, environ={}, overrides=[f"{k}={v}" for k, v in values.items()])
+        values = checked_settings_env({"CONTROL_PLANE_IPS": "192.168.56.10", **SMALL_HOST, **(overrides or {})})
         env_file = bundle / "settings.env"
         # as gldeploy writes it (marker line, derived values), but with the file keys left absolute
-        values = {**loaded.to_env(), **gl_bundle.derived_values(loaded)}
         env_file.write_text(gl_bundle.settings_env_text(values, "written by tests/scripts/conftest.py"))
         env_file.chmod(0o600)
         full_env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),

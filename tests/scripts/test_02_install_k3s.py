@@ -146,11 +146,11 @@ def test_missing_sums_file_is_bad_input(k3s: Any, release: Path, sandbox_root: P
 
 
 @pytest.mark.parametrize("role, message", [
-    ("server", "role server is not available yet: HA join arrives with the cluster work"),
-    ("agent", "role agent is not available yet"),
+    ("server", "no server to join: set API_VIP"),
+    ("agent", "no server to join: set API_VIP"),
     ("worker", "expected one of single, first-server, server, agent"),
 ])
-def test_unavailable_or_unknown_role_exits_2(k3s: Any, sandbox_root: Path, role: str, message: str) -> None:
+def test_join_without_a_server_or_unknown_role_exits_2(k3s: Any, sandbox_root: Path, role: str, message: str) -> None:
     result = k3s("--role", role)
     assert result.returncode == 2
     assert message in result.stderr

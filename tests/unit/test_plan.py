@@ -130,9 +130,10 @@ def test_dry_run_text_names_host_transport_bundle_and_exact_commands() -> None:
     local_argv = shlex.split(remote.split(" $ ", 1)[1])
     assert local_argv[:3] == ["ssh", "-F", "/lab/ssh config"]
     bound = f"{plan.step_timeout(s):g}"  # every phase runs under timeout(1) on the host
-    assert shlex.split(local_argv[-1]) == ["sudo", "-n", "--", "env", "GL_BUNDLE_DIR=/opt/gl deploy", "timeout",
-                                           "-k", "10", bound, "bash", "/opt/gl deploy/02_install_k3s.sh",
-                                           "--json", "--role", "single"]
+    from gldeploy.ssh import watched
+    assert shlex.split(local_argv[-1]) == ["sudo", "-n", "--", *watched([
+        "env", "GL_BUNDLE_DIR=/opt/gl deploy", "timeout", "-k", "10", bound, "bash",
+        "/opt/gl deploy/02_install_k3s.sh", "--json", "--role", "single"])]
     assert isinstance(links["local"], Local) and isinstance(links["192.168.56.10"], Ssh)
 
 

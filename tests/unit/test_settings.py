@@ -362,3 +362,23 @@ def test_warnings_are_part_of_the_error_they_may_explain(tmp_path):
     message = error_of(tmp_path, "NAMESPACE=gov-native\n", environ={"GL_CONTROL_PLANE_IP": "192.168.56.10"})
     assert "required key CONTROL_PLANE_IPS is missing" in message
     assert "warning: environment GL_CONTROL_PLANE_IP" in message and "GL_CONTROL_PLANE_IPS" in message
+
+
+def test_load_balancer_priorities_must_differ_and_match_the_nodes() -> None:
+    base = ["TOPOLOGY=ha", "CONTROL_PLANE_IPS=10.0.0.11,10.0.0.12,10.0.0.13", "API_VIP=10.0.0.100"]
+    with pytest.raises(ConfigError) as err:
+        settings.load(None, environ={}, overrides=[*base, "LB_PRIORITIES=150,150,140"])
+    assert "LB_PRIORITIES gives priority 150 to more than one node" in str(err.value)
+    with pytest.raises(ConfigError, match="LB_PRIORITIES has 2 value.s. for 3 load balancer node"):
+        settings.load(None, environ={}, overrides=[*base, "LB_PRIORITIES=150,140"])
+    with pytest.raises(ConfigError, match="LB_IPS address 10.0.0.12 is also listed in CONTROL_PLANE_IPS"):
+        settings.load(None, environ={}, overrides=[*base, "LB_IPS=10.0.0.12,10.0.0.5"])
+    ok = settings.load(None, environ={}, overrides=[*base, "LB_PRIORITIES=150,140,130"])
+    assert ok.lb_priorities == (150, 140, 130) and ok.to_env()["LB_PRIORITIES"] == "150,140,130"
+
+
+def test_a_cni_other_than_flannel_needs_the_cluster_sequence() -> None:
+    with pytest.raises(ConfigError, match="CNI=calico needs TOPOLOGY=ha"):
+        settings.load(None, environ={}, overrides=["CONTROL_PLANE_IPS=10.0.0.11", "CNI=calico"])
+    with pytest.raises(ConfigError, match="CNI='weave'.*expected one of"):
+        settings.load(None, environ={}, overrides=["CONTROL_PLANE_IPS=10.0.0.11", "CNI=weave"])
