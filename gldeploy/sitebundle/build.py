@@ -17,33 +17,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from .. import artifacts, bundle, paths, render
 from ..errors import ConfigError, DeployError
 from ..settings import Settings
 from . import manifest as mf
 from . import sign, split
+from .tarwrite import Source, TreeAndTar
 
 VERIFY_SH = paths.SCRIPTS_DIR / "bundle" / "verify.sh"
-_CHUNK = 1 << 20
 _SECRET_KEYS = {rel: key for key, rel in bundle.SECRET_FILES.items()}
-
-
-@dataclass(frozen=True)
-class Source:
-    """One input file and what the manifest says about it."""
-
-    rel: str
-    src: Path
-    kind: mf.Kind
-    version: str
-    origin: str
-    executable: bool = False
 
 
 @dataclass
@@ -74,7 +60,8 @@ def _render_kind(rel: str) -> mf.Kind:
         return "image-sums" if rel.endswith("SHA256SUMS") else "image"
     if rel.startswith("backend/"):
         return "manifests"
-    return {"README.txt": "readme", "SHA256SUMS": "sums", ".gl-render": "render-marker"}.get(rel, "script")
+    named: dict[str, mf.Kind] = {"README.txt": "readme", "SHA256SUMS": "sums", ".gl-render": "render-marker"}
+    return named.get(rel, "script")
 
 
 def _k3s_source_dir(settings: Settings, cache_dir: Path | None) -> tuple[Path, str]:
@@ -135,80 +122,6 @@ def check_k3s(settings: Settings, sums_path: Path, digests: dict[str, str], wher
         raise DeployError(f"{where}: {binary} has sha256 {digests[binary]} but K3S_SHA256 "
                           f"({settings.origin('K3S_SHA256')}) is {settings.k3s_sha256}; check the pin")
     return sums_path.stat().st_size
-
-
-class _Tee:
-    """Reads the source for tarfile and, in the same read, hashes and writes the bundle copy."""
-
-    def __init__(self, src: IO[bytes], copy: IO[bytes]) -> None:
-        self.src, self.copy, self.digest, self.read_bytes = src, copy, hashlib.sha256(), 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.src.read(size)
-        self.digest.update(data)
-        self.copy.write(data)
-        self.read_bytes += len(data)
-        return data
-
-
-def _info(name: str, size: int, mode: int, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.type, info.mtime = size, mode, kind, 0
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
-
-
-class _Writer:
-    """The bundle directory and its tar, written together."""
-
-    def __init__(self, root: Path, name: str, parts: split.PartWriter) -> None:
-        self.root, self.name, self.parts = root, name, parts
-        self.tar = tarfile.open(fileobj=parts, mode="w|", format=tarfile.GNU_FORMAT)  # type: ignore[call-overload]
-        self.tar.copybufsize = _CHUNK
-        self.dirs: set[str] = set()
-        self.read_bytes = 0
-        self._dir("")
-
-    def _dir(self, rel: str) -> None:
-        if rel in self.dirs:
-            return
-        if rel:
-            self._dir(rel.rpartition("/")[0])
-        self.dirs.add(rel)
-        (self.root / rel).mkdir(mode=0o755, exist_ok=True)
-        self.tar.addfile(_info(f"{self.name}/{rel}".rstrip("/"), 0, 0o755, tarfile.DIRTYPE))
-
-    def copy(self, source: Source) -> mf.Entry:
-        self._dir(source.rel.rpartition("/")[0])
-        mode = 0o755 if source.executable else 0o644
-        target = self.root / source.rel
-        with source.src.open("rb") as fh, target.open("wb") as out:
-            size = source.src.stat().st_size
-            tee = _Tee(fh, out)
-            self.tar.addfile(_info(f"{self.name}/{source.rel}", size, mode), tee)  # type: ignore[arg-type]
-        target.chmod(mode)
-        self.read_bytes += tee.read_bytes
-        return mf.Entry(source.rel, size, tee.digest.hexdigest(), source.kind, source.version, source.origin)
-
-    def data(self, rel: str, data: bytes) -> None:
-        (self.root / rel).write_bytes(data)
-        (self.root / rel).chmod(0o644)
-        self.tar.addfile(_info(f"{self.name}/{rel}", len(data), 0o644), _Bytes(data))  # type: ignore[arg-type]
-
-    def close(self) -> list[tuple[str, str]]:
-        self.tar.close()
-        return self.parts.close()
-
-
-class _Bytes:
-    def __init__(self, data: bytes) -> None:
-        self._data, self._pos = data, 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._data) if size < 0 else self._pos + size
-        chunk, self._pos = self._data[self._pos:end], min(end, len(self._data))
-        return chunk
 
 
 def _render_sources(settings: Settings, work: Path, prefix: str, sample_image: bool,
@@ -280,7 +193,7 @@ def build(settings: Settings, out: Path, *, split_size: int = 0, sign_key: Path 
                          key=lambda s: s.rel)
         for s in sources:
             mf.check_path(s.rel, "bundle build")
-        writer = _Writer(stage / name, name, split.PartWriter(stage, name, split_size))
+        writer = TreeAndTar(stage / name, name, split.PartWriter(stage, name, split_size))
         entries = [writer.copy(s) for s in sources]
         k3s_digests = {Path(e.path).name: e.sha256 for e in entries if e.kind.startswith("k3s")}
         writer.read_bytes += check_k3s(settings, Path(k3s_dir) / artifacts.sums_name(settings.k3s_arch),

@@ -161,12 +161,12 @@ def unpack(listing: Path, dest: Path, *, free: Callable[[Path], int] = free_byte
     """Check the parts, the free space under dest, then stream-extract; returns the bundle directory."""
     parts = check_parts(listing)
     if not dest.is_dir():
-        raise ConfigError(f"--to {dest}: not a directory; create it on a disk with room for the bundle")
+        raise ConfigError(f"{dest}: not a directory; create it on a disk with room for the bundle")
     need = sum(p.stat().st_size for p in parts)
     have = free(dest)
     if have < need:
         raise ConfigError(f"{dest}: {have // (1 << 20)} MiB free, the bundle needs {need // (1 << 20) + 1} MiB; "
-                          f"unpack on a larger disk (--to DIR), nothing was written")
+                          f"unpack on a larger disk, nothing was written")
     stem = listing.name[: -len(".PARTS.sha256")]
     if (dest / stem).exists():
         raise ConfigError(f"{dest / stem}: already exists; remove it or unpack elsewhere")

@@ -4,11 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from invoke import Collection, Context
+from invoke.collection import Collection
+from invoke.context import Context
 
 from gldeploy.errors import ConfigError, guarded
 from gldeploy.sitebundle import build as sb_build
-from gldeploy.sitebundle import split, verify as sb_verify
+from gldeploy.sitebundle import split
+from gldeploy.sitebundle import verify as sb_verify
 from gldeploy.tasks import COMMON_HELP, DEFAULT_ENV, gl_task, load_settings
 
 SIGNERS_HELP = "allowed_signers file (lines '<identity> <key type> <public key>') to check the signature against"
@@ -41,30 +43,27 @@ def build_(c: Context, out: str = "", env: str = DEFAULT_ENV, set_: Any = None, 
     print("  compare these out of band (phone, paper) with what the offline side prints")
     if result.secrets_dir:
         print(f"  secrets (not in the bundle, deliver separately, remove after install): {result.secrets_dir}")
-    print(f"  offline: ./verify.sh --unpack {result.parts_file.name} --to DEST  (or ./verify.sh in the bundle)")
+    print(f"  offline: bash verify.sh --unpack {result.parts_file.name} --to DEST  (or ./verify.sh in the bundle)")
 
 
 @gl_task(name="verify",
-         help={"dir": "The unpacked bundle directory (or, with --unpack, nothing)",
+         help={"dir": "The unpacked bundle directory; with --unpack, the directory to unpack into "
+                      "(room is checked first)",
                "arch": "Refuse a bundle built for another architecture (amd64, arm64)",
                "require_signature": "Refuse an unsigned or wrongly signed bundle (needs --allowed-signers)",
                "allowed_signers": SIGNERS_HELP,
                "identity": "Signer identity in the allowed_signers file (default: whoever the file says signed)",
-               "unpack": "A <name>.PARTS.sha256 file: check the parts, free space, extract into --to, verify",
-               "to": "With --unpack: directory to extract into (checked for free space first)",
-               "jobs": "Files hashed in parallel (default: the number of CPUs)"})
+               "unpack": "A <name>.PARTS.sha256 file: check its parts and the free space of DIR, extract into "
+                         "DIR, verify",
+               "jobs": "Files hashed in parallel (default: the number of CPUs)"},
+         positional=["dir"])
 @guarded
-def verify_(c: Context, dir: str = "", arch: str = "", require_signature: bool = False,
-            allowed_signers: str = "", identity: str = "", unpack: str = "", to: str = "", jobs: int = 0) -> None:
+def verify_(c: Context, dir: str, arch: str = "", require_signature: bool = False,
+            allowed_signers: str = "", identity: str = "", unpack: str = "", jobs: int = 0) -> None:
     """Verify a site bundle: sizes, sha256, no missing or extra file, SHA256SUMS, signature, arch."""
     if unpack:
-        if not to or dir:
-            raise ConfigError("--unpack needs --to DEST and no DIR; e.g. --unpack gl-bundle-single-amd64."
-                              "PARTS.sha256 --to /srv")
-        root = split.unpack(Path(unpack), Path(to))
+        root = split.unpack(Path(unpack), Path(dir))
         print(f"unpacked into {root}")
-    elif not dir:
-        raise ConfigError("give the bundle directory: invoke bundle.verify DIR (or --unpack PARTS --to DEST)")
     else:
         root = Path(dir)
     report = sb_verify.verify_bundle(root, arch=arch, require_signature=require_signature,

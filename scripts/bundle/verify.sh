@@ -77,7 +77,7 @@ unpack() {
   [[ -d "${DEST}" ]] || die_input "--to ${DEST}: not a directory; create it on a disk with room for the bundle"
   avail=$(( $(stat -f -c '%a * %S' "${DEST}") ))
   (( avail >= need )) ||
-    die_input "${DEST}: $(( avail / 1048576 )) MiB free, the bundle needs $(( need / 1048576 + 1 )) MiB; unpack on a larger disk (--to DIR), nothing was written"
+    die_input "${DEST}: $(( avail / 1048576 )) MiB free, the bundle needs $(( need / 1048576 + 1 )) MiB; unpack on a larger disk, nothing was written"
   [[ ! -e "${DEST}/${stem}" ]] || die_input "${DEST}/${stem}: already exists; remove it or unpack elsewhere"
   for part in "${listed[@]}"; do cat -- "${where}/${part}"; done |
     tar -x -f - -C "${DEST}" --no-same-owner --no-same-permissions ||
