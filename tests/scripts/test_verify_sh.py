@@ -64,3 +64,23 @@ def test_verify_sh_rejects_unknown_option(tmp_path: Path) -> None:
 def test_verify_sh_is_shellcheck_clean() -> None:
     proc = subprocess.run(["shellcheck", "-x", str(VERIFY_SH)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.parametrize("case", [c for c in cases.CASES if c.name in ("verified", "flipped-byte", "truncated-file")],
+                         ids=lambda c: c.name)
+def test_verify_sh_without_openssl_uses_sha256sum(built: Path, tmp_path: Path, case: cases.Case) -> None:
+    """Hosts without openssl hash with coreutils' sha256sum: same answers."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name in ("bash", "sha256sum", "ssh-keygen", "xargs", "sort", "comm", "sed", "cut", "find", "stat", "cat",
+                 "grep", "head", "paste", "tr", "dirname", "basename", "nproc", "env"):
+        found = shutil.which(name)
+        assert found, name
+        (tools / name).symlink_to(found)
+    out = cases.prepared(built, tmp_path, case)
+    opts = cases.options(case, out)
+    proc = subprocess.run(["bash", str(VERIFY_SH), str(cases.bundle(out)), "--require-signature",
+                           "--allowed-signers", str(opts["allowed_signers"])],
+                          capture_output=True, text=True, env={"PATH": str(tools)})
+    assert proc.returncode == case.code, proc.stderr
+    assert case.names in proc.stderr
