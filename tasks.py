@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from gldeploy.tasks import box, cluster, lab, phases, scripts, settings_tasks
+from gldeploy.tasks import box, bundle_tasks, cluster, lab, phases, scripts, settings_tasks
 
 ns = Collection()
 for phase_task in phases.TASKS:
     ns.add_task(phase_task)
 ns.add_collection(cluster.ns)
 ns.add_collection(scripts.ns)
+ns.add_collection(bundle_tasks.ns)
 ns.add_collection(settings_tasks.ns)
 ns.add_collection(lab.ns)
 ns.add_collection(box.ns)
