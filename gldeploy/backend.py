@@ -138,7 +138,15 @@ def _literal(dumper: yaml.SafeDumper, data: _Literal) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", str(data), style="|")
 
 
+def _mapping(dumper: yaml.SafeDumper, data: dict[Any, Any]) -> yaml.MappingNode:
+    """Keys (fixed names chosen here) plain, values through the representers above."""
+    pairs = [(dumper.represent_scalar("tag:yaml.org,2002:str", str(k)), dumper.represent_data(v))
+             for k, v in data.items()]
+    return yaml.MappingNode("tag:yaml.org,2002:map", pairs, flow_style=False)
+
+
 _Dumper.add_representer(str, _quoted)
+_Dumper.add_representer(dict, _mapping)
 _Dumper.add_representer(_Literal, _literal)
 
 
