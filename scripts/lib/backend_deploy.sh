@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
 # lib/backend_deploy.sh: the steps of the backend deploy phase (03_deploy_gl_backend.sh, single node;
-# 05_deploy_gl_backend.sh, cluster): import the backend image archives and apply the backend manifests
-# to k3s, then wait (bounded by ROLLOUT_TIMEOUT) for the rollout; idempotent.
+# 05_deploy_gl_backend.sh, cluster): import the backend image archives, install the backend's
+# HelmChart manifest into k3s' auto-deploy directory (k3s' own Helm controller installs the chart
+# from it: no helm binary on the host), then wait (bounded by ROLLOUT_TIMEOUT) until the Deployment
+# carries this release's digest and has rolled out; idempotent (same manifest bytes: no change).
 # Bundle inputs: artifacts/images/*.tar* (OCI/docker archives, optional SHA256SUMS next to them)
-# and backend/backend.yaml. Under the k3s stand-in the Kubernetes steps are reported
-# "skipped: needs real k3s"; the file steps still run.
+# and backend/gl-backend-helmchart.yaml (rendered by gldeploy.backend). Under the k3s stand-in the
+# Kubernetes steps are reported "skipped: needs real k3s"; the file steps still run.
 # Sourced after lib/common.sh, lib/checks.sh, lib/k3s.sh and lib/k3s_api.sh.
 
 IMAGES_DIR=""
 MANIFEST=""
+RELEASE_DIGEST=""
 IMAGES=()
 NEEDS_REAL="needs real k3s"
+BACKEND_HELMCHART="gl-backend-helmchart.yaml"   # gldeploy.backend.HELMCHART_FILE
+BACKEND_DEPLOYMENT="gl-backend"                 # the chart's Deployment (and release) name
+K3S_MANIFESTS_DIR=""  # k3s applies every file in its server/manifests (as an AddOn)
 
 # the bundle's inputs: bad input is refused before anything is touched (exit 2). The settings
 # (ROLLOUT_TIMEOUT, NAMESPACE, ...) were decided and checked by gldeploy: not checked again here.
 backend_inputs() {
   local f
   IMAGES_DIR="${GL_BUNDLE_DIR}/artifacts/images"
-  MANIFEST="${GL_BUNDLE_DIR}/backend/backend.yaml"
-  [[ -s "${MANIFEST}" ]] || die_input "${MANIFEST}: backend manifest missing or empty; render the bundle again (invoke deploy-gl-backend builds it)"
+  MANIFEST="${GL_BUNDLE_DIR}/backend/${BACKEND_HELMCHART}"
+  K3S_MANIFESTS_DIR="${K3S_DATA_DIR}/server/manifests"
+  [[ -s "${MANIFEST}" ]] || die_input "${MANIFEST}: backend HelmChart manifest missing or empty; render the bundle again (invoke deploy-gl-backend builds it)"
+  # the annotation gldeploy writes on the HelmChart (one line, value double-quoted)
+  RELEASE_DIGEST=$(sed -nE 's/^    gl-native\.io\/release-digest: "([0-9a-f]{64})"$/\1/p' "${MANIFEST}")
+  [[ "${RELEASE_DIGEST}" =~ ^[0-9a-f]{64}$ ]] || die_input "${MANIFEST}: no gl-native.io/release-digest annotation (64 hex digits); it was not rendered by gldeploy: render the bundle again"
   for f in "${IMAGES_DIR}"/*.tar "${IMAGES_DIR}"/*.tar.gz "${IMAGES_DIR}"/*.tar.zst; do
     if [[ -f "${f}" ]]; then IMAGES+=("${f}"); fi
   done
@@ -93,37 +103,52 @@ backend_import_images() {
   fi
 }
 
+# The HelmChart manifest into k3s' auto-deploy directory, in every mode (a file step): k3s applies
+# it, and its Helm controller runs the chart's install/upgrade job in kube-system.
 # shellcheck disable=SC2034  # GL_CHANGED is reported by lib/checks.sh
 backend_apply_manifests() {
-  local out line changed=()
-  if [[ "${K3S_RUNNING_MODE}" != real ]]; then gl_check_skip "backend manifests" "${NEEDS_REAL}"; return 0; fi
-  out=$(k3s_kubectl apply --request-timeout=60s -f "${MANIFEST}" 2>&1) \
-    || k3s_abort "backend manifests" "kubectl apply failed: ${out//$'\n'/; }" \
-         "check backend/backend.yaml (invoke deploy-gl-backend renders it again) and the API: k3s kubectl get --raw /readyz"
-  while IFS= read -r line; do
-    [[ -z "${line}" || "${line}" == *" unchanged" ]] || changed+=("${line}")
-  done <<<"${out}"
-  if (( ${#changed[@]} )); then GL_CHANGED=true; gl_check_pass "backend manifests" "applied: $(IFS=';'; echo "${changed[*]}")"
-  else gl_check_pass "backend manifests" "all objects unchanged"; fi
+  local dest="${K3S_MANIFESTS_DIR}/${BACKEND_HELMCHART}"
+  gl_install_file "${MANIFEST}" "${dest}" 0600  # in this shell: a failed copy ends the phase
+  if [[ "${GL_INSTALLED}" == changed ]]; then
+    GL_CHANGED=true
+    gl_check_pass "backend chart" "installed ${dest#"${GL_ROOT}"} (release ${RELEASE_DIGEST:0:12}) for k3s' Helm controller"
+  else
+    gl_check_pass "backend chart" "${dest#"${GL_ROOT}"} unchanged (release ${RELEASE_DIGEST:0:12})"
+  fi
 }
 
-backend_wait_rollout() {  # the list is captured first: a failed kubectl get must fail the phase, not list nothing
-  local kind name ns list tmp waited=()
+backend_deployed_digest() {  # the release digest the backend Deployment carries ("" while it does not exist)
+  k3s_kubectl -n "${NAMESPACE}" get deployment "${BACKEND_DEPLOYMENT}" --request-timeout=30s --ignore-not-found \
+    -o jsonpath='{.metadata.annotations.gl-native\.io/release-digest}'
+}
+
+# First until the Deployment carries this release's digest (the Helm job has installed this
+# chart and these values: a rollout status before that would report on the previous release),
+# then the rollout itself, both within ROLLOUT_TIMEOUT.
+backend_wait_rollout() {
+  local tmp got="" seen err="" deadline remaining
   if [[ "${K3S_RUNNING_MODE}" != real ]]; then gl_check_skip "backend rollout" "${NEEDS_REAL}"; return 0; fi
   gl_tmpdir tmp
-  list=$(k3s_kubectl get --request-timeout=60s -f "${MANIFEST}" \
-           -o jsonpath='{range .items[*]}{.kind} {.metadata.name} {.metadata.namespace}{"\n"}{end}' 2>"${tmp}/err") \
-    || k3s_abort "backend rollout" "could not list the workloads in backend/backend.yaml: $(tr '\n' ' ' <"${tmp}/err")" \
-         "check the API (k3s kubectl get --raw /readyz) and run this phase again"
-  while read -r kind name ns; do
-    case "${kind}" in Deployment|StatefulSet|DaemonSet) ;; *) continue ;; esac
-    info "waiting up to ${ROLLOUT_TIMEOUT}s for ${kind}/${name} in ${ns:-${NAMESPACE}}"
-    k3s_kubectl -n "${ns:-${NAMESPACE}}" rollout status "${kind,,}/${name}" --timeout="${ROLLOUT_TIMEOUT}s" >&2 </dev/null \
-      || k3s_abort "backend rollout" "${kind}/${name} did not become ready within ${ROLLOUT_TIMEOUT}s" \
-           "k3s kubectl -n ${ns:-${NAMESPACE}} describe ${kind,,}/${name}; k3s kubectl -n ${ns:-${NAMESPACE}} get events --sort-by=.lastTimestamp"
-    waited+=("${kind,,}/${name}")
-  done <<<"${list}"
-  (( ${#waited[@]} )) || k3s_abort "backend rollout" "backend/backend.yaml has no Deployment, StatefulSet or DaemonSet to wait for" \
-    "the backend manifest always has a Deployment: render the bundle again (invoke deploy-gl-backend)"
-  gl_check_pass "backend rollout" "ready: ${waited[*]}"
+  deadline=$(( $(date +%s) + ROLLOUT_TIMEOUT ))
+  info "waiting up to ${ROLLOUT_TIMEOUT}s for k3s' Helm controller to install release ${RELEASE_DIGEST:0:12}"
+  while :; do
+    if got=$(backend_deployed_digest 2>"${tmp}/err"); then
+      err=""
+      if [[ "${got}" == "${RELEASE_DIGEST}" ]]; then break; fi
+    else
+      err="; last error: $(tr '\n' ' ' <"${tmp}/err")"
+    fi
+    if (( $(date +%s) >= deadline )); then
+      if [[ -n "${got}" ]]; then seen="release ${got:0:12}"; else seen="no release digest"; fi
+      k3s_abort "backend rollout" "release ${RELEASE_DIGEST:0:12} was not installed within ${ROLLOUT_TIMEOUT}s: deployment/${BACKEND_DEPLOYMENT} in ${NAMESPACE} carries ${seen}${err}" \
+        "k3s kubectl -n kube-system logs job/helm-install-${BACKEND_DEPLOYMENT}; k3s kubectl -n kube-system get helmchart ${BACKEND_DEPLOYMENT} -o yaml"
+    fi
+    sleep 2
+  done
+  remaining=$(( deadline - $(date +%s) ))
+  if (( remaining < 1 )); then remaining=1; fi
+  k3s_kubectl -n "${NAMESPACE}" rollout status "deployment/${BACKEND_DEPLOYMENT}" --timeout="${remaining}s" >&2 </dev/null \
+    || k3s_abort "backend rollout" "deployment/${BACKEND_DEPLOYMENT} did not become ready within ${ROLLOUT_TIMEOUT}s" \
+         "k3s kubectl -n ${NAMESPACE} describe deployment/${BACKEND_DEPLOYMENT}; k3s kubectl -n ${NAMESPACE} get events --sort-by=.lastTimestamp"
+  gl_check_pass "backend rollout" "ready: deployment/${BACKEND_DEPLOYMENT} (release ${RELEASE_DIGEST:0:12})"
 }

@@ -1,7 +1,8 @@
 """Phase 03 (deploy backend) in a sandbox GL_ROOT with the k3s stand-in installed.
 
-Under the stand-in, image import, apply and rollout must be reported skipped ("needs real k3s");
-the file steps (checksum verification, copy to agent/images) run for real.
+Under the stand-in, image import and rollout must be reported skipped ("needs real k3s"); the file
+steps (checksum verification, copy to agent/images, the HelmChart manifest into server/manifests)
+run for real.
 """
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+import yaml
 
+from gldeploy import backend, settings
 from tests.fixtures.k3s_standin.release import make_release
 from tests.fixtures.k3s_standin.testing import fake_real_k3s_running, free_port, stop_standin
 from tests.fixtures.shims import failing_install_path
@@ -19,25 +22,25 @@ from tests.scripts.k3s_doubles import install_standin, running_standin, start_tl
 PHASES = ("03_deploy_gl_backend", "05_deploy_gl_backend")  # one implementation, two entry points
 
 VERSION = "v1.28.3+k3s2"
-MANIFEST = """apiVersion: apps/v1
-kind: Deployment
-metadata: {name: execution-backend, namespace: gov-native}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: execution-backend}}
-  template:
-    metadata: {labels: {app: execution-backend}}
-    spec: {containers: [{name: backend, image: "gl-native/execution-backend:v1.1"}]}
-"""
 IMAGE = "execution-backend-v1.1.oci.tar"
-K8S_STEPS = ("backend image import", "backend manifests", "backend rollout")
+K8S_STEPS = ("backend image import", "backend rollout")
+HELMCHART = "backend/" + backend.HELMCHART_FILE
+INSTALLED = "var/lib/rancher/k3s/server/manifests/" + backend.HELMCHART_FILE
+
+
+def bundle_settings(*overrides: str) -> settings.Settings:
+    return settings.load(None, environ={}, overrides=["CONTROL_PLANE_IPS=192.168.56.10", *overrides])
+
+
+def release_digest(bundle: Path) -> str:
+    doc = yaml.safe_load((bundle / HELMCHART).read_text())
+    return str(doc["metadata"]["annotations"][backend.DIGEST_ANNOTATION])
 
 
 @pytest.fixture
 def backend_bundle(bundle: Path) -> Path:
-    """Bundle with backend/backend.yaml and one image archive plus SHA256SUMS."""
-    (bundle / "backend").mkdir()
-    (bundle / "backend/backend.yaml").write_text(MANIFEST)
+    """Bundle with the backend files gldeploy renders and one image archive plus SHA256SUMS."""
+    backend.write_bundle_files(bundle_settings(), bundle / "backend")
     images = bundle / "artifacts/images"
     images.mkdir(parents=True)
     (images / IMAGE).write_bytes(b"oci layout bytes")
@@ -79,6 +82,26 @@ def test_standin_copies_images_and_skips_kubernetes_steps(
     copied = sandbox_root / "var/lib/rancher/k3s/agent/images" / IMAGE
     assert copied.read_bytes() == b"oci layout bytes"
     assert not any(c["status"] == "pass" and c["name"] in K8S_STEPS for c in report["checks"])
+    installed = sandbox_root / INSTALLED  # the file step runs: k3s would apply it
+    assert installed.read_bytes() == (backend_bundle / HELMCHART).read_bytes()
+    assert installed.stat().st_mode & 0o777 == 0o600
+    assert result.check("backend chart")["status"] == "pass"
+    assert release_digest(backend_bundle)[:12] in result.check("backend chart")["message"]
+
+
+def test_a_new_release_replaces_the_installed_helmchart(
+        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: dict[str, str],
+        sandbox_root: Path) -> None:
+    assert deploy(run_phase, standin_installed).returncode == 0
+    old = release_digest(backend_bundle)
+    backend.write_bundle_files(bundle_settings("BACKEND_REPLICAS=3"), backend_bundle / "backend")
+    assert release_digest(backend_bundle) != old
+    again = deploy(run_phase, standin_installed, "--json")
+    assert again.returncode == 0, again.stderr
+    assert again.report["changed"] is True
+    assert "installed" in again.check("backend chart")["message"]
+    assert (sandbox_root / INSTALLED).read_bytes() == (backend_bundle / HELMCHART).read_bytes()
+    assert "replicas: 3" in (sandbox_root / INSTALLED).read_text()
 
 
 def test_second_run_changes_nothing(
@@ -88,6 +111,7 @@ def test_second_run_changes_nothing(
     assert again.returncode == 0, again.stderr
     assert again.report["changed"] is False
     assert "no change" in again.stderr
+    assert "unchanged" in again.check("backend chart")["message"]
 
 
 def test_tampered_image_is_refused_before_copying(
@@ -102,11 +126,23 @@ def test_tampered_image_is_refused_before_copying(
 
 def test_missing_manifest_is_bad_input(
         run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: dict[str, str], sandbox_root: Path) -> None:
-    (backend_bundle / "backend/backend.yaml").unlink()
+    (backend_bundle / HELMCHART).unlink()
     result = deploy(run_phase, standin_installed)
     assert result.returncode == 2
-    assert "backend/backend.yaml" in result.stderr
+    assert HELMCHART in result.stderr
     assert not (sandbox_root / "var/lib/rancher/k3s/agent").exists()
+    assert not (sandbox_root / INSTALLED).exists()
+
+
+def test_manifest_without_release_digest_is_bad_input(
+        run_phase: Callable[..., Any], backend_bundle: Path, standin_installed: dict[str, str], sandbox_root: Path) -> None:
+    text = (backend_bundle / HELMCHART).read_text()
+    (backend_bundle / HELMCHART).write_text(text.replace(backend.DIGEST_ANNOTATION, "gl-native.io/other"))
+    result = deploy(run_phase, standin_installed)
+    assert result.returncode == 2
+    assert "no gl-native.io/release-digest annotation" in result.stderr and HELMCHART in result.stderr
+    assert not (sandbox_root / "var/lib/rancher/k3s/agent").exists()
+    assert not (sandbox_root / INSTALLED).exists()
 
 
 def test_without_k3s_the_phase_fails_and_says_run_02(
@@ -205,7 +241,8 @@ def test_after_phase_02_with_the_standin(
     result = run_phase("03_deploy_gl_backend", "--json", overrides=installed_k3s)
     assert result.returncode == 0, result.stderr
     assert result.check("k3s running")["status"] == "pass"
-    assert result.check("backend manifests")["message"] == "needs real k3s"
+    assert result.check("backend chart")["status"] == "pass"
+    assert result.check("backend rollout")["message"] == "needs real k3s"
 
 
 # --- real mode, with a test double of a *real* k3s (no stand-in marker), as in test_04 -------------
@@ -224,15 +261,15 @@ scenario=$(cat "$FAKE_SCENARIO")
 case "$*" in
   "ctr images ls -q") cat "$FAKE_IMAGES" ;;
   "ctr images import "*) echo "unpacking $FAKE_IMPORT_NAME...done"; echo "$FAKE_IMPORT_NAME" >>"$FAKE_IMAGES" ;;
-  "kubectl apply "*) echo "namespace/gov-native unchanged"; echo "deployment.apps/execution-backend unchanged" ;;
-  "kubectl get "*)
+  "kubectl -n gov-native get deployment gl-backend --request-timeout=30s --ignore-not-found -o jsonpath="*)
     case "$scenario" in
       list-fails) echo "error: the server has asked for the client to provide credentials" >&2; exit 1 ;;
-      no-workloads) echo "Namespace gov-native "; echo "Service execution-backend gov-native" ;;
-      *) echo "Namespace gov-native "; echo "Deployment execution-backend gov-native" ;;
+      not-yet) ;;
+      *) cat "$FAKE_DEPLOYED" ;;
     esac ;;
-  "kubectl -n gov-native rollout status deployment/execution-backend --timeout=30s")
-    echo 'deployment "execution-backend" successfully rolled out' ;;
+  "kubectl -n gov-native rollout status deployment/gl-backend --timeout="*)
+    [ "$scenario" = rollout-stuck ] && { echo "error: timed out waiting for the condition" >&2; exit 1; }
+    echo 'deployment "gl-backend" successfully rolled out' ;;
   *) echo "unexpected call: $*" >&2; exit 1 ;;
 esac
 """
@@ -240,20 +277,24 @@ REGISTRY_NAME = "192.168.56.1:5000/gl-native/execution-backend:v1.1"
 
 
 @pytest.fixture
-def fake_real_k3s(sandbox_root: Path, tmp_path: Path) -> Iterator[dict[str, str]]:
+def fake_real_k3s(sandbox_root: Path, tmp_path: Path, bundle: Path) -> Iterator[dict[str, str]]:
     """A running 'real' k3s double in the sandbox (pidfile-managed, as without systemd); yields FAKE_* env."""
     (tmp_path / "scenario").write_text("healthy")
     (tmp_path / "images").write_text("")
     with tls_ping_servers(tmp_path) as servers, fake_real_k3s_running(sandbox_root, FAKE_REAL_K3S):
         yield {"FAKE_SCENARIO": str(tmp_path / "scenario"), "FAKE_CALLS": str(tmp_path / "calls"),
                "FAKE_IMAGES": str(tmp_path / "images"), "FAKE_IMPORT_NAME": REGISTRY_NAME,
+               "FAKE_DEPLOYED": str(tmp_path / "deployed"), "FAKE_BUNDLE": str(bundle),
                "API_PORT": str(start_tls_ping(servers, tmp_path, 365))}
 
 
-def deploy_real(run_phase: Callable[..., Any], fake: dict[str, str], scenario: str = "healthy") -> Any:
+def deploy_real(run_phase: Callable[..., Any], fake: dict[str, str], scenario: str = "healthy", *,
+                deployed: str = "", timeout: str = "30") -> Any:
+    """deployed: the release digest the fake Deployment carries (the bundle's own when empty)."""
     Path(fake["FAKE_SCENARIO"]).write_text(scenario)
-    return run_phase("03_deploy_gl_backend", "--json", env=fake,
-                     overrides={"ROLLOUT_TIMEOUT": "30", "REGISTRY": "192.168.56.1:5000", "API_PORT": fake["API_PORT"]})
+    Path(fake["FAKE_DEPLOYED"]).write_text(deployed or release_digest(Path(fake["FAKE_BUNDLE"])))
+    return run_phase("03_deploy_gl_backend", "--json", env=fake, overrides={
+        "ROLLOUT_TIMEOUT": timeout, "REGISTRY": "192.168.56.1:5000", "API_PORT": fake["API_PORT"]})
 
 
 def calls(fake: dict[str, str]) -> list[str]:
@@ -261,36 +302,60 @@ def calls(fake: dict[str, str]) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def test_real_mode_imports_applies_and_waits_for_the_deployment(
-        run_phase: Callable[..., Any], backend_bundle: Path, fake_real_k3s: dict[str, str]) -> None:
+def test_real_mode_imports_installs_the_chart_and_waits_for_the_release(
+        run_phase: Callable[..., Any], backend_bundle: Path, fake_real_k3s: dict[str, str],
+        sandbox_root: Path) -> None:
     result = deploy_real(run_phase, fake_real_k3s)
     assert result.returncode == 0, result.stderr
     assert result.report["k3s_mode"] == "real" and result.report["changed"] is True
     assert result.check("backend image import")["message"] == f"imported {IMAGE} into containerd"
-    assert result.check("backend manifests")["message"] == "all objects unchanged"
-    assert result.check("backend rollout")["message"] == "ready: deployment/execution-backend"
+    digest = release_digest(backend_bundle)
+    assert (sandbox_root / INSTALLED).read_bytes() == (backend_bundle / HELMCHART).read_bytes()
+    assert result.check("backend rollout")["message"] == f"ready: deployment/gl-backend (release {digest[:12]})"
     made = calls(fake_real_k3s)
-    assert "kubectl -n gov-native rollout status deployment/execution-backend --timeout=30s" in made
-    kubectl = [c for c in made if c.startswith(("kubectl apply", "kubectl get"))]
-    assert len(kubectl) == 2 and all("--request-timeout=60s" in c for c in kubectl), made
+    assert not any(c.startswith("kubectl apply") for c in made)  # k3s applies server/manifests itself
+    assert any(c.startswith("kubectl -n gov-native get deployment gl-backend --request-timeout=30s") for c in made)
+    (rollout,) = [c for c in made if "rollout status" in c]
+    assert rollout.startswith("kubectl -n gov-native rollout status deployment/gl-backend --timeout=")
+    assert 1 <= int(rollout.rsplit("=", 1)[1].rstrip("s")) <= 30  # what is left of ROLLOUT_TIMEOUT
 
 
-def test_real_mode_fails_when_the_workloads_cannot_be_listed(
+def test_real_mode_does_not_trust_a_deployment_of_the_previous_release(
         run_phase: Callable[..., Any], backend_bundle: Path, fake_real_k3s: dict[str, str]) -> None:
-    result = deploy_real(run_phase, fake_real_k3s, "list-fails")
+    old = "0" * 64
+    result = deploy_real(run_phase, fake_real_k3s, deployed=old, timeout="3")
     assert result.returncode == 1, result.stderr
     check = result.check("backend rollout")
     assert check["status"] == "fail"
-    assert "could not list the workloads" in check["message"] and "provide credentials" in check["message"]
+    assert f"release {release_digest(backend_bundle)[:12]} was not installed within 3s" in check["message"]
+    assert "carries release 000000000000" in check["message"]
+    assert "helm-install-gl-backend" in check["fix"]
+    assert not any("rollout status" in c for c in calls(fake_real_k3s))  # the old rollout says nothing
+
+
+def test_real_mode_fails_when_the_deployment_never_appears(
+        run_phase: Callable[..., Any], backend_bundle: Path, fake_real_k3s: dict[str, str]) -> None:
+    result = deploy_real(run_phase, fake_real_k3s, "not-yet", timeout="3")
+    assert result.returncode == 1, result.stderr
+    assert "carries no release digest" in result.check("backend rollout")["message"]
+
+
+def test_real_mode_fails_when_the_deployment_cannot_be_read(
+        run_phase: Callable[..., Any], backend_bundle: Path, fake_real_k3s: dict[str, str]) -> None:
+    result = deploy_real(run_phase, fake_real_k3s, "list-fails", timeout="3")
+    assert result.returncode == 1, result.stderr
+    check = result.check("backend rollout")
+    assert check["status"] == "fail" and "provide credentials" in check["message"]
     assert not any("rollout status" in c for c in calls(fake_real_k3s))
 
 
-def test_real_mode_fails_when_the_manifest_has_no_workload(
+def test_real_mode_fails_when_the_rollout_does_not_finish(
         run_phase: Callable[..., Any], backend_bundle: Path, fake_real_k3s: dict[str, str]) -> None:
-    result = deploy_real(run_phase, fake_real_k3s, "no-workloads")
+    result = deploy_real(run_phase, fake_real_k3s, "rollout-stuck")
     assert result.returncode == 1, result.stderr
     check = result.check("backend rollout")
-    assert check["status"] == "fail" and "no Deployment, StatefulSet or DaemonSet" in check["message"]
+    assert "deployment/gl-backend did not become ready within 30s" in check["message"]
+    assert "describe deployment/gl-backend" in check["fix"]
 
 
 def test_real_mode_image_already_in_containerd_under_its_registry_name_is_not_reimported(
