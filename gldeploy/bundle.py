@@ -173,7 +173,7 @@ def _stage_images(settings: Settings, dest: Path, staging: Staging) -> str | Non
 
 
 def _stage_backend(settings: Settings, dest: Path, staging: Staging) -> str | None:
-    _write(dest / "backend" / "backend.yaml", backend.render_manifests(settings), 0o644)
+    backend.write_bundle_files(settings, dest / "backend", tls_secret=settings.backend_tls_secret)
     return None
 
 

@@ -242,8 +242,9 @@ SHA256 = pattern(r"|[0-9a-f]{64}", "64 lower-case hex digits (sha256), or empty"
 DNS_LABEL = pattern(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", "a DNS label: lower-case letters, digits, '-'")
 HOSTNAME = pattern(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?",
                    "a lower-case DNS name such as backend.gov-native.local")
-IMAGE = pattern(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*",
-                "an image repository without tag, e.g. registry.local:5000/gov-native/backend")
+IMAGE = pattern(r"[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(@sha256:[0-9a-f]{64})?",
+                "an image repository without tag, optionally pinned by digest (repo@sha256:<64 hex>), e.g. "
+                "registry.local:5000/gov-native/backend")
 HOSTPORT = pattern(r"|[a-z0-9.-]+(:[0-9]{1,5})?", "host[:port] such as registry.local:5000, or empty")
 URL = pattern(r"(https?|file)://[^\s\x00-\x1f\x7f]+", "an https://, http:// or file:// URL")
 PATH = path

@@ -65,11 +65,16 @@ class Settings:
                          type_name="dns label")
     backend_version: str = key("v1.1", t.BACKEND_VERSION, "Backend version (image tag, /version answer)",
                                type_name="version")
-    backend_image: str = key("gl-native/execution-backend", t.IMAGE, "Backend image repository (no tag)",
+    backend_image: str = key("gl-native/execution-backend", t.IMAGE, "Backend image repository (no tag), or "
+                             "repo@sha256:<digest> to pin the image (BACKEND_VERSION then only labels it)",
                              "registry.gov.local:5000/gov-native/execution-backend", type_name="image")
     backend_replicas: int = key("2", t.integer(1, 50), "Backend replicas", type_name="int")
     backend_ingress_host: str = key("backend.gov-native.local", t.HOSTNAME, "Host name of the backend "
                                     "Ingress (Traefik)", type_name="hostname")
+    backend_tls_secret: str = key("", t.pattern(r"|[a-z0-9]([-a-z0-9.]*[a-z0-9])?", "a Secret name (DNS "
+                                  "subdomain) or empty"), "kubernetes.io/tls Secret in NAMESPACE for the backend "
+                                  "Ingress (issued from the internal CA); empty = no TLS", "gl-backend-tls",
+                                  type_name="name")
     registry: str = key("", t.HOSTPORT, "Private registry host[:port] for images; empty = none",
                         "registry.gov.local:5000", type_name="host:port")
     registry_user: str = key("", t.basic_auth_user, "Registry user (basic auth); no ':'", "deploy")

@@ -13,12 +13,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/backend_deploy.sh"  # gl:include
 main() {
   gl_parse_args "03_deploy_gl_backend.sh [--json]" norole "$@"
   gl_load_settings
-  backend_inputs                       # backend/backend.yaml and the image archives (bad input: exit 2)
+  backend_inputs                       # backend/gl-backend-helmchart.yaml and the image archives (bad input: exit 2)
   gl_require_root
   k3s_require_running "k3s running"    # installed, service up, API answers /ping; else fail, nothing done
   backend_verify_images                # SHA256SUMS lists and matches every archive, before any copy
   backend_import_images                # copy to agent/images; import into containerd (real k3s)
-  backend_apply_manifests              # kubectl apply (real k3s)
+  backend_apply_manifests              # the HelmChart into k3s server/manifests (its Helm controller installs it)
   backend_wait_rollout                 # every workload ready within ROLLOUT_TIMEOUT (real k3s)
   gl_checks_finish "$(k3s_mode)"
 }

@@ -218,7 +218,6 @@ def test_a_foreign_chart_yaml_is_an_error(tmp_path: Path) -> None:
         backend.render_helmchart(load(), chart_dir=chart)
 
 
-@pytest.mark.xfail(strict=True, reason="lead: bundle._stage_backend must call backend.write_bundle_files")
 def test_the_bundle_carries_the_helmchart_and_the_packaged_chart(tmp_path: Path) -> None:
     from gldeploy import bundle
     s = load()

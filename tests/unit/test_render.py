@@ -60,7 +60,7 @@ def test_invoke_bundle_has_private_settings_and_secrets_with_relative_paths(tmp_
     assert values["K3S_TOKEN_FILE"] == "secrets/k3s-token"
     assert values["REGISTRY_CA_FILE"] == "secrets/registry-ca.crt"
     assert "s3cret-value" not in (dest / "settings.env").read_text()
-    assert (dest / "backend" / "backend.yaml").read_text().strip()
+    assert (dest / "backend" / "gl-backend-helmchart.yaml").read_text().strip()
 
 
 def test_settings_env_starts_with_the_format_marker_the_scripts_require(tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_sha256sums_verify_and_catch_tampering(tmp_path: Path) -> None:
     token = secret(tmp_path, "token")
     render.render_standalone(load(f"K3S_TOKEN_FILE={token}"), out, version=VERSION)
     sums = (out / "SHA256SUMS").read_text()
-    assert "01_pre_install_check.sh" in sums and "README.txt" in sums and "backend/backend.yaml" in sums
+    assert "01_pre_install_check.sh" in sums and "README.txt" in sums and "backend/gl-backend-helmchart.yaml" in sums
     assert "secrets/" not in sums and mode(out / "secrets" / "k3s-token") == 0o600
     ok = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
