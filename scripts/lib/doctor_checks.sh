@@ -433,8 +433,8 @@ DR_CLUSTER_KEYS="cluster-cidr service-cidr secrets-encryption https-listen-port 
 dr_cluster_view() {  # FILE: the cluster-wide keys of a config.yaml, one "key: value" per line (lists joined)
   awk -v keys=" ${DR_CLUSTER_KEYS} " '
     /^[a-z-]+:/ { k = $1; sub(/:$/, "", k); cur = (index(keys, " " k " ") ? k : "")
-                  v = substr($0, length($1) + 2); sub(/^[ \t]+/, "", v); if (cur != "" && v != "") val[cur] = v; next }
-    /^  - / && cur != "" { val[cur] = val[cur] (val[cur] == "" ? "" : ",") substr($0, 5) }
+                  v = substr($0, length($1) + 2); sub(/^[ \t]+/, "", v); gsub(/"/, "", v); if (cur != "" && v != "") val[cur] = v; next }
+    /^  - / && cur != "" { item = substr($0, 5); gsub(/"/, "", item); val[cur] = val[cur] (val[cur] == "" ? "" : ",") item }
     END { n = split(keys, ks, " "); for (i = 1; i <= n; i++) if (ks[i] in val) print ks[i] ": " val[ks[i]] }' "$1"
 }
 
@@ -450,7 +450,8 @@ doctor_check_config_drift() {
   for f in "${DR_COMPARE[@]}"; do
     theirs=$(dr_cluster_view "${f}")
     if [[ "${mine}" != "${theirs}" ]]; then
-      problems+=("cluster-wide keys differ from ${f}: $(diff <(printf '%s\n' "${mine}") <(printf '%s\n' "${theirs}") | grep '^[<>]' | tr '\n' ';' | sed 's/;$//')")
+      diff_out=$(diff <(printf '%s\n' "${mine}") <(printf '%s\n' "${theirs}") | grep '^[<>]' | tr '\n' ';' || true)
+      problems+=("cluster-wide keys differ from ${f} (< here, > there): ${diff_out%;}")
     fi
   done
   local sum
@@ -464,7 +465,7 @@ doctor_check_config_drift() {
 # dr_dns_answers SERVER: a DNS query (NS of the root) over UDP gets any answer within 1.5 s
 dr_dns_answers() {
   local fd byte
-  exec {fd}<>"/dev/udp/$1/53" 2>/dev/null || return 1
+  { exec {fd}<>"/dev/udp/$1/53"; } 2>/dev/null || return 1  # the group keeps 2>/dev/null off the shell
   printf '\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\x01' 1>&"${fd}" || { exec {fd}<&-; return 1; }
   if IFS= read -r -t 1.5 -N 1 -u "${fd}" byte 2>/dev/null && [[ "${byte}" == $'\x12' ]]; then exec {fd}<&-; return 0; fi
   exec {fd}<&-
