@@ -42,18 +42,20 @@ dr_secret_values() {  # the literal secrets of this host, one per line (read fro
   fi
 }
 
-# dr_redact SECRETS FILE: rewrite FILE with every secret replaced
+# dr_redact SECRETS FILE [literal]: rewrite FILE with every secret replaced; "literal" replaces only
+# the known secret values (doctor's own reports, whose messages carry no key: value secrets)
 dr_redact() {
-  local secrets="$1" file="$2"
-  awk -v r="${DR_REDACTED}" '
-    NR == FNR { if ($0 != "") s[++n] = $0; next }
+  local secrets="$1" file="$2" keys=1
+  [[ "${3:-}" != literal ]] || keys=0
+  awk -v r="${DR_REDACTED}" -v keys="${keys}" '
+    FILENAME == ARGV[1] { if ($0 != "") s[++n] = $0; next }  # not NR == FNR: the secrets file may be empty
     /-----BEGIN [A-Z ]*PRIVATE KEY-----/ { skip = 1; print r; next }
     skip { if (/-----END [A-Z ]*PRIVATE KEY-----/) skip = 0; next }
     {
       line = $0
       for (i = 1; i <= n; i++) while ((p = index(line, s[i])) > 0) line = substr(line, 1, p - 1) r substr(line, p + length(s[i]))
       low = tolower(line)
-      if (low ~ /(pass(word|wd)?|token|secret|auth_pass|key-data|apikey|api_key)[a-z_-]*["'"'"']?[ \t]*[:= \t]/ && low !~ /_file[ \t]*=|-file[ \t]*:/) {
+      if (keys && low ~ /(pass(word|wd)?|token|secret|auth_pass|key-data|apikey|api_key)[a-z_-]*["'"'"']?[ \t]*[:= \t]/ && low !~ /_file[ \t]*=|-file[ \t]*:/) {
         if (match(line, /(pass(word|wd)?|token|secret|auth_pass|key-data|apikey|api_key)[A-Za-z_-]*["'"'"']?[ \t]*[:= \t][ \t]*/) ||
             match(low, /(pass(word|wd)?|token|secret|auth_pass|key-data|apikey|api_key)[a-z_-]*["'"'"']?[ \t]*[:= \t][ \t]*/))
           line = substr(line, 1, RSTART + RLENGTH - 1) r
@@ -122,7 +124,9 @@ doctor_bundle() {
   dr_bundle_facts "${top}/facts"
   secrets="${stage}/secrets"
   (umask 077; dr_secret_values | sort -u | awk '{ print length($0) "\t" $0 }' | sort -rn | cut -f2- >"${secrets}")
-  while IFS= read -r -d '' f; do dr_redact "${secrets}" "${f}"; done < <(find "${top}" -type f -print0)
+  dr_redact "${secrets}" "${top}/checks.txt" literal
+  dr_redact "${secrets}" "${top}/checks.json" literal
+  while IFS= read -r -d '' f; do dr_redact "${secrets}" "${f}"; done < <(find "${top}/logs" "${top}/configs" "${top}/facts" -type f -print0)
   rm -f -- "${secrets}"
   part=$(mktemp "${DR_BUNDLE_DIR}/.${name}.tar.gz.partial.XXXXXX") \
     || fatal "cannot create a file in ${DR_BUNDLE_DIR} for the support bundle (disk full or read-only?)"

@@ -4,8 +4,10 @@ future-dated certificates, a resolv.conf pointing at a silent address, two confi
 registry double with basic auth), with the k3s stand-in where k3s is needed."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
+import json
 import os
 import socket
 import subprocess
@@ -257,3 +259,79 @@ def test_bad_input_exit_2(doctor: Callable[..., PhaseRun], tmp_path: Path) -> No
         res = doctor(*args)
         assert res.returncode == 2, (args, res.stderr)
         assert res.report["status"] == "fail"
+
+
+SECRETS = {"token": "K10deadbeefcafe::server:Sup3rS3cretJoinPass", "regpass": "Regi$try-Pa55word!",
+           "vrrp": "vrrpPw9x"}
+
+
+def _plant_secrets(root: Path, bundle: Path) -> dict[str, str]:
+    """A sandbox holding known secrets everywhere doctor --bundle looks; returns the settings overrides."""
+    secrets = bundle / "planted"
+    secrets.mkdir()
+    (secrets / "k3s-token").write_text(SECRETS["token"] + "\n")
+    (secrets / "registry-password").write_text(SECRETS["regpass"])
+    for p in secrets.iterdir():
+        p.chmod(0o600)
+    data = root / "var/lib/rancher/k3s/server"
+    data.mkdir(parents=True)
+    (data / "token").write_text(SECRETS["token"] + "\n")
+    etc = root / "etc/rancher/k3s"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "registries.yaml").write_text(
+        f'configs:\n  "reg.example:5000":\n    auth:\n      username: "gl"\n      password: "{SECRETS["regpass"]}"\n')
+    (root / "etc/keepalived").mkdir(parents=True)
+    (root / "etc/keepalived/keepalived.conf").write_text(
+        f"vrrp_instance VI_1 {{\n  authentication {{\n    auth_type PASS\n    auth_pass {SECRETS['vrrp']}\n  }}\n}}\n")
+    (root / "var/log").mkdir(parents=True)
+    (root / "var/log/k3s.log").write_text(f"level=info msg=\"joining with token {SECRETS['token']}\"\n"
+                                          f"level=info msg=\"server:Sup3rS3cretJoinPass\"\n")
+    return {"K3S_TOKEN_FILE": str(secrets / "k3s-token"), "REGISTRY_PASSWORD_FILE": str(secrets / "registry-password"),
+            "REGISTRY_USER": "gl"}
+
+
+def test_support_bundle_holds_no_secret(doctor: Callable[..., PhaseRun], sandbox_root: Path, bundle: Path,
+                                        tmp_path: Path) -> None:
+    overrides = _plant_secrets(sandbox_root, bundle)
+    install_standin(sandbox_root, tmp_path, free_port())
+    out = tmp_path / "out"
+    out.mkdir()
+    res = doctor("--bundle", str(out), overrides=overrides)
+    archives = list(out.iterdir())
+    assert len(archives) == 1 and archives[0].name.endswith(".tar.gz"), archives
+    assert res.report["bundle"] == str(archives[0])
+    assert archives[0].stat().st_mode & 0o077 == 0
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "-xzf", str(archives[0]), "-C", str(unpacked)], check=True)
+    files = {p.relative_to(unpacked).as_posix(): p.read_bytes() for p in unpacked.rglob("*") if p.is_file()}
+    names = "\n".join(files)
+    for want in ("checks.json", "checks.txt", "logs/k3s.log", "configs/config.yaml", "configs/registries.yaml",
+                 "configs/keepalived.conf", "configs/settings.env", "facts/host.txt"):
+        assert f"/{want}" in names, names
+    blob = b"\n".join(files.values())
+    for secret in [*SECRETS.values(), "Sup3rS3cretJoinPass"]:
+        assert secret.encode() not in blob, f"{secret} leaked into the support bundle"
+    assert b"<redacted by gl-doctor>" in blob
+    log = next(v for k, v in files.items() if k.endswith("logs/k3s.log"))
+    assert b"joining with token <redacted by gl-doctor>" in log  # redacted, not emptied
+    report = json.loads(next(v for k, v in files.items() if k.endswith("checks.json")))
+    assert report["phase"] == "doctor" and report["checks"]
+    keep = next(v for k, v in files.items() if k.endswith("configs/keepalived.conf"))
+    assert b"auth_type PASS" in keep  # redaction keeps the structure
+
+
+def test_support_bundle_on_a_full_disk_leaves_nothing(doctor: Callable[..., PhaseRun], sandbox_root: Path,
+                                                      tmp_path: Path) -> None:
+    install_standin(sandbox_root, tmp_path, free_port())
+    (sandbox_root / "var/log").mkdir(parents=True)
+    # a log that gzip cannot squeeze below the 256 KiB tmpfs: random text lines
+    (sandbox_root / "var/log/k3s.log").write_bytes(
+        b"".join(base64.b64encode(os.urandom(1500)) + b"\n" for _ in range(400)))
+    with tmpfs(tmp_path / "small", "256k") as out:
+        res = doctor("--bundle", str(out))
+        left = list(out.iterdir())
+    assert res.returncode == 1
+    assert left == [], left
+    assert "could not write the support bundle" in res.stderr and "no partial archive" in res.stderr
+    assert res.report["status"] == "fail"
