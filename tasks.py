@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from gldeploy.tasks import box, bundle_tasks, cluster, lab, phases, scripts, settings_tasks
+from gldeploy.tasks import box, bundle_tasks, cluster, doctor_tasks, lab, phases, scripts, settings_tasks
 
 ns = Collection()
-for phase_task in phases.TASKS:
-    ns.add_task(phase_task)
+for top_task in (*phases.TASKS, *doctor_tasks.TASKS):
+    ns.add_task(top_task)
 ns.add_collection(cluster.ns)
 ns.add_collection(scripts.ns)
 ns.add_collection(bundle_tasks.ns)

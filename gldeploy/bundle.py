@@ -18,7 +18,7 @@ from .bake import bake_script
 from .errors import ConfigError, DeployError
 from .paths import SCRIPTS_DIR
 from .secretfile import check_k3s_token, read_private
-from .sequences import SERVER_ROLES, Need, Phase, Role
+from .sequences import SERVER_ROLES, TOOLS, Need, Phase, Role
 from .settings import Settings
 
 # secret/path keys rewritten to bundle-relative paths: key -> path inside the bundle
@@ -41,8 +41,9 @@ class BundleInfo:
 
 
 def phase_scripts(phases: Sequence[Phase], scripts_dir: Path = SCRIPTS_DIR) -> list[Path]:
-    """The entry-point scripts of the given phases, in order; a missing one is named."""
-    found = [scripts_dir / p.script for p in phases]
+    """The entry-point scripts of the given phases, in order, then the tools every bundle carries
+    (sequences.TOOLS: doctor.sh); a missing one is named."""
+    found = [scripts_dir / p.script for p in phases] + [scripts_dir / t.script for t in TOOLS]
     missing = [p.name for p in found if not p.is_file()]
     if missing:
         raise DeployError(f"{scripts_dir}: phase script(s) missing: {', '.join(missing)}; "

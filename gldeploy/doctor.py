@@ -1,10 +1,10 @@
 """doctor: the check table (scripts/lib/doctor_table.sh) read from Python, the troubleshooting guide
-generated from it, and staging/running doctor.sh on hosts.
+generated from it, and the command that runs doctor.sh on a host.
 
 The table lives in bash because doctor.sh runs offline without Python; this module parses the same
 text, so docs/troubleshooting.md (``python -m gldeploy.doctor --write``) and the script cannot drift.
-doctor is not a numbered phase: ``stage_script`` adds ``doctor.sh`` next to a bundle's phase scripts
-(baked for standalone directories), ``argv`` is the command run on a host.
+doctor is not a numbered phase but a tool (``sequences.TOOLS``): every bundle carries ``doctor.sh``
+beside its phase scripts (baked in standalone directories); ``argv`` is the command run on a host.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence, get_args
 
-from .bake import bake_script
 from .errors import DeployError
 from .paths import REPO, SCRIPTS_DIR
 from .sequences import ROLES, Role
@@ -148,19 +147,6 @@ def guide(checks: Sequence[Check]) -> str:
     return "\n".join(out)
 
 
-def stage_script(dest: Path, values: dict[str, str] | None, header: Sequence[str] = ()) -> Path:
-    """Put doctor.sh into a bundle directory: as is (invoke path: lib/ and settings.env are beside
-    it) when values is None, else baked with the settings and the libraries inlined (standalone)."""
-    target = dest / SCRIPT
-    source = SCRIPTS_DIR / SCRIPT
-    if values is None:
-        target.write_bytes(source.read_bytes())
-    else:
-        target.write_text(bake_script(source, values, header))
-    target.chmod(0o755)
-    return target
-
-
 def argv(bundle_dir: str, role: Role, *, bundle_out: str = "", since: int = 0) -> list[str]:
     """The command run on a host: always --json and an explicit --role."""
     cmd = ["bash", f"{bundle_dir}/{SCRIPT}", "--json", "--role", role]
@@ -190,4 +176,4 @@ if __name__ == "__main__":
     raise SystemExit(main(sys.argv[1:]))
 
 
-__all__ = ["Check", "argv", "guide", "main", "parse_table", "stage_script", "table"]
+__all__ = ["Check", "argv", "guide", "main", "parse_table", "table"]

@@ -102,6 +102,8 @@ def readme(settings: Settings, version: str, digest: str, phases: Sequence[Phase
     lines += ["   Add --json to get one JSON result object on stdout (human text goes to stderr).", "",
               "3. What each script does:"]
     lines += [f"     {p.script:<28} {p.summary}" for p in phases]
+    lines += ["", "   Tools (run any time, as root):"]
+    lines += [f"     {t.script:<28} {t.summary}" for t in sequences.TOOLS]
     lines += ["", "Exit codes: 0 passed, 3 passed with warnings (read them), 1 failed (the message says",
               "what to fix), 2 bad input or arguments (nothing was changed).", "",
               "Settings are baked into every script (between 'settings baked in' markers). To change",

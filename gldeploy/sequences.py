@@ -72,6 +72,24 @@ SEQUENCES: dict[Topology, tuple[Phase, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class Tool:
+    """A script every bundle carries beside its phases (not a numbered phase; read-only)."""
+
+    name: str
+    summary: str
+
+    @property
+    def script(self) -> str:
+        return f"{self.name}.sh"
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool("doctor", "diagnose this node (read-only): each finding with symptom, cause and fix; --json; "
+                   "--bundle DIR writes a support archive with every secret redacted"),
+)
+
+
 def sequence(topology: Topology) -> tuple[Phase, ...]:
     """The ordered phases of a topology."""
     return SEQUENCES[topology]

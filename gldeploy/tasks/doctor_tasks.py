@@ -67,8 +67,7 @@ def drift_between(outcome: list[results.PhaseResult]) -> results.PhaseResult | N
 @guarded
 def doctor_task(c: Context, env: str = DEFAULT_ENV, set_: Any = None, hosts: str = "", role: str = "",
                 dry_run: bool = False, json_report: str = "", bundle_: str = "", since: int = 0) -> None:
-    """Diagnose the hosts read-only: every failure mode with symptom, probable cause and fix
-    (docs/troubleshooting.md); exit code is the worst finding (0 ok, 3 warnings, 1 failed)."""
+    """Diagnose the hosts read-only: each finding with symptom, cause and fix; exit code = worst finding."""
     loaded = load_settings(env, set_ or [])
     targets = plan.parse_hosts(hosts) if hosts else [*loaded.control_plane_ips, *loaded.worker_ips]
     roles = _roles(loaded, targets, role)
@@ -88,7 +87,6 @@ def doctor_task(c: Context, env: str = DEFAULT_ENV, set_: Any = None, hosts: str
         with tempfile.TemporaryDirectory(prefix="gl-doctor-") as tmp:
             staged = Path(tmp) / "bundle"
             bundle.build_bundle(loaded, staged, (), baked=False, staging=bundle.Staging(k3s_artifacts=False))
-            doctor.stage_script(staged, None)
             for h in targets:
                 started = time.monotonic()
                 try:

@@ -271,7 +271,8 @@ def test_refused_render_does_not_create_missing_parents(tmp_path: Path) -> None:
 def test_single_render_writes_exactly_the_single_sequence(tmp_path: Path) -> None:
     out = tmp_path / "out"
     render.render_standalone(load(), out, version=VERSION)
-    assert sorted(p.name for p in out.glob("*.sh")) == sorted(p.script for p in SINGLE)
+    tools = [t.script for t in sequences.TOOLS]
+    assert sorted(p.name for p in out.glob("*.sh")) == sorted([p.script for p in SINGLE] + tools)
     readme = (out / "README.txt").read_text()
     assert "02_init_control_plane" not in readme
     order = [line.split("./")[1].split()[0] for line in readme.splitlines() if "sudo ./" in line]
@@ -282,7 +283,7 @@ def test_readme_describes_each_script_in_full(tmp_path: Path) -> None:
     out = tmp_path / "out"
     render.render_standalone(load(), out, version=VERSION)
     readme = (out / "README.txt").read_text()
-    for p in SINGLE:
+    for p in [*SINGLE, *sequences.TOOLS]:
         assert f"{p.script:<28} {p.summary}" in readme
 
 
