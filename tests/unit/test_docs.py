@@ -97,7 +97,8 @@ def test_backend_image_origin_is_explained(page: str) -> None:
 
 
 def _build(config_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir",
+    # no --quiet: it hides the warnings strict mode counts, and a broken link then passes
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
                            str(config_dir / "site")], cwd=config_dir, capture_output=True, text=True,
                           timeout=300, check=False)
 
