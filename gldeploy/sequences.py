@@ -83,7 +83,8 @@ SEQUENCES: dict[Topology, tuple[Phase, ...]] = {
               takes_role=False, needs=("backend", "images")),
         Phase("06_health_check", _CLUSTER_SERVERS, "check every server: its API directly and through the "
               "VIP, and the settings all servers must share (the controller compares them: config drift); "
-              "the cluster and the backend (read-only)", takes_role=False),
+              "the cluster and the backend (read-only)", takes_role=False,
+              args=(("first-server", ("--server-url", "{server_url}")), ("server", ("--server-url", "{server_url}")))),
     ),
 }
 
