@@ -20,8 +20,9 @@ K3S_SERVER_TOKEN_HINT="the full token from /var/lib/rancher/k3s/server/token on 
 
 # --- arguments: [--json] [--role agent|server] [--server-url URL] [--token-file FILE | --token TOKEN] ---
 k3s_join_parse_args() {  # USAGE ARGS...
-  local usage="$1" flag
+  local usage="$1" flag arg
   shift
+  for arg in "$@"; do if [[ "${arg}" == --json ]]; then GL_JSON=1; fi; done  # bad input still answers in JSON
   while (( $# )); do
     case "$1" in
       --json) GL_JSON=1 ;;
