@@ -227,7 +227,8 @@ def build_bundle(settings: Settings, dest: Path, phases: Sequence[Phase], *, bak
     roles: the roles the bundle is for (default: every role of the phases).
     """
     needs = needs_of(phases)
-    copies = check_inputs(settings, roles or {r for p in phases for r in p.roles}, needs)  # nothing written on bad input
+    # nothing is written on bad input
+    copies = check_inputs(settings, roles or {r for p in phases for r in p.roles}, needs)
     scripts = phase_scripts(phases)
     values = bundle_values(settings, artifacts_staged="k3s" in needs and staging.k3s_artifacts)
     dest.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,6 @@ from .sequences import Phase, Role
 from .settings import Settings
 from .transport import Transport, for_host, validate_host
 
-
 # the step between groups that reads the first server's join token for the joining hosts: its
 # stdout is the token (never logged: transports echo stderr only), staged 0600 in their bundle
 FETCH_TOKEN = "fetch-join-token"
