@@ -103,8 +103,11 @@ def derived_values(settings: Settings) -> dict[str, str]:
 
     BACKEND_IMAGE_REF: the name containerd stores the imported backend archive under
     (backend.containerd_name), which phase 03 looks for before importing again.
+    API_SERVER_URL: what joining servers and agents dial when no --server-url is given: the VIP's
+    HAProxy frontend (loadbalancer.endpoint); empty without an API_VIP.
     """
-    return {"BACKEND_IMAGE_REF": backend.containerd_name(settings)}
+    return {"BACKEND_IMAGE_REF": backend.containerd_name(settings),
+            "API_SERVER_URL": loadbalancer.endpoint(settings) if settings.api_vip else ""}
 
 
 def bundle_values(settings: Settings, *, artifacts_staged: bool) -> dict[str, str]:

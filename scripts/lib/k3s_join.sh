@@ -53,11 +53,12 @@ k3s_join_check_url() {
   K3S_JOIN_URL="${url%/}"
 }
 
-# k3s_join_resolve_url: --server-url, else the API VIP (https://API_VIP:API_PORT)
+# k3s_join_resolve_url: --server-url, else API_SERVER_URL (derived by gldeploy: https://API_VIP:LB_PORT,
+# the VIP's HAProxy frontend)
 k3s_join_resolve_url() {
   if [[ -n "${_K3S_JOIN_URL_ARG}" ]]; then k3s_join_check_url "${_K3S_JOIN_URL_ARG}"; return; fi
-  [[ -n "${API_VIP:-}" ]] || die_input "no server to join: set API_VIP (the virtual IP in front of the servers) in the env file; 03_join_worker_node.sh also takes --server-url https://<host>:<port>"
-  k3s_join_check_url "https://${API_VIP}:${API_PORT}"
+  [[ -n "${API_SERVER_URL}" ]] || die_input "no server to join: set API_VIP (the virtual IP in front of the servers) in the env file; 03_join_worker_node.sh also takes --server-url https://<host>:<port>"
+  k3s_join_check_url "${API_SERVER_URL}"
 }
 
 # k3s_join_resolve_token: --token-file, --token (warned), K3S_TOKEN, else K3S_TOKEN_FILE of the
