@@ -94,6 +94,7 @@ TOOLS: tuple[Tool, ...] = (
 
 
 SiteRole = Literal["bastion", "node"]
+SITE_ROLES: tuple[SiteRole, ...] = get_args(SiteRole)
 
 
 @dataclass(frozen=True)

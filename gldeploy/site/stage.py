@@ -9,14 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Literal
 
 from ..errors import ConfigError
+from ..sequences import SiteRole
 from ..settings import Settings
 from . import ca, images, registries, services
-
-SiteRole = Literal["bastion", "node"]
-
 
 def _put(path: Path, text: str | bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
