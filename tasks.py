@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from gldeploy.tasks import (box, bundle_tasks, ca_tasks, cluster, doctor_tasks, lab, phases, scripts, settings_tasks,
-                            site_tasks)
+from gldeploy.tasks import (
+    box,
+    bundle_tasks,
+    ca_tasks,
+    cluster,
+    doctor_tasks,
+    lab,
+    phases,
+    scripts,
+    settings_tasks,
+    site_tasks,
+)
 
 ns = Collection()
 for top_task in (*phases.TASKS, *doctor_tasks.TASKS):

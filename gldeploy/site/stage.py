@@ -15,6 +15,7 @@ from ..sequences import SiteRole
 from ..settings import Settings
 from . import ca, images, registries, services
 
+
 def _put(path: Path, text: str | bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = text.encode() if isinstance(text, str) else text
