@@ -21,8 +21,7 @@ from gldeploy.tasks import COMMON_HELP, DEFAULT_ENV, gl_task, load_settings
 @guarded
 def init(c: Context, env: str = DEFAULT_ENV, set_: Any = None, out: str = "", ca_cert: str = "",
          ca_key: str = "", days: int = 825) -> None:
-    """Create the site CA (or take the site's own) and issue the registry certificate for REGISTRY's host and
-    BASTION_IP; a second run changes nothing."""
+    """Create the site CA (or take the site's own) and issue the registry certificate (idempotent)."""
     loaded = load_settings(env, set_ or [])
     target = Path(out or loaded.site_ca_dir or "site-ca").expanduser()
     issued = ca.init(target, stage.registry_names(loaded), days=days,
