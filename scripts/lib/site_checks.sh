@@ -245,3 +245,22 @@ site_check_ports() {  # SELF_ADDRESS
   if ((${#bad[@]})); then gl_check_fail ports "no answer (filtered) from ${bad[*]}" "open these TCP ports between the nodes (firewall/security group); flannel also needs UDP 8472"
   else gl_check_pass ports "${n} node port(s) reachable (answer or refuse, none filtered)"; fi
 }
+
+# --- entry points for the numbered phases (source this file after lib/checks.sh) ---
+# 01_pre_install_check: the node is a site member (time zone, NTP in sync, CA distributed, the
+# registry's certificate valid and naming it). Nothing to check without a bastion.
+site_check_preflight() {
+  [[ -n "${BASTION_IP:-}" ]] || return 0
+  site_check_timezone
+  site_check_ntp
+  site_check_ca_distributed
+  site_check_certificates
+}
+
+# 04_health_check / 06_health_check: the registry certificate's expiry and names, and the registry
+# answering with auth (pods that restart pull from it).
+site_check_health() {
+  [[ -n "${REGISTRY:-}" && -n "${BASTION_IP:-}" ]] || return 0
+  site_check_certificates
+  site_check_registry
+}
