@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from gldeploy.tasks import box, bundle_tasks, cluster, doctor_tasks, lab, phases, scripts, settings_tasks
+from gldeploy.tasks import (
+    box,
+    bundle_tasks,
+    ca_tasks,
+    cluster,
+    doctor_tasks,
+    lab,
+    phases,
+    scripts,
+    settings_tasks,
+    site_tasks,
+)
 
 ns = Collection()
 for top_task in (*phases.TASKS, *doctor_tasks.TASKS):
@@ -13,5 +24,7 @@ ns.add_collection(cluster.ns)
 ns.add_collection(scripts.ns)
 ns.add_collection(bundle_tasks.ns)
 ns.add_collection(settings_tasks.ns)
+ns.add_collection(ca_tasks.ns)
+ns.add_collection(site_tasks.ns)
 ns.add_collection(lab.ns)
 ns.add_collection(box.ns)

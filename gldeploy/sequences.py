@@ -104,6 +104,38 @@ class Tool:
 TOOLS: tuple[Tool, ...] = (
     Tool("doctor", "diagnose this node (read-only): each finding with symptom, cause and fix; --json; "
                    "--bundle DIR writes a support archive with every secret redacted"),
+    Tool("checklist", "the air-gapped site's dependency checklist (read-only): images, charts, packages, "
+                      "registry + auth, NTP, time zone, DNS, certificates, disk, node ports; each with its "
+                      "fix; --json"),
+)
+
+
+SiteRole = Literal["bastion", "node"]
+SITE_ROLES: tuple[SiteRole, ...] = get_args(SiteRole)
+
+
+@dataclass(frozen=True)
+class SitePhase:
+    """A phase of the topology-independent site sequence (scripts/bastion/): on the bastion, or on every
+    k3s node whatever its role (before 01_pre_install_check)."""
+
+    name: str
+    on: SiteRole
+    summary: str
+
+    @property
+    def script(self) -> str:
+        return f"{self.name}.sh"
+
+
+# the air-gapped site's services (docs/airgap.md "Bastion"): run by invoke site.deploy
+BASTION: tuple[SitePhase, ...] = (
+    SitePhase("01_site_check", "bastion", "check the bastion's bundle, packages, registry certificate and disk "
+              "(read-only)"),
+    SitePhase("02_site_services", "bastion", "install the site services from the bundle: packages, registry "
+              "(TLS + htpasswd), images, chrony NTP server, dnsmasq, time zone"),
+    SitePhase("03_site_node", "node", "make a node a site member: CA trust, registries.yaml, chrony client, "
+              "time zone, site names, default route"),
 )
 
 

@@ -23,6 +23,16 @@ def key(default: str | None, parse: t.Parser, doc: str, example: str = "", *, se
     return field(default=value, metadata=meta)
 
 
+def _optional_cidr(value: str) -> str:
+    return t.cidr(value) if value else ""
+
+
+_OPTIONAL_HOSTNAME = t.pattern(r"|([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?",
+                               "a lower-case DNS name such as k3s-api.gov.local, or empty")
+_TIMEZONE = t.pattern(r"UTC|[A-Z][A-Za-z_+-]*(/[A-Za-z0-9_+-]+){1,2}", "a tz database name such as UTC or "
+                      "Asia/Taipei (see timedatectl list-timezones)")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated, typed settings. Field `foo_bar` is env key FOO_BAR."""
@@ -82,6 +92,43 @@ class Settings:
                                       "/root/gl/registry-password", secret=True, type_name="path")
     registry_ca_file: str = key("", t.PATH, "CA certificate (PEM) that signed the registry's TLS "
                                 "certificate", "/root/gl/ca.crt", type_name="path")
+    # air-gapped site services on a bastion host (docs/airgap.md "Bastion")
+    registry_kind: str = key("distribution", t.choice("distribution", "harbor"), "The site registry: "
+                             "distribution (Docker Distribution v2 run on BASTION_IP by the bastion phases) or "
+                             "harbor (an existing Harbor; REGISTRY is its endpoint, REGISTRY_PROJECT its project)",
+                             "harbor", type_name="enum")
+    registry_project: str = key("", t.pattern(r"|[a-z0-9]+([._-][a-z0-9]+)*", "a project name such as "
+                                "gl-native, or empty"), "Project (path prefix) in the registry every mirrored "
+                                "image lives under (Harbor: required); empty = the registry root",
+                                "gl-native", type_name="name")
+    bastion_ip: str = key("", t.optional_node_ip, "Bastion host running the site services (registry, NTP, "
+                          "DNS, CA distribution) for an air-gapped site; empty = no bastion",
+                          "192.168.56.5", type_name="ip")
+    site_subnet: str = key("", _optional_cidr, "Site network allowed to use the bastion's NTP and DNS "
+                           "servers; empty = the /24 of BASTION_IP", "192.168.56.0/24", type_name="cidr")
+    site_ca_dir: str = key("", t.PATH, "Directory written by 'invoke ca.init': ca.crt, registry.crt and "
+                           "registry.key (0600); the bastion serves the registry with them",
+                           "/root/gl/site-ca", type_name="path")
+    site_packages_dir: str = key("", t.PATH, "Directory of .deb files the bastion installs offline "
+                                 "(docker-registry, apache2-utils, skopeo, chrony, dnsmasq and their "
+                                 "dependencies, from 'apt-get download')", "/media/usb/debs", type_name="path")
+    site_images_dir: str = key("", t.PATH, "Directory of OCI image archives (*.oci.tar, each naming its "
+                               "image in io.containerd.image.name) the bastion imports into the registry",
+                               "/media/usb/images", type_name="path")
+    site_timezone: str = key("UTC", _TIMEZONE, "Time zone of every node and the bastion (a tz database "
+                             "name); preflight checks each node uses it", "Asia/Taipei", type_name="time zone")
+    site_ntp_port: int = key("123", t.integer(1, 65535), "UDP port of the bastion's NTP server (chrony)",
+                             type_name="port")
+    site_max_clock_skew_ms: int = key("500", t.integer(1, 3600000), "Largest clock offset from the site NTP "
+                                      "server a node may have, in milliseconds", type_name="int")
+    site_dns: str = key("dnsmasq", t.choice("dnsmasq", "hosts"), "How nodes resolve the site names: dnsmasq "
+                        "on the bastion (nodes' resolver), or hosts (the names written into every /etc/hosts)",
+                        "hosts", type_name="enum")
+    site_dns_port: int = key("53", t.integer(1, 65535), "Port of the bastion's DNS server (dnsmasq)",
+                             type_name="port")
+    site_api_name: str = key("", _OPTIONAL_HOSTNAME, "DNS name of the Kubernetes API the site DNS serves "
+                             "(API_VIP, else the first server); added to the names the site resolves",
+                             "k3s-api.gov.local", type_name="hostname")
     ssh_user: str = key("root", t.posix_user, "SSH user on the hosts, a POSIX user name (sudo is used "
                         "when not root)", "vagrant", type_name="user name")
     ssh_key: str = key("", t.PATH, "SSH private key (a path without control "
