@@ -74,7 +74,8 @@ SEQUENCES: dict[Topology, tuple[Phase, ...]] = {
 
 @dataclass(frozen=True)
 class Tool:
-    """A script every bundle carries beside its phases (not a numbered phase; read-only)."""
+    """A script every bundle carries beside its phases (not a numbered phase): doctor is read-only,
+    the day-2 tools (backup, restore, certs, upgrade) change the host only when asked to."""
 
     name: str
     summary: str
@@ -87,6 +88,10 @@ class Tool:
 TOOLS: tuple[Tool, ...] = (
     Tool("doctor", "diagnose this node (read-only): each finding with symptom, cause and fix; --json; "
                    "--bundle DIR writes a support archive with every secret redacted"),
+    Tool("backup", "back up this server: datastore (SQLite online backup or etcd snapshot), token, config "
+                   "and cluster CA into one directory with manifest.json + SHA256SUMS (--out DIR)"),
+    Tool("restore", "restore this server from a backup directory (--from DIR); refuses a corrupt, truncated "
+                    "or other-cluster backup and a missing token, with the reason"),
 )
 
 
