@@ -92,6 +92,8 @@ TOOLS: tuple[Tool, ...] = (
                    "and cluster CA into one directory with manifest.json + SHA256SUMS (--out DIR)"),
     Tool("restore", "restore this server from a backup directory (--from DIR); refuses a corrupt, truncated "
                     "or other-cluster backup and a missing token, with the reason"),
+    Tool("certs", "certificate expiry report (k3s' certificates, the internal CA; --threshold DAYS, --json); "
+                  "--rotate renews the leaf certificates by k3s' procedure (stop, rotate, start)"),
 )
 
 
