@@ -94,6 +94,8 @@ TOOLS: tuple[Tool, ...] = (
                     "or other-cluster backup and a missing token, with the reason"),
     Tool("certs", "certificate expiry report (k3s' certificates, the internal CA; --threshold DAYS, --json); "
                   "--rotate renews the leaf certificates by k3s' procedure (stop, rotate, start)"),
+    Tool("upgrade", "upgrade k3s on this node (--to VERSION): verified release, pre-upgrade backup, previous "
+                    "binary and config kept, health check, automatic rollback; --rollback, --status"),
 )
 
 
