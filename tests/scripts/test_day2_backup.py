@@ -100,7 +100,8 @@ def test_sqlite_backup_is_consistent_private_and_checksummed(nodes: Callable[...
         assert oct((dest / private).stat().st_mode & 0o777) == "0o600", private
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["kind"] == "sqlite" and manifest["k3s_version"] == VERSION
-    assert manifest["ca_sha256"] == hashlib.sha256((node.root / DATA / "server/tls/server-ca.crt").read_bytes()).hexdigest()
+    ca = (node.root / DATA / "server/tls/server-ca.crt").read_bytes()
+    assert manifest["ca_sha256"] == hashlib.sha256(ca).hexdigest()
     assert {f["path"] for f in manifest["files"]} >= {"datastore/state.db", "token", "config.yaml", "tls/server-ca.crt"}
     assert not any("serving" in f["path"] for f in manifest["files"])  # leaf certificates are issued again
     subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=dest, check=True)  # checkable anywhere
@@ -213,7 +214,8 @@ def test_restore_onto_a_new_machine_with_new_addresses(nodes: Callable[..., Node
     assert result.returncode == 0, result.stderr
     assert "/registry/workload" in b.names()
     assert (b.root / DATA / "server/token").read_text().strip() == old_token
-    assert (b.root / DATA / "server/tls/server-ca.crt").read_bytes() == (a.root / DATA / "server/tls/server-ca.crt").read_bytes()
+    ca = "server/tls/server-ca.crt"
+    assert (b.root / DATA / ca).read_bytes() == (a.root / DATA / ca).read_bytes()
     config = yaml.safe_load((b.root / "etc/rancher/k3s/config.yaml").read_text())
     assert "192.168.56.20" in config["tls-san"] and "192.168.56.10" not in config["tls-san"]
     serving = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
