@@ -91,7 +91,8 @@ SEQUENCES: dict[Topology, tuple[Phase, ...]] = {
 
 @dataclass(frozen=True)
 class Tool:
-    """A script every bundle carries beside its phases (not a numbered phase; read-only)."""
+    """A script every bundle carries beside its phases (not a numbered phase): doctor is read-only,
+    the day-2 tools (backup, restore, certs, upgrade) change the host only when asked to."""
 
     name: str
     summary: str
@@ -107,6 +108,14 @@ TOOLS: tuple[Tool, ...] = (
     Tool("checklist", "the air-gapped site's dependency checklist (read-only): images, charts, packages, "
                       "registry + auth, NTP, time zone, DNS, certificates, disk, node ports; each with its "
                       "fix; --json"),
+    Tool("backup", "back up this server: datastore (SQLite online backup or etcd snapshot), token, config "
+                   "and cluster CA into one directory with manifest.json + SHA256SUMS (--out DIR)"),
+    Tool("restore", "restore this server from a backup directory (--from DIR); refuses a corrupt, truncated "
+                    "or other-cluster backup and a missing token, with the reason"),
+    Tool("certs", "certificate expiry report (k3s' certificates, the internal CA; --threshold DAYS, --json); "
+                  "--rotate renews the leaf certificates by k3s' procedure (stop, rotate, start)"),
+    Tool("upgrade", "upgrade k3s on this node (--to VERSION): verified release, pre-upgrade backup, previous "
+                    "binary and config kept, health check, automatic rollback; --rollback, --status"),
 )
 
 

@@ -14,7 +14,7 @@ STAMP_DIR="${REPO}/.cache"
 TEST_PACKAGES=(
   bash coreutils iproute2 iptables kmod procps curl ca-certificates openssl git make
   shellcheck skopeo umoci docker-registry apache2-utils busybox-static chrony dnsmasq
-  openssh-server openssh-client rsync tar gzip haproxy keepalived
+  openssh-server openssh-client rsync tar gzip haproxy keepalived bind9-dnsutils sqlite3
 )
 # packages the VM lab needs in addition (see docs/lab.md)
 LAB_PACKAGES=(

@@ -16,11 +16,20 @@ from gldeploy.tasks import COMMON_HELP, DEFAULT_ENV, gl_task, load_settings
 DOCS_PATH = "docs/configuration.md"
 
 
-@gl_task(help={"env": COMMON_HELP["env"], "set": COMMON_HELP["set"]}, iterable=["set_"])
+@gl_task(help={"env": COMMON_HELP["env"], "set": COMMON_HELP["set"],
+               "diff": "Instead: what changing from this OLD env file to --env would change on the hosts, "
+                       "key by key, and the pinned versions (versions.json) that change"},
+         iterable=["set_"])
 @guarded
-def show(c: Context, env: str = DEFAULT_ENV, set_: Any = None) -> None:
+def show(c: Context, env: str = DEFAULT_ENV, set_: Any = None, diff: str = "") -> None:
     """Print the resolved settings and where each value came from (secrets only as file paths)."""
     loaded = load_settings(env, set_ or [])
+    if diff:
+        from gldeploy.day2 import versions
+        print(f"# changing {diff} -> {env}:")
+        for line in versions.diff(load_settings(diff, []), loaded):
+            print(line)
+        return
     values = loaded.to_env()
     width = max(len(f"{k}={shlex.quote(v)}") for k, v in values.items())
     print(f"# resolved settings (env file {env}); sourceable by bash, origin after each value")

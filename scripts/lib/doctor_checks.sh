@@ -184,23 +184,14 @@ doctor_check_clock_cert_skew() {
   fi
 }
 
-doctor_check_cert_expiry() {
-  local f n=0 end days soonest="" soonest_days=999999 now
-  now=$(date +%s)
-  while IFS= read -r f; do
-    n=$((n + 1))
-    # only certificates ending within 30 days are looked at in detail (one openssl call for the rest)
-    openssl x509 -noout -checkend 2592000 -in "${f}" >/dev/null 2>&1 && continue
-    end=$(openssl x509 -noout -enddate -in "${f}" 2>/dev/null) || { soonest="${f#"${GL_ROOT}"} (unreadable)"; soonest_days=-1; continue; }
-    end="${end#notAfter=}"
-    days=$(( ($(date -d "${end}" +%s) - now) / 86400 ))
-    if ((days < soonest_days)); then soonest_days=${days}; soonest="${f#"${GL_ROOT}"} (ends ${end})"; fi
-  done < <(dr_cert_files)
-  if ((n == 0)); then dr_result warn "no k3s certificates under ${K3S_DATA_DIR#"${GL_ROOT}"} (k3s never started?)"; return; fi
-  if [[ -z "${soonest}" ]]; then dr_result pass "${n} certificate(s), none ends within 30 days"
-  elif ((soonest_days < 0)); then dr_result fail "expired or unreadable: ${soonest}"
-  elif ((soonest_days < 7)); then dr_result fail "${soonest_days} day(s) left: ${soonest}"
-  else dr_result warn "${soonest_days} day(s) left: ${soonest}"; fi
+doctor_check_cert_expiry() {  # the scan and threshold certs.sh uses (lib/day2_certs.sh)
+  day2_cert_scan "${DAY2_CERT_THRESHOLD_DAYS}"
+  if ((DAY2_CERT_N == 0)); then dr_result warn "no k3s certificates under ${K3S_DATA_DIR#"${GL_ROOT}"} (k3s never started?)"; return; fi
+  case "${DAY2_CERT_WORST}" in
+    pass) dr_result pass "${DAY2_CERT_N} certificate(s), none ends within ${DAY2_CERT_THRESHOLD_DAYS} days (k3s' renewal window)" ;;
+    warn) dr_result warn "${DAY2_CERT_SOONEST}" ;;
+    *) dr_result fail "${DAY2_CERT_SOONEST}" ;;
+  esac
 }
 
 # --- registry (REGISTRY set): each stage needs the previous one ---
