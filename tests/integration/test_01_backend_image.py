@@ -7,8 +7,10 @@ Needs root, docker-registry, openssl, htpasswd and skopeo (tools/bootstrap.sh te
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,8 @@ def private_file(path: Path, text: str) -> Path:
 
 
 def preflight(tmp_path: Path, overrides: dict[str, str], *, sample_image: bool = False,
-              phases: tuple[sequences.Phase, ...] = SINGLE[:1]) -> dict[str, Any]:
+              phases: tuple[sequences.Phase, ...] = SINGLE[:1],
+              add_archive: Path | None = None) -> dict[str, Any]:
     """Stage the bundle as invoke does, run 01 --role single --json from it; the backend-image check
     (and the whole report, to assert the sandbox stayed untouched)."""
     values = {"CONTROL_PLANE_IPS": "192.168.56.10", **SMALL_HOST, "BACKEND_IMAGE": REPO_PATH,
@@ -50,6 +53,12 @@ def preflight(tmp_path: Path, overrides: dict[str, str], *, sample_image: bool =
     staged = tmp_path / "bundle"
     bundle.build_bundle(loaded, staged, phases, baked=False,
                         staging=bundle.Staging(k3s_artifacts=False, sample_image=sample_image), roles={"single"})
+    if add_archive is not None:  # a site archive put into the host bundle by hand, as the README says
+        images = staged / "artifacts/images"
+        images.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(add_archive, images / add_archive.name)
+        with open(images / "SHA256SUMS", "a") as sums:
+            sums.write(f"{hashlib.sha256(add_archive.read_bytes()).hexdigest()}  {add_archive.name}\n")
     root = tmp_path / "root"
     root.mkdir(exist_ok=True)
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "GL_ROOT": str(root)}
@@ -135,3 +144,17 @@ def test_archive_in_the_bundle_passes_without_a_registry(tmp_path: Path) -> None
     assert check["status"] == "pass", check
     assert "artifacts/images/execution-backend-v1.1.oci.tar (sha256 matches SHA256SUMS) carries " \
            f"127.0.0.1:9/{REPO_PATH}:v1.1" in check["message"]
+
+
+def test_site_docker_archive_made_with_skopeo_passes_without_a_registry(tmp_path: Path) -> None:
+    """The README's recipe: skopeo copy ... docker-archive:<file>:<BACKEND_IMAGE_REF>, into artifacts/images."""
+    oci = image_lib.build_sample_image("v1.1", tmp_path / "src")
+    site = tmp_path / "execution-backend-v1.1.tar"
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
+    ref = f"127.0.0.1:9/{REPO_PATH}:v1.1"
+    subprocess.run(["skopeo", "--policy", str(policy), "copy", "-q", f"oci-archive:{oci}",
+                    f"docker-archive:{site}:{ref}"], check=True, capture_output=True, timeout=120)
+    check = preflight(tmp_path, {"REGISTRY": "127.0.0.1:9"}, add_archive=site)["check"]
+    assert check["status"] == "pass", check
+    assert f"artifacts/images/{site.name} (sha256 matches SHA256SUMS) carries {ref}" in check["message"]
