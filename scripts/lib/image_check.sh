@@ -50,7 +50,7 @@ img_archive_json() {
 
 img_sum_of() {  # NAME SUMS: the sha256 SUMS lists for NAME ("" when not listed)
   local sum name
-  while read -r sum name; do
+  while read -r sum name || [[ -n "${sum}" ]]; do
     if [[ "${name#\*}" == "$1" ]]; then printf '%s\n' "${sum}"; return 0; fi
   done <"$2"
 }
@@ -88,7 +88,7 @@ img_from_archive() {
       continue
     fi
     if ! json=$(img_archive_json "${f}"); then
-      IMG_NOTE+="${IMG_NOTE:+; }artifacts/images/${base} has no index.json or manifest.json (not an OCI or docker archive)"
+      IMG_NOTE+="${IMG_NOTE:+; }artifacts/images/${base} cannot be read as an OCI or docker archive (no index.json or manifest.json found by tar$([[ "${base}" == *.zst ]] && echo '; a .tar.zst needs zstd installed'))"
       continue
     fi
     for form in "${forms[@]}"; do
@@ -151,12 +151,12 @@ img_curl_failed() {
       return ;;
     *) IMG_WHY="request to registry ${addr} failed (curl exit ${rc})${hub}" ;;
   esac
-  if [[ -z "${hub}" ]]; then IMG_FIX="check REGISTRY (${REGISTRY:-not set}), DNS, the firewall and that the registry is running"; fi
+  if [[ -z "${hub}" ]]; then IMG_FIX="check the registry address ${IMG_HOST} (REGISTRY, BACKEND_IMAGE), DNS, the firewall and that the registry is running"; fi
 }
 
 # img_from_registry REF: 0 when the registry has REF for these credentials; else 1 with IMG_WHY/IMG_FIX
 img_from_registry() {
-  local ref="$1" ca="" ca_args=() auth=none out rc code challenge realm service scope token url
+  local ref="$1" ca="" ca_args=() auth=none out rc code challenge realm service scope token url who="anonymous clients"
   IMG_WHY="" IMG_FIX=""
   if [[ -n "${REGISTRY}" && "${IMG_HOST}" == "${REGISTRY}" ]]; then
     if [[ -n "${REGISTRY_CA_FILE}" ]]; then
@@ -174,7 +174,7 @@ img_from_registry() {
         IMG_FIX="copy the bundle again, or point REGISTRY_PASSWORD_FILE at a 0600 file holding the password"
         return 1
       fi
-      auth=basic
+      auth=basic who="user ${REGISTRY_USER}"
     fi
   fi
   url="https://${IMG_API}/v2/${IMG_REPO}/manifests/${IMG_REFERENCE}"
@@ -196,7 +196,7 @@ img_from_registry() {
       if ((rc != 0)); then img_curl_failed "${rc}" "${ca:+the CA in REGISTRY_CA_FILE}"; IMG_WHY="token service: ${IMG_WHY}"; return 1; fi
       code="${out##*$'\n'}"
       if [[ "${code}" != 200 ]]; then
-        IMG_WHY="the token service ${realm} of registry ${IMG_API} refused ${REGISTRY_USER:+the credentials of user ${REGISTRY_USER}}${REGISTRY_USER:-an anonymous request} (HTTP ${code})"
+        IMG_WHY="the token service ${realm} of registry ${IMG_API} refused ${who/#user /the credentials of user } (HTTP ${code})"
         IMG_FIX="check REGISTRY_USER and the password in REGISTRY_PASSWORD_FILE"
         return 1
       fi
@@ -210,8 +210,8 @@ img_from_registry() {
       if ((rc != 0)); then img_curl_failed "${rc}" "${ca:+the CA in REGISTRY_CA_FILE}"; return 1; fi
       code="${out##*$'\n'}"
       if [[ "${code}" == 401 || "${code}" == 403 ]]; then
-        IMG_WHY="registry ${IMG_API} gives ${REGISTRY_USER:+user ${REGISTRY_USER}}${REGISTRY_USER:-anonymous clients} no pull access to ${IMG_REPO} (HTTP ${code} with a token): the repository does not exist, or the credentials may not pull it"
-        IMG_FIX="push the image to ${IMG_HOST}/${IMG_REPO}, or grant ${REGISTRY_USER:-the deploy user} pull access (REGISTRY_USER, REGISTRY_PASSWORD_FILE)"
+        IMG_WHY="registry ${IMG_API} gives ${who} no pull access to ${IMG_REPO} (HTTP ${code} with a token): the repository does not exist, or the credentials may not pull it"
+        IMG_FIX="push the image to ${IMG_HOST}/${IMG_REPO}, or give ${who} pull access (REGISTRY_USER, REGISTRY_PASSWORD_FILE)"
         return 1
       fi
     fi

@@ -135,7 +135,7 @@ def test_registry_down_fails_naming_the_address(tls_registry: Any, tmp_path: Pat
     check = preflight(tmp_path, registry_keys(tls_registry, REGISTRY=down))["check"]
     assert check["status"] == "fail", check
     assert f"registry https://{down} is down or unreachable" in check["message"]
-    assert f"REGISTRY ({down})" in check["fix"]
+    assert f"check the registry address {down} (REGISTRY, BACKEND_IMAGE)" in check["fix"]
 
 
 def test_archive_in_the_bundle_passes_without_a_registry(tmp_path: Path) -> None:

@@ -578,3 +578,21 @@ def test_backend_image_bearer_token_flow_credentials_only_on_stdin(
         assert "push the site's GL-Native Execution Backend image to the site registry as " \
                "registry.example:5000/gov/execution-backend:v1.1" in check["fix"]
     assert password not in run.stdout + run.stderr
+
+
+def test_backend_image_sums_without_final_newline_and_a_non_archive(run_phase: Runner, bundle: Path,
+                                                                    tmp_path: Path) -> None:
+    import hashlib
+
+    archive = ship_archive(bundle)
+    junk = archive.parent / "aaa-notes.tar"
+    junk.write_bytes(b"not a tar at all")
+    sums = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}" for p in (junk, archive)]
+    (archive.parent / "SHA256SUMS").write_text("\n".join(sums))  # no newline after the last line
+    check = preflight(run_phase, "--json", env=curl_failing(tmp_path, 6)).check("backend-image")
+    assert check["status"] == "pass" and archive.name in check["message"], check
+    archive.unlink()
+    (archive.parent / "SHA256SUMS").write_text(sums[0] + "\n")
+    check = preflight(run_phase, "--json", env=curl_failing(tmp_path, 6)).check("backend-image")
+    assert check["status"] == "fail", check
+    assert "aaa-notes.tar cannot be read as an OCI or docker archive" in check["message"]
