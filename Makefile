@@ -5,6 +5,6 @@ lab:  ## the main job: build the box, run the single-node VM lab end to end, pri
 	tools/bootstrap.sh lab
 	nox -s lab_single
 
-test: ## lint and the unit + script + integration tests
+test: ## lint, the unit + script + integration tests, and the handbook build (mkdocs --strict)
 	tools/bootstrap.sh test
-	nox -s lint tests
+	nox -s lint tests docs

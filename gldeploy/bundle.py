@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Sequence
 
-from . import backend, envfile
+from . import backend, envfile, loadbalancer
 from .bake import bake_script
 from .errors import ConfigError, DeployError
 from .paths import SCRIPTS_DIR
@@ -80,9 +80,12 @@ def _check_ca_file(settings: Settings, path: str) -> Path:
     return p
 
 
-def check_inputs(settings: Settings, roles: Collection[Role] = ()) -> dict[str, Path]:
-    """Validate secret and CA files (the token for the roles targeted); returns bundle-relative
-    name -> source file."""
+def check_inputs(settings: Settings, roles: Collection[Role] = (), needs: Collection[Need] = ()) -> dict[str, Path]:
+    """Validate secret and CA files (the token for the roles targeted) and, when a phase installs the
+    API VIP load balancer (need "lb"), its settings and VRRP password (loadbalancer.validate); returns
+    bundle-relative name -> source file."""
+    if "lb" in needs:
+        loadbalancer.from_settings(settings)  # ConfigError (exit 2) before any host is touched
     env = settings.to_env()
     copies: dict[str, Path] = {}
     for key, rel in SECRET_FILES.items():
@@ -178,13 +181,32 @@ def _stage_backend(settings: Settings, dest: Path, staging: Staging) -> str | No
     return None
 
 
+LB_DIR, LB_SECRET_DIR = "lb", "secrets/lb"
+
+
+def _stage_lb(settings: Settings, dest: Path, staging: Staging) -> str | None:
+    """One directory per load balancer node, lb/<address>/ (haproxy.cfg, track script) and
+    secrets/lb/<address>/keepalived.conf (0600: the VRRP password; secrets/ stays out of the rendered
+    SHA256SUMS). 02_init_control_plane installs the one whose address this host holds."""
+    cfg = loadbalancer.from_settings(settings)
+    for tree in (dest / LB_DIR, dest / LB_SECRET_DIR):
+        if tree.exists():
+            shutil.rmtree(tree)
+    (dest / "secrets").mkdir(mode=0o700, exist_ok=True)
+    (dest / "secrets").chmod(0o700)
+    for node in cfg.nodes:
+        loadbalancer.write_node_files(cfg, node.address, dest / LB_DIR / node.address,
+                                      secret_dest=dest / LB_SECRET_DIR / node.address)
+    return None
+
+
 def _stage_cni(settings: Settings, dest: Path, staging: Staging) -> str | None:
     return None  # flannel is built into k3s; other CNIs' manifests are staged by the cluster work
 
 
 # one stager per need (sequences.Need): a phase's needs decide what a bundle carries
 STAGERS: dict[Need, Callable[[Settings, Path, Staging], str | None]] = {
-    "k3s": _stage_k3s, "backend": _stage_backend, "images": _stage_images, "cni": _stage_cni,
+    "k3s": _stage_k3s, "backend": _stage_backend, "images": _stage_images, "cni": _stage_cni, "lb": _stage_lb,
 }
 
 
@@ -204,9 +226,10 @@ def build_bundle(settings: Settings, dest: Path, phases: Sequence[Phase], *, bak
     baked=True: standalone scripts with libraries inlined and settings baked in (render.py).
     roles: the roles the bundle is for (default: every role of the phases).
     """
-    copies = check_inputs(settings, roles or {r for p in phases for r in p.roles})  # nothing written on bad input
-    scripts = phase_scripts(phases)
     needs = needs_of(phases)
+    # nothing is written on bad input
+    copies = check_inputs(settings, roles or {r for p in phases for r in p.roles}, needs)
+    scripts = phase_scripts(phases)
     values = bundle_values(settings, artifacts_staged="k3s" in needs and staging.k3s_artifacts)
     dest.mkdir(parents=True, exist_ok=True)
     if baked:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-Role = Literal["single", "first-server", "server", "agent"]
+Role = Literal["single", "first-server", "server", "agent", "lb"]
 Topology = Literal["single", "ha"]
 # what a phase needs in the bundle: k3s release artifacts, the backend manifests/chart, the backend
-# image archive (when one is shipped), the CNI manifests
-Need = Literal["k3s", "backend", "images", "cni"]
+# image archive (when one is shipped), the CNI manifests, the load balancer files (lb/<address>/)
+Need = Literal["k3s", "backend", "images", "cni", "lb"]
 
 ROLES: tuple[Role, ...] = get_args(Role)
 TOPOLOGIES: tuple[Topology, ...] = get_args(Topology)
@@ -32,6 +32,9 @@ class Phase:
     takes_role: bool = True        # the plan passes --role <role>
     one_at_a_time: bool = False    # hosts take it one after another (etcd members join singly)
     needs: tuple[Need, ...] = ()   # what must be staged in the bundle
+    # extra arguments per role, as templates the plan fills in (plan.ARG_VALUES: {server_url} is the
+    # API VIP endpoint https://API_VIP:LB_PORT, {token_file} the join token in the bundle)
+    args: tuple[tuple[Role, tuple[str, ...]], ...] = ()
 
     @property
     def script(self) -> str:
@@ -40,11 +43,21 @@ class Phase:
     def runs_on(self, role: Role) -> bool:
         return role in self.roles
 
+    def args_for(self, role: Role) -> tuple[str, ...]:
+        """The argument templates this phase takes on a host of this role (empty: none)."""
+        return next((args for r, args in self.args if r == role), ())
+
+    @property
+    def joins(self) -> frozenset[Role]:
+        """The roles that join the cluster in this phase (they take the join token)."""
+        return frozenset(r for r, args in self.args if "{token_file}" in args)
+
 
 _SINGLE: frozenset[Role] = frozenset({"single"})
 _FIRST: frozenset[Role] = frozenset({"first-server"})
 _CLUSTER_SERVERS: frozenset[Role] = frozenset({"first-server", "server"})
 _CLUSTER_ALL: frozenset[Role] = frozenset({"first-server", "server", "agent"})
+_JOIN_ARGS = ("--server-url", "{server_url}", "--token-file", "{token_file}")
 
 SEQUENCES: dict[Topology, tuple[Phase, ...]] = {
     "single": (
@@ -57,17 +70,21 @@ SEQUENCES: dict[Topology, tuple[Phase, ...]] = {
               takes_role=False),
     ),
     "ha": (
-        Phase("01_pre_install_check", _CLUSTER_ALL, "check every node is ready for its role (read-only)"),
-        Phase("02_init_control_plane", _CLUSTER_SERVERS, "install k3s on the servers: the first with "
-              "cluster-init, the others join through the API VIP", one_at_a_time=True, needs=("k3s",)),
+        Phase("01_pre_install_check", _CLUSTER_ALL | {"lb"}, "check every node is ready for its role (read-only)"),
+        Phase("02_init_control_plane", _CLUSTER_SERVERS | {"lb"}, "install the API VIP load balancer (HAProxy + "
+              "Keepalived) and k3s on the servers: the first with cluster-init, the others join through the "
+              "API VIP; dedicated load balancer nodes (role lb) get the load balancer only",
+              one_at_a_time=True, needs=("k3s", "lb"), args=(("server", _JOIN_ARGS),)),
         Phase("03_join_worker_node", frozenset({"agent"}), "join the workers (k3s agents) through the API VIP",
-              needs=("k3s",)),
+              needs=("k3s",), args=(("agent", _JOIN_ARGS),)),
         Phase("04_install_cni", _FIRST, "install or verify the chosen CNI (flannel, calico, cilium)",
               needs=("cni",)),
         Phase("05_deploy_gl_backend", _FIRST, "deploy the GL-Native Execution Backend into its namespace",
               takes_role=False, needs=("backend", "images")),
-        Phase("06_health_check", _FIRST, "check the cluster and the backend are healthy (read-only)",
-              takes_role=False),
+        Phase("06_health_check", _CLUSTER_SERVERS, "check every server: its API directly and through the "
+              "VIP, and the settings all servers must share (the controller compares them: config drift); "
+              "the cluster and the backend (read-only)", takes_role=False,
+              args=(("first-server", ("--server-url", "{server_url}")), ("server", ("--server-url", "{server_url}")))),
     ),
 }
 
@@ -114,4 +131,4 @@ def all_scripts() -> tuple[str, ...]:
 
 def roles_of(topology: Topology) -> tuple[Role, ...]:
     """The roles a topology's hosts can have."""
-    return ("single",) if topology == "single" else ("first-server", "server", "agent")
+    return ("single",) if topology == "single" else ("first-server", "server", "agent", "lb")

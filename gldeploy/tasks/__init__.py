@@ -81,7 +81,8 @@ def run_phases(phases: Sequence[str], *, env: str, set_: Iterable[str], hosts: s
     links = plan.transports(loaded, built)
     try:
         if dry_run:  # a real run validates while staging the bundle, before any host is touched
-            bundle.check_inputs(loaded, {s.role for s in built.steps})  # bad input, also for --dry-run
+            # bad input, also for --dry-run
+            bundle.check_inputs(loaded, {s.role for s in built.steps}, bundle.needs_of(built.phases))
             for line in plan.describe(loaded, built, links):
                 console.print(line, markup=False)
             return

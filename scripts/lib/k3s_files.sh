@@ -24,31 +24,63 @@ k3s_address_is_local() {
 
 K3S_SELINUX=false  # a host fact, decided by k3s_install_main (SELinux enforcing: k3s must know it)
 
+# The server config.yaml keys k3s requires identical on every server of a cluster. They are written
+# by k3s_cluster_config_lines only, and 06_health_check digests them from each server's installed
+# config.yaml (k3s_cluster_digest): the controller compares the digests (config drift).
+K3S_CLUSTER_KEYS="cluster-cidr service-cidr cluster-dns cluster-domain flannel-backend disable disable-network-policy secrets-encryption egress-selector-mode disable-kube-proxy"
+
+k3s_cluster_config_lines() {  # the cluster-wide part of a server's config.yaml
+  local disable=()
+  IFS=, read -r -a disable <<<"${K3S_DISABLE}"
+  printf 'cluster-cidr: %s\n' "$(gl_json_str "${CLUSTER_CIDR}")"
+  printf 'service-cidr: %s\n' "$(gl_json_str "${SERVICE_CIDR}")"
+  printf 'secrets-encryption: %s\n' "${SECRETS_ENCRYPTION}"
+  _k3s_yaml_list disable "${disable[@]}"
+  if declare -F k3s_cni_config_lines >/dev/null; then k3s_cni_config_lines; fi  # lib/cni.sh
+}
+
+# k3s_cluster_digest CONFIG TOKEN: "sha256:<hex>" over the K3S_CLUSTER_KEYS lines (with their list
+# items) of an installed config.yaml, in file order, and the sha256 of the server token (the token
+# itself never leaves the file)
+k3s_cluster_digest() {
+  local config="$1" token="$2" line key keep=0 text="" sum
+  while IFS= read -r line || [[ -n "${line}" ]]; do
+    if [[ "${line}" =~ ^([A-Za-z0-9-]+): ]]; then
+      key="${BASH_REMATCH[1]}" keep=0
+      if [[ " ${K3S_CLUSTER_KEYS} " == *" ${key} "* ]]; then keep=1; text+="${line%"${line##*[![:space:]]}"}"$'\n'; fi
+    elif (( keep )) && [[ "${line}" =~ ^[[:space:]]+-[[:space:]] ]]; then
+      text+="${line%"${line##*[![:space:]]}"}"$'\n'
+    fi
+  done <"${config}"
+  if [[ -r "${token}" ]]; then
+    sum=$(tr -d ' \t\r\n' <"${token}" | sha256sum) && text+="token-sha256: ${sum%% *}"$'\n'
+  fi
+  sum=$(printf '%s' "${text}" | sha256sum)
+  printf 'sha256:%s\n' "${sum%% *}"
+}
+
 k3s_render_config() {  # ROLE OUT
-  local role="$1" out="$2" first sans=() disable=()
+  local role="$1" out="$2" own="" ip sans=()
   if [[ "${role}" == agent ]]; then k3s_join_render_agent_config "${out}"; return; fi  # lib/k3s_join.sh
   IFS=, read -r -a sans <<<"${CONTROL_PLANE_IPS}"
-  first="${sans[0]}"
+  for ip in "${sans[@]}"; do  # node-ip: this server's own address (every server, not only the first)
+    if k3s_address_is_local "${ip}"; then own="${ip}"; break; fi
+  done
   [[ -z "${API_VIP}" ]] || sans+=("${API_VIP}")
   sans+=("$(uname -n)")
-  IFS=, read -r -a disable <<<"${K3S_DISABLE}"
   {
     # no phase name here: 02_install_k3s.sh and 02_init_control_plane.sh must write identical files,
     # or running one after the other would rewrite config.yaml and restart k3s
     printf '# Managed by GL-Native Deploy (role %s); local edits are overwritten.\n' "${role}"
     printf 'write-kubeconfig-mode: "0600"\n'
     printf 'https-listen-port: %s\n' "${API_PORT}"
-    printf 'cluster-cidr: %s\n' "$(gl_json_str "${CLUSTER_CIDR}")"
-    printf 'service-cidr: %s\n' "$(gl_json_str "${SERVICE_CIDR}")"
-    printf 'secrets-encryption: %s\n' "${SECRETS_ENCRYPTION}"
+    k3s_cluster_config_lines
     _k3s_yaml_list tls-san "${sans[@]}"
-    _k3s_yaml_list disable "${disable[@]}"
-    if k3s_address_is_local "${first}"; then printf 'node-ip: %s\n' "$(gl_json_str "${first}")"; fi
+    if [[ -n "${own}" ]]; then printf 'node-ip: %s\n' "$(gl_json_str "${own}")"; fi
     if [[ "${K3S_SELINUX}" == true ]]; then printf 'selinux: true\n'; fi
     if [[ -n "${K3S_TOKEN_FILE}" ]]; then printf 'token-file: %s\n' "$(gl_json_str "${K3S_TOKEN_DEST}")"; fi
     if [[ "${role}" == first-server ]]; then printf 'cluster-init: true\n'; fi
     if [[ "${role}" == server ]]; then k3s_join_server_config_lines; fi  # lib/k3s_join.sh: server: URL
-    if declare -F k3s_cni_config_lines >/dev/null; then k3s_cni_config_lines; fi  # lib/cni.sh
     if [[ -n "${GL_ROOT}" ]]; then  # sandbox only: k3s' defaults are right on real hosts
       printf 'data-dir: %s\n' "$(gl_json_str "${K3S_DATA_DIR}")"
       printf 'write-kubeconfig: %s\n' "$(gl_json_str "${K3S_KUBECONFIG}")"

@@ -20,8 +20,9 @@ K3S_SERVER_TOKEN_HINT="the full token from /var/lib/rancher/k3s/server/token on 
 
 # --- arguments: [--json] [--role agent|server] [--server-url URL] [--token-file FILE | --token TOKEN] ---
 k3s_join_parse_args() {  # USAGE ARGS...
-  local usage="$1" flag
+  local usage="$1" flag arg
   shift
+  for arg in "$@"; do if [[ "${arg}" == --json ]]; then GL_JSON=1; fi; done  # bad input still answers in JSON
   while (( $# )); do
     case "$1" in
       --json) GL_JSON=1 ;;
@@ -240,8 +241,10 @@ k3s_join_wait_agent() {
     || { K3S_VERIFY_ERROR="the agent keeps a cluster CA (${ca#"${GL_ROOT}"}) other than the token's"; return 1; }
 }
 
-k3s_join_validate() {  # ROLE
+_K3S_JOIN_VALIDATED=0
+k3s_join_validate() {  # ROLE; once (02 validates before its load balancer step, the join again)
   local role="$1"
+  [[ "${_K3S_JOIN_VALIDATED}" == 0 ]] || return 0
   case "${role}" in
     server|agent) ;;
     single|first-server) die_input "--role ${role} does not join a cluster: install it with 02_install_k3s.sh / 02_init_control_plane.sh (valid here: server, agent)" ;;
@@ -253,6 +256,7 @@ k3s_join_validate() {  # ROLE
   k3s_join_resolve_token
   k3s_join_parse_token "${role}"
   if [[ "${role}" == server ]]; then k3s_cni_validate; fi
+  _K3S_JOIN_VALIDATED=1
 }
 
 # k3s_join_main ROLE: validate -> verify artifacts -> handshake -> install -> (re)start -> joined

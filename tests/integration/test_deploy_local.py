@@ -136,9 +136,13 @@ def test_cluster_init_first_server_uses_the_same_install_path(tmp_path, sandbox,
     token = tmp_path / "token"
     token.write_text("cluster-join-secret-4711\n")
     token.chmod(0o600)
+    vrrp = tmp_path / "vrrp-password"
+    vrrp.write_text("Xy7.pass\n")
+    vrrp.chmod(0o600)
     env = {**os.environ, "GL_ROOT": str(sandbox)}
     argv = ["invoke", "cluster.init", "--role", "first-server", "--env", "env/cluster.env",
             "--hosts", "local", "--set", f"K3S_ARTIFACTS_DIR={tmp_path / 'release'}",
+            "--set", f"LB_VRRP_PASSWORD_FILE={vrrp}",
             "--set", f"K3S_TOKEN_FILE={token}", "--set", f"API_PORT={free_port()}",
             "--set", "MIN_CPU=1", "--set", "MIN_MEMORY_MB=256", "--set", "MIN_DISK_GB=1",
             "--set", f"WORK_DIR={tmp_path / 'work'}", "--json-report", str(tmp_path / "r.json"),
@@ -156,3 +160,7 @@ def test_cluster_init_first_server_uses_the_same_install_path(tmp_path, sandbox,
     server_token = (sandbox / "var/lib/rancher/k3s/server/token").read_text()
     assert server_token.startswith("K10") and "cluster-join-secret-4711" in server_token
     assert "cluster-join-secret-4711" not in run.stdout + run.stderr, "the token must never be logged"
+    # this machine holds none of the servers' addresses: no load balancer here, and it says so
+    lb = next(c for c in results["02_init_control_plane"]["checks"] if c["name"] == "load-balancer")
+    assert lb["status"] == "warn" and "holds none of its addresses" in lb["message"]
+    assert not (sandbox / "etc/haproxy/haproxy.cfg").exists()

@@ -290,7 +290,7 @@ def test_readme_describes_each_script_in_full(tmp_path: Path) -> None:
 def test_render_all_three_env_files_is_fast(tmp_path: Path) -> None:
     token, pw = secret(tmp_path, "token"), secret(tmp_path, "pw")
     ca = secret(tmp_path, "ca.crt", "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n", 0o644)
-    files = {"single": [], "cluster": [f"K3S_TOKEN_FILE={token}"],
+    files = {"single": [], "cluster": [f"K3S_TOKEN_FILE={token}", f"LB_VRRP_PASSWORD_FILE={secret(tmp_path, 'vrrp', 'Xy7.pass')}"],
              "airgap": [f"REGISTRY_PASSWORD_FILE={pw}", f"REGISTRY_CA_FILE={ca}"]}
     started = time.monotonic()
     for name, overrides in files.items():

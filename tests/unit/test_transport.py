@@ -241,7 +241,9 @@ def test_ctrl_c_stops_a_local_command_that_runs_in_its_own_session(tmp_path: Pat
     assert not running(marker)
 
 
-def test_a_phase_the_host_had_to_kill_is_reported_as_timed_out() -> None:
+def test_a_phase_the_host_had_to_kill_is_reported_as_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gldeploy import hostcmd
+    monkeypatch.setattr(hostcmd, "KILL_GRACE", 1)  # the same SIGTERM-then-SIGKILL path, 9 s sooner
     result = Local(echo=None).run(["bash", "-c", "trap '' TERM; sleep 30"], timeout=0.5)
     assert result.rc in (137, -9) and "timed out after 0.5 s on this machine" in result.stderr
 
