@@ -19,7 +19,12 @@
 #   temp-dir [fail: TMPDIR not a writable directory], bundle-dir [fail: unreadable, or writable by others],
 #   default-route [fail], dns [fail; loopback-only resolver: warn],
 #   selinux [fail: enforcing on RHEL without k3s-selinux], firewall [warn: ports to open],
-#   existing-k3s [warn: 02 keeps or upgrades it]
+#   existing-k3s [warn: 02 keeps or upgrades it],
+#   backend-image [fail; roles single and first-server, the hosts that deploy the backend]: the
+#                              image BACKEND_IMAGE_REF can be had, from an archive the bundle carries
+#                              (artifacts/images, listed in SHA256SUMS) or from its registry (HEAD of
+#                              the manifest answers 200 with REGISTRY_USER / REGISTRY_CA_FILE);
+#                              else the deploy would fail only after its rollout wait (lib/image_check.sh)
 #
 # Exit status (worst finding): 0 all passed, 3 warnings only, 1 any check failed,
 # 2 bad arguments or settings. Nothing on the host is changed.
@@ -28,6 +33,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/checks.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/host_checks.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/image_check.sh"  # gl:include
 
 ROLE=""
 PF_K3S_MODE=none
@@ -194,6 +200,7 @@ main() {
   check_selinux
   check_firewall
   check_existing
+  check_backend_image "${ROLE}"
   gl_checks_finish "${PF_K3S_MODE}"
 }
 
