@@ -61,7 +61,8 @@ _JOIN_ARGS = ("--server-url", "{server_url}", "--token-file", "{token_file}")
 
 SEQUENCES: dict[Topology, tuple[Phase, ...]] = {
     "single": (
-        Phase("01_pre_install_check", _SINGLE, "check the host is ready for k3s (read-only)"),
+        Phase("01_pre_install_check", _SINGLE, "check the host is ready for k3s (read-only)",
+              needs=("images",)),
         Phase("02_install_k3s", _SINGLE, "install the pinned, verified k3s release as the single server",
               needs=("k3s",)),
         Phase("03_deploy_gl_backend", _SINGLE, "deploy the GL-Native Execution Backend into its namespace",
@@ -70,7 +71,8 @@ SEQUENCES: dict[Topology, tuple[Phase, ...]] = {
               takes_role=False),
     ),
     "ha": (
-        Phase("01_pre_install_check", _CLUSTER_ALL | {"lb"}, "check every node is ready for its role (read-only)"),
+        Phase("01_pre_install_check", _CLUSTER_ALL | {"lb"}, "check every node is ready for its role (read-only)",
+              needs=("images",)),
         Phase("02_init_control_plane", _CLUSTER_SERVERS | {"lb"}, "install the API VIP load balancer (HAProxy + "
               "Keepalived) and k3s on the servers: the first with cluster-init, the others join through the "
               "API VIP; dedicated load balancer nodes (role lb) get the load balancer only",

@@ -32,7 +32,7 @@ step_registry() {
 
 step_chrony() {
   if site_install_if_changed "$(site_file chrony-server.conf)" /etc/chrony/chrony.conf 0644; then site_reload chrony; fi
-  gl_check_pass ntp-server "chrony serves ${SITE_SUBNET:-the site /24} on UDP ${SITE_NTP_PORT}"
+  gl_check_pass ntp-server "chrony serves ${SITE_SUBNET} on UDP ${SITE_NTP_PORT}"
 }
 
 step_dns() {

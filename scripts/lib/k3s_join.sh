@@ -83,7 +83,7 @@ k3s_join_resolve_token() {
     (umask 077; printf '%s\n' "$([[ "${_K3S_JOIN_TOKEN_ARG_SET}" == 1 ]] && printf '%s' "${_K3S_JOIN_TOKEN_ARG}" || printf '%s' "${K3S_TOKEN}")" >"${dir}/token")
     [[ -n "$(<"${dir}/token")" ]] || die_input "${K3S_JOIN_TOKEN_SOURCE} is empty; pass ${K3S_SERVER_TOKEN_HINT}"
     K3S_TOKEN_FILE="${dir}/token"
-  elif [[ -n "${K3S_TOKEN_FILE:-}" ]]; then
+  elif [[ -n "${K3S_TOKEN_FILE}" ]]; then
     K3S_TOKEN_FILE=$(gl_bundle_path "${K3S_TOKEN_FILE}") K3S_JOIN_TOKEN_SOURCE="K3S_TOKEN_FILE=${K3S_TOKEN_FILE}"
     _k3s_secret_file_ok K3S_TOKEN_FILE "${K3S_TOKEN_FILE}"
   else
@@ -203,7 +203,7 @@ k3s_join_handshake() {
 # agent: only keys `k3s agent` knows (server-only keys would be skipped with a warning)
 k3s_join_render_agent_config() {  # OUT
   local out="$1" ip node_ip="" ips=()
-  IFS=, read -r -a ips <<<"${WORKER_IPS:-},${CONTROL_PLANE_IPS:-}"
+  IFS=, read -r -a ips <<<"${WORKER_IPS},${CONTROL_PLANE_IPS}"
   for ip in "${ips[@]}"; do
     if [[ -n "${ip}" ]] && k3s_address_is_local "${ip}"; then node_ip="${ip}"; break; fi
   done

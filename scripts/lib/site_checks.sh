@@ -18,7 +18,7 @@ site_is_ip() { [[ "$1" =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]]; }
 # the CA the registry is checked against: the one distributed to this host, else the bundle's
 site_ca_file() {
   local k3s_ca; k3s_ca="$(gl_path /etc/rancher/k3s/registry-ca.crt)"
-  if [[ -n "${REGISTRY_CA_FILE:-}" ]]; then gl_bundle_path "${REGISTRY_CA_FILE}"
+  if [[ -n "${REGISTRY_CA_FILE}" ]]; then gl_bundle_path "${REGISTRY_CA_FILE}"
   elif [[ -f "${k3s_ca}" ]]; then printf '%s\n' "${k3s_ca}"; fi
 }
 
@@ -175,7 +175,7 @@ site_check_certificates() {
   if [[ -z "${ca}" || ! -f "${ca}" ]]; then gl_check_fail certificates "no site CA: REGISTRY_CA_FILE is unset or missing" "create it with invoke ca.init and set REGISTRY_CA_FILE=<dir>/ca.crt"; return 0; fi
   gl_tmpdir SITE_CERT_TMP
   cert="${SITE_CERT_TMP}/registry.pem"
-  local connect="${host}"; site_is_ip "${host}" || connect="${BASTION_IP:-${host}}"
+  local connect="${host}"; site_is_ip "${host}" || connect="${BASTION_IP}"; [[ -n "${connect}" ]] || connect="${host}"
   if ! openssl s_client -connect "${connect}:${port}" -servername "${host}" -showcerts </dev/null 2>/dev/null \
       | openssl x509 -out "${cert}" 2>/dev/null; then
     gl_check_fail certificates "could not read the certificate of ${connect}:${port}" "start the registry (see the registry check)"; return 0
@@ -250,7 +250,7 @@ site_check_ports() {  # SELF_ADDRESS
 # 01_pre_install_check: the node is a site member (time zone, NTP in sync, CA distributed, the
 # registry's certificate valid and naming it). Nothing to check without a bastion.
 site_check_preflight() {
-  [[ -n "${BASTION_IP:-}" ]] || return 0
+  [[ -n "${BASTION_IP}" ]] || return 0
   site_check_timezone
   site_check_ntp
   site_check_ca_distributed
@@ -260,7 +260,7 @@ site_check_preflight() {
 # 04_health_check / 06_health_check: the registry certificate's expiry and names, and the registry
 # answering with auth (pods that restart pull from it).
 site_check_health() {
-  [[ -n "${REGISTRY:-}" && -n "${BASTION_IP:-}" ]] || return 0
+  [[ -n "${REGISTRY}" && -n "${BASTION_IP}" ]] || return 0
   site_check_certificates
   site_check_registry
 }

@@ -184,7 +184,7 @@ def test_local_execute_of_01_writes_a_private_bundle(tmp_path: Path) -> None:
     work = tmp_path / "work"
     s = load(*SINGLE, f"WORK_DIR={work}", "MIN_CPU=1", "MIN_MEMORY_MB=256", "MIN_DISK_GB=1")
     p = plan.build(s, ["01_pre_install_check"], hosts=["local"])
-    out = plan.execute(s, p, plan.transports(s, p, echo=None), progress=lambda _: None)
+    out = plan.execute(s, p, plan.transports(s, p, echo=None), sample_image=True, progress=lambda _: None)
     assert out[0].status in ("pass", "warn"), out[0]
     assert any(c["name"] == "cpu" and c["status"] == "pass" for c in out[0].checks)
     assert stat.S_IMODE(work.stat().st_mode) == 0o700
