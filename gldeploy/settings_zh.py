@@ -115,6 +115,48 @@ ZH: dict[str, Entry] = {
     "REGISTRY_CA_FILE": Entry(
         "5f2938873384",
         "簽發 registry TLS 憑證的 CA 憑證（PEM）"),
+    "REGISTRY_KIND": Entry(
+        "30bddd91e4a8",
+        "站點 registry：distribution（由 bastion 階段在 BASTION_IP 上執行的 Docker Distribution v2）或 harbor"
+        "（既有的 Harbor；REGISTRY 為其端點，REGISTRY_PROJECT 為其專案）"),
+    "REGISTRY_PROJECT": Entry(
+        "123d57624258",
+        "所有鏡像映像檔在 registry 中所屬的專案（路徑前綴）（Harbor：必要）；空 = registry 根目錄"),
+    "BASTION_IP": Entry(
+        "3d298a45f3e6",
+        "離線站點中執行站點服務（registry、NTP、DNS、CA 發佈）的 bastion 主機；空 = 不使用 bastion"),
+    "SITE_SUBNET": Entry(
+        "4a7790d1bf75",
+        "允許使用 bastion 的 NTP 與 DNS 伺服器的站點網段；空 = BASTION_IP 所在的 /24"),
+    "SITE_CA_DIR": Entry(
+        "60298c719df9",
+        "由 'invoke ca.init' 寫入的目錄：ca.crt、registry.crt 與 registry.key（0600）；bastion 以它們提供 registry "
+        "服務"),
+    "SITE_PACKAGES_DIR": Entry(
+        "a9516cf249dc",
+        "bastion 離線安裝的 .deb 檔所在目錄（docker-registry、apache2-utils、skopeo、chrony、dnsmasq 及其相依套件，"
+        "以 'apt-get download' 取得）"),
+    "SITE_IMAGES_DIR": Entry(
+        "b47f8d9e0e58",
+        "bastion 匯入 registry 的 OCI 映像檔封存所在目錄（*.oci.tar，每個封存以 io.containerd.image.name 標明其映像檔）"),
+    "SITE_TIMEZONE": Entry(
+        "9b669d96b55d",
+        "每個節點與 bastion 的時區（tz 資料庫名稱）；預檢會確認每個節點都使用它"),
+    "SITE_NTP_PORT": Entry(
+        "037df0009398",
+        "bastion 的 NTP 伺服器（chrony）的 UDP 連接埠"),
+    "SITE_MAX_CLOCK_SKEW_MS": Entry(
+        "f570ec9393cf",
+        "節點與站點 NTP 伺服器之間允許的最大時鐘偏差，單位為毫秒"),
+    "SITE_DNS": Entry(
+        "60be6fbf17ba",
+        "節點解析站點名稱的方式：dnsmasq 於 bastion 上（作為節點的解析器），或 hosts（名稱寫入每個 /etc/hosts）"),
+    "SITE_DNS_PORT": Entry(
+        "001aa7b747d3",
+        "bastion 的 DNS 伺服器（dnsmasq）的連接埠"),
+    "SITE_API_NAME": Entry(
+        "9606f8f360e0",
+        "站點 DNS 提供的 Kubernetes API DNS 名稱（API_VIP，否則為第一台 server）；會加入站點解析的名稱中"),
     "SSH_USER": Entry(
         "c4dd9babd2b4",
         "主機上的 SSH 使用者，須為 POSIX 使用者名稱（非 root 時使用 sudo）"),
