@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
-import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator

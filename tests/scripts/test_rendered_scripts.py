@@ -10,7 +10,6 @@ import pytest
 from gldeploy import plan, render, sequences, settings
 from tests.fixtures.k3s_standin.testing import SMALL_HOST
 
-
 BARE_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -144,6 +144,7 @@ def test_short_flags_mean_the_same_option_in_every_task() -> None:
 def test_a_run_with_warnings_exits_3_and_the_report_agrees(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import json
+
     from gldeploy import plan, results
 
     def warned(settings: object, built: plan.Plan, links: object, **kwargs: object) -> list[results.PhaseResult]:
