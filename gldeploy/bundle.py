@@ -117,9 +117,13 @@ def derived_values(settings: Settings) -> dict[str, str]:
     (backend.containerd_name), which phase 03 looks for before importing again.
     API_SERVER_URL: what joining servers and agents dial when no --server-url is given: the VIP's
     HAProxy frontend (loadbalancer.endpoint); empty without an API_VIP.
+    LB_FRONTEND_PORT: the port of that frontend (LB_PORT, or its default: loadbalancer.port_of),
+    which 01 checks is free on a load balancer node; empty without an API_VIP.
     """
+    vip = bool(settings.api_vip)
     return {"BACKEND_IMAGE_REF": backend.containerd_name(settings),
-            "API_SERVER_URL": loadbalancer.endpoint(settings) if settings.api_vip else ""}
+            "API_SERVER_URL": loadbalancer.endpoint(settings) if vip else "",
+            "LB_FRONTEND_PORT": str(loadbalancer.port_of(settings)) if vip else ""}
 
 
 def bundle_values(settings: Settings, *, artifacts_staged: bool) -> dict[str, str]:
