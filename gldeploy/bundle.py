@@ -26,6 +26,7 @@ SECRET_FILES = {"K3S_TOKEN_FILE": "secrets/k3s-token", "REGISTRY_PASSWORD_FILE":
 PUBLIC_FILES = {"REGISTRY_CA_FILE": "secrets/registry-ca.crt"}
 ARTIFACTS_K3S = "artifacts/k3s"
 ARTIFACTS_IMAGES = "artifacts/images"
+ARTIFACTS_LB_PACKAGES = "artifacts/lb-packages"  # LB_PACKAGES_DIR's .deb/.rpm files (lib/loadbalancer.sh)
 # where a k3s-installing phase finds what gldeploy rendered for it: the one registries.yaml of every
 # node (gldeploy/site/registries.py; 0600, it holds the registry password) and the pinned versions
 # (gldeploy/day2/versions.py), which 02 installs as /etc/gl-deploy/versions.json
@@ -134,6 +135,8 @@ def bundle_values(settings: Settings, *, artifacts_staged: bool) -> dict[str, st
             values[key] = rel
     if artifacts_staged:
         values["K3S_ARTIFACTS_DIR"] = ARTIFACTS_K3S
+    if values["LB_PACKAGES_DIR"]:
+        values["LB_PACKAGES_DIR"] = ARTIFACTS_LB_PACKAGES  # staged with the load balancer files (_stage_lb)
     values.update(derived_values(settings))
     return values
 
@@ -234,6 +237,14 @@ def _stage_lb(settings: Settings, dest: Path, staging: Staging) -> str | None:
     for node in cfg.nodes:
         loadbalancer.write_node_files(cfg, node.address, dest / LB_DIR / node.address,
                                       secret_dest=dest / LB_SECRET_DIR / node.address)
+    if settings.lb_packages_dir:  # offline nodes install haproxy/keepalived from these (LB_PACKAGES_DIR)
+        packages = dest / ARTIFACTS_LB_PACKAGES
+        if packages.exists():
+            shutil.rmtree(packages)
+        packages.mkdir(parents=True)
+        source = Path(settings.lb_packages_dir).expanduser()
+        for pkg in sorted([*source.glob("*.deb"), *source.glob("*.rpm")]):
+            _write(packages / pkg.name, pkg.read_bytes(), 0o644)
     return None
 
 

@@ -205,6 +205,10 @@ def _site_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]:
     if archive and not Path(archive).expanduser().is_file():
         out.append(f"{at('BACKEND_IMAGE_ARCHIVE')}: BACKEND_IMAGE_ARCHIVE={archive}: file not found; point it at "
                    f"the archive of BACKEND_IMAGE (docker save -o FILE IMAGE:TAG) or clear it")
+    lb_debs = v.get("LB_PACKAGES_DIR")
+    if lb_debs and not Path(lb_debs).expanduser().is_dir():
+        out.append(f"{at('LB_PACKAGES_DIR')}: LB_PACKAGES_DIR={lb_debs} is not a directory; point it at the "
+                   f"haproxy/keepalived .deb or .rpm files (apt-get download haproxy keepalived ...) or clear it")
     if v.get("TOPOLOGY") == "ha" and v.get("BACKEND_REPLICAS", 2) < 2:
         out.append(f"{at('BACKEND_REPLICAS')}: BACKEND_REPLICAS={v['BACKEND_REPLICAS']} with TOPOLOGY=ha leaves the "
                    f"backend down while its one pod's server is; set BACKEND_REPLICAS=2 or more")

@@ -225,6 +225,10 @@ class Settings:
     lb_preempt: bool = key("false", t.boolean, "A recovered higher-priority node takes the VIP back (each "
                            "move breaks watches and agent tunnels, so off by default)", type_name="bool")
     lb_advert_int: int = key("1", t.integer(1, 255), "Seconds between VRRP adverts", type_name="seconds")
+    lb_packages_dir: str = key("", t.PATH, "Directory of haproxy and keepalived packages (.deb or .rpm, with "
+                               "their dependencies) for load balancer nodes without package repositories; "
+                               "shipped in the bundle (artifacts/lb-packages); empty = the OS repositories",
+                               "/media/usb/lb-debs", type_name="path")
     work_dir: str = key("/var/lib/gl-deploy", t.work_dir, "Directory on each host for scripts, env and "
                         "artifacts; its contents are replaced on every deploy, so give it a dedicated "
                         "directory: absolute, normalised, not a system, home or k3s directory (one "

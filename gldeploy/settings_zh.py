@@ -185,6 +185,10 @@ ZH: dict[str, Entry] = {
     "LB_ADVERT_INT": Entry(
         "1dff956eadc5",
         "VRRP 通告之間的秒數"),
+    "LB_PACKAGES_DIR": Entry(
+        "b8b52b2f9ce2",
+        "供沒有套件庫的負載平衡節點使用的 haproxy 與 keepalived 套件目錄（.deb 或 .rpm，含相依套件）；隨 "
+        "bundle 一併傳送（artifacts/lb-packages）；留空＝使用作業系統的套件庫"),
     "WORK_DIR": Entry(
         "2962e1be71c0",
         "每台主機上存放腳本、env 與 artifacts 的目錄；每次部署都會取代其內容，因此請給它專用目錄：絕對路徑、"

@@ -172,10 +172,19 @@ check_firewall() {
 
 # --- load balancer node: what lib/loadbalancer.sh runs ---
 check_lb_packages() {
-  local missing=() cmd
+  local missing=() cmd dir="" absent=()
   for cmd in haproxy keepalived; do command -v "${cmd}" >/dev/null 2>&1 || missing+=("${cmd}"); done
+  if [[ -n "${LB_PACKAGES_DIR}" ]]; then
+    dir=$(gl_bundle_path "${LB_PACKAGES_DIR}")
+    for cmd in "${missing[@]}"; do compgen -G "${dir}/${cmd}[_-]*.[dr][ep][bm]" >/dev/null || absent+=("${cmd}"); done
+  fi
   if ((${#missing[@]} == 0)); then
     gl_check_pass lb-packages "haproxy and keepalived are installed"
+  elif [[ -n "${dir}" ]] && ((${#absent[@]} == 0)); then
+    gl_check_pass lb-packages "${missing[*]} not installed yet: 02_init_control_plane installs them from ${LB_PACKAGES_DIR} (LB_PACKAGES_DIR, no network)"
+  elif [[ -n "${dir}" ]]; then
+    gl_check_fail lb-packages "not installed and not in ${LB_PACKAGES_DIR} (LB_PACKAGES_DIR): ${absent[*]}" \
+      "on a machine like this one: apt-get download haproxy keepalived and their dependencies (RHEL: dnf download --resolve haproxy keepalived) into LB_PACKAGES_DIR, then deploy again"
   else
     gl_check_warn lb-packages "not installed: ${missing[*]}; 02_init_control_plane installs them from the OS package repositories" \
       "an air-gapped host needs them first: apt-get install haproxy keepalived (RHEL: dnf install haproxy keepalived) from a reachable mirror, or from .deb/.rpm files copied over; keepalived also needs VRRP (IP protocol 112) open between the load balancer nodes"

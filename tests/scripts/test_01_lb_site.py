@@ -103,3 +103,19 @@ def test_bundle_with_the_site_archive_passes_the_backend_image_check(run_phase: 
     check = run.check("backend-image")
     assert check["status"] == "pass", check
     assert "site-backend.tar" in check["message"]
+
+
+def test_lb_packages_from_the_bundle_pass_and_an_incomplete_directory_fails(run_phase: Runner, bundle: Path) -> None:
+    path = ":".join(p for p in os.environ["PATH"].split(":")
+                    if not (Path(p) / "haproxy").exists() and not (Path(p) / "keepalived").exists())
+    packages = bundle / "artifacts" / "lb-packages"  # what bundle._stage_lb ships from LB_PACKAGES_DIR
+    packages.mkdir(parents=True)
+    (packages / "haproxy_2.6.12-1_amd64.deb").write_bytes(b"x")
+    keys = {**LB, "LB_PACKAGES_DIR": str(packages)}
+    run = run_phase(PHASE, "--json", "--role", "lb", overrides=keys, env={"PATH": path})
+    check = run.check("lb-packages")
+    assert check["status"] == "fail" and "keepalived" in check["message"] and "haproxy" not in check["message"].split(":")[-1]
+    (packages / "keepalived_2.2.7-1_amd64.deb").write_bytes(b"x")
+    run = run_phase(PHASE, "--json", "--role", "lb", overrides=keys, env={"PATH": path})
+    check = run.check("lb-packages")
+    assert check["status"] == "pass" and "LB_PACKAGES_DIR" in check["message"]

@@ -414,3 +414,21 @@ def test_versions_json_is_staged_where_k3s_is_installed(tmp_path: Path) -> None:
     assert mode(info.dest / "versions.json") == 0o644
     early = bundle.build_bundle(s, tmp_path / "c", SINGLE[:1], baked=False, staging=NO_K3S)
     assert not (early.dest / "versions.json").exists()
+
+
+def test_lb_packages_are_shipped_in_the_bundle(tmp_path: Path) -> None:
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    (debs / "haproxy_2.6_amd64.deb").write_bytes(b"deb1")
+    (debs / "keepalived_2.2_amd64.deb").write_bytes(b"deb2")
+    (debs / "notes.txt").write_text("not a package")
+    vrrp = secret(tmp_path, "vrrp", "pw12\n")
+    s = settings.load(None, environ={}, overrides=[
+        "TOPOLOGY=ha", "CONTROL_PLANE_IPS=10.0.0.11,10.0.0.12,10.0.0.13", "API_VIP=10.0.0.100",
+        "LB_INTERFACE=eth1", f"LB_VRRP_PASSWORD_FILE={vrrp}", f"LB_PACKAGES_DIR={debs}"])
+    ha = sequences.sequence("ha")
+    info = bundle.build_bundle(s, tmp_path / "b", ha[:2], baked=False, staging=NO_K3S, roles={"lb"})
+    staged = info.dest / "artifacts" / "lb-packages"
+    assert sorted(p.name for p in staged.iterdir()) == ["haproxy_2.6_amd64.deb", "keepalived_2.2_amd64.deb"]
+    assert info.values["LB_PACKAGES_DIR"] == "artifacts/lb-packages"
+    assert bundle.bundle_values(load(), artifacts_staged=False)["LB_PACKAGES_DIR"] == ""

@@ -438,3 +438,9 @@ def test_backend_image_archive_must_exist(tmp_path: Path) -> None:
     archive = tmp_path / "backend.tar"
     archive.write_bytes(b"x")
     assert load_flags("CONTROL_PLANE_IPS=10.0.0.11", f"BACKEND_IMAGE_ARCHIVE={archive}").backend_image_archive == str(archive)
+
+
+def test_lb_packages_dir_is_a_key_that_must_be_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="LB_PACKAGES_DIR=.*not a directory"):
+        load_flags(*CLUSTER, f"LB_PACKAGES_DIR={tmp_path / 'none'}")
+    assert load_flags(*CLUSTER, f"LB_PACKAGES_DIR={tmp_path}").lb_packages_dir == str(tmp_path)
