@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Sequence
 
-from . import backend, envfile, loadbalancer
+from . import backend, envfile, image_archive, loadbalancer
 from .bake import bake_script
 from .errors import ConfigError, DeployError
 from .paths import SCRIPTS_DIR
@@ -25,6 +25,13 @@ from .settings import Settings
 SECRET_FILES = {"K3S_TOKEN_FILE": "secrets/k3s-token", "REGISTRY_PASSWORD_FILE": "secrets/registry-password"}
 PUBLIC_FILES = {"REGISTRY_CA_FILE": "secrets/registry-ca.crt"}
 ARTIFACTS_K3S = "artifacts/k3s"
+ARTIFACTS_IMAGES = "artifacts/images"
+ARTIFACTS_LB_PACKAGES = "artifacts/lb-packages"  # LB_PACKAGES_DIR's .deb/.rpm files (lib/loadbalancer.sh)
+# where a k3s-installing phase finds what gldeploy rendered for it: the one registries.yaml of every
+# node (gldeploy/site/registries.py; 0600, it holds the registry password) and the pinned versions
+# (gldeploy/day2/versions.py), which 02 installs as /etc/gl-deploy/versions.json
+REGISTRIES_YAML = "secrets/registries.yaml"
+VERSIONS_JSON = "versions.json"
 # first assignment of every settings.env gldeploy writes; lib/common.sh gl_load_settings refuses an
 # env file without this exact line (a hand-written file lacks the defaults the scripts rely on)
 SETTINGS_FORMAT_LINE = "GL_SETTINGS_FORMAT='1'"
@@ -82,10 +89,13 @@ def _check_ca_file(settings: Settings, path: str) -> Path:
 
 def check_inputs(settings: Settings, roles: Collection[Role] = (), needs: Collection[Need] = ()) -> dict[str, Path]:
     """Validate secret and CA files (the token for the roles targeted) and, when a phase installs the
-    API VIP load balancer (need "lb"), its settings and VRRP password (loadbalancer.validate); returns
+    API VIP load balancer (need "lb"), its settings and VRRP password (loadbalancer.validate), and the
+    site's backend image archive (need "images": it must carry BACKEND_IMAGE_REF); returns
     bundle-relative name -> source file."""
     if "lb" in needs:
         loadbalancer.from_settings(settings)  # ConfigError (exit 2) before any host is touched
+    if "images" in needs and settings.backend_image_archive:
+        image_archive.check(settings)
     env = settings.to_env()
     copies: dict[str, Path] = {}
     for key, rel in SECRET_FILES.items():
@@ -95,6 +105,9 @@ def check_inputs(settings: Settings, roles: Collection[Role] = (), needs: Collec
         _check_token(settings, copies[SECRET_FILES["K3S_TOKEN_FILE"]], roles)
     if env["REGISTRY_CA_FILE"]:
         copies[PUBLIC_FILES["REGISTRY_CA_FILE"]] = _check_ca_file(settings, env["REGISTRY_CA_FILE"])
+    if "k3s" in needs and settings.registry:
+        from .site import registries
+        registries.render(settings)  # reads the password: a problem is exit 2 before anything is written
     return copies
 
 
@@ -105,9 +118,13 @@ def derived_values(settings: Settings) -> dict[str, str]:
     (backend.containerd_name), which phase 03 looks for before importing again.
     API_SERVER_URL: what joining servers and agents dial when no --server-url is given: the VIP's
     HAProxy frontend (loadbalancer.endpoint); empty without an API_VIP.
+    LB_FRONTEND_PORT: the port of that frontend (LB_PORT, or its default: loadbalancer.port_of),
+    which 01 checks is free on a load balancer node; empty without an API_VIP.
     """
+    vip = bool(settings.api_vip)
     return {"BACKEND_IMAGE_REF": backend.containerd_name(settings),
-            "API_SERVER_URL": loadbalancer.endpoint(settings) if settings.api_vip else ""}
+            "API_SERVER_URL": loadbalancer.endpoint(settings) if vip else "",
+            "LB_FRONTEND_PORT": str(loadbalancer.port_of(settings)) if vip else ""}
 
 
 def bundle_values(settings: Settings, *, artifacts_staged: bool) -> dict[str, str]:
@@ -118,6 +135,8 @@ def bundle_values(settings: Settings, *, artifacts_staged: bool) -> dict[str, st
             values[key] = rel
     if artifacts_staged:
         values["K3S_ARTIFACTS_DIR"] = ARTIFACTS_K3S
+    if values["LB_PACKAGES_DIR"]:
+        values["LB_PACKAGES_DIR"] = ARTIFACTS_LB_PACKAGES  # staged with the load balancer files (_stage_lb)
     values.update(derived_values(settings))
     return values
 
@@ -157,6 +176,16 @@ class Staging:
 
 
 def _stage_k3s(settings: Settings, dest: Path, staging: Staging) -> str | None:
+    """What the k3s-installing phases take from the bundle: versions.json, secrets/registries.yaml
+    (with REGISTRY: the same file on every node, installed as is) and the release artifacts."""
+    from .day2 import versions
+    from .site import registries
+
+    _write(dest / VERSIONS_JSON, versions.versions_json(settings), 0o644)
+    if settings.registry:
+        (dest / "secrets").mkdir(mode=0o700, exist_ok=True)
+        (dest / "secrets").chmod(0o700)
+        registries.write(settings, (dest / REGISTRIES_YAML).parent)
     if not staging.k3s_artifacts:
         return None
     from . import artifacts
@@ -167,14 +196,22 @@ def _stage_k3s(settings: Settings, dest: Path, staging: Staging) -> str | None:
 
 
 def _stage_images(settings: Settings, dest: Path, staging: Staging) -> str | None:
-    if not staging.sample_image:
+    """The backend image archive with its SHA256SUMS line: the site's own (BACKEND_IMAGE_ARCHIVE,
+    checked by check_inputs to carry BACKEND_IMAGE_REF), else the sample image when asked for."""
+    if not (settings.backend_image_archive or staging.sample_image):
         return None
     from . import artifacts, image
 
-    images = dest / "artifacts" / "images"
+    images = dest / ARTIFACTS_IMAGES
     images.mkdir(parents=True, exist_ok=True)
-    archive = image.build_sample_image(settings.backend_version, images,
-                                       image_name=backend.containerd_name(settings))
+    if settings.backend_image_archive:
+        source = Path(settings.backend_image_archive).expanduser()
+        archive = images / source.name
+        shutil.copyfile(source, archive)
+        archive.chmod(0o644)
+    else:
+        archive = image.build_sample_image(settings.backend_version, images,
+                                           image_name=backend.containerd_name(settings))
     _write(images / "SHA256SUMS", f"{artifacts.sha256_file(archive)}  {archive.name}\n", 0o644)
     return None
 
@@ -200,6 +237,14 @@ def _stage_lb(settings: Settings, dest: Path, staging: Staging) -> str | None:
     for node in cfg.nodes:
         loadbalancer.write_node_files(cfg, node.address, dest / LB_DIR / node.address,
                                       secret_dest=dest / LB_SECRET_DIR / node.address)
+    if settings.lb_packages_dir:  # offline nodes install haproxy/keepalived from these (LB_PACKAGES_DIR)
+        packages = dest / ARTIFACTS_LB_PACKAGES
+        if packages.exists():
+            shutil.rmtree(packages)
+        packages.mkdir(parents=True)
+        source = Path(settings.lb_packages_dir).expanduser()
+        for pkg in sorted([*source.glob("*.deb"), *source.glob("*.rpm")]):
+            _write(packages / pkg.name, pkg.read_bytes(), 0o644)
     return None
 
 

@@ -6,6 +6,7 @@ gldeploy.settings loads and validates values against it. Field ``foo_bar`` is en
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,44 @@ def key(default: str | None, parse: t.Parser, doc: str, example: str = "", *, se
 
 def _optional_cidr(value: str) -> str:
     return t.cidr(value) if value else ""
+
+
+_CRON_FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day of month", 1, 31, ()),
+                ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+                ("day of week", 0, 6, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
+_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+
+
+def _cron_value(text: str, low: int, high: int, names: tuple[str, ...]) -> int:
+    if text.lower() in names:
+        return names.index(text.lower()) + low
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ValueError(text)
+    return int(text)
+
+
+def cron(value: str) -> str:
+    """A cron schedule as k3s reads it (robfig/cron standard spec): five fields or a @macro."""
+    expected = ("a cron schedule such as '0 */12 * * *' (minute hour day-of-month month day-of-week), "
+                "@daily/@hourly/... or '@every 6h'")
+    if value in _CRON_MACROS or re.fullmatch(r"@every ([0-9]+(\.[0-9]+)?(h|m|s|ms))+", value):
+        return value
+    fields = value.split()
+    if len(fields) != 5:
+        raise ValueError(f"{expected}; got {len(fields)} field(s)")
+    for text, (what, low, high, names) in zip(fields, _CRON_FIELDS):
+        for item in text.split(","):
+            span, _, step = item.partition("/")
+            try:
+                if step and (not step.isdigit() or int(step) < 1):
+                    raise ValueError(step)
+                if span != "*":
+                    first, _, last = span.partition("-")
+                    if _cron_value(first, low, high, names) > (_cron_value(last, low, high, names) if last else high):
+                        raise ValueError(span)
+            except ValueError:
+                raise ValueError(f"{expected}; {item!r} is not a valid {what} ({low}-{high})") from None
+    return value
 
 
 _OPTIONAL_HOSTNAME = t.pattern(r"|([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?",
@@ -78,6 +117,11 @@ class Settings:
     backend_image: str = key("gl-native/execution-backend", t.IMAGE, "Backend image repository (no tag), or "
                              "repo@sha256:<digest> to pin the image (BACKEND_VERSION then only labels it)",
                              "registry.gov.local:5000/gov-native/execution-backend", type_name="image")
+    backend_image_archive: str = key("", t.PATH, "The site's own OCI or docker archive of BACKEND_IMAGE "
+                                     "(docker save / skopeo copy oci-archive:...), shipped in the bundle's "
+                                     "artifacts/images and imported on the deploying host; empty = the sample "
+                                     "image (lab) or a registry pull", "/media/usb/execution-backend-v1.1.tar",
+                                     type_name="path")
     backend_replicas: int = key("2", t.integer(1, 50), "Backend replicas", type_name="int")
     backend_ingress_host: str = key("backend.gov-native.local", t.HOSTNAME, "Host name of the backend "
                                     "Ingress (Traefik)", type_name="hostname")
@@ -147,6 +191,11 @@ class Settings:
                                type_name="seconds")
     health_timeout: int = key("180", t.integer(1, 3600), "Seconds to wait for node Ready and pods",
                               type_name="seconds")
+    etcd_snapshot_schedule: str = key("0 */12 * * *", cron, "When the servers of a cluster (TOPOLOGY=ha, "
+                                      "embedded etcd) take an etcd snapshot (k3s etcd-snapshot-schedule-cron)",
+                                      "0 */6 * * *", type_name="cron")
+    etcd_snapshot_retention: int = key("5", t.integer(1, 1000), "How many scheduled etcd snapshots each "
+                                       "server keeps (k3s etcd-snapshot-retention)", type_name="int")
     cni: str = key("flannel", t.choice("flannel", "calico", "cilium"), "Cluster network plugin (HA); "
                    "calico/cilium make 02 set flannel-backend: none and disable-network-policy at install "
                    "time, and 04_install_cni applies the plugin's manifest from the bundle", "calico",
@@ -176,6 +225,10 @@ class Settings:
     lb_preempt: bool = key("false", t.boolean, "A recovered higher-priority node takes the VIP back (each "
                            "move breaks watches and agent tunnels, so off by default)", type_name="bool")
     lb_advert_int: int = key("1", t.integer(1, 255), "Seconds between VRRP adverts", type_name="seconds")
+    lb_packages_dir: str = key("", t.PATH, "Directory of haproxy and keepalived packages (.deb or .rpm, with "
+                               "their dependencies) for load balancer nodes without package repositories; "
+                               "shipped in the bundle (artifacts/lb-packages); empty = the OS repositories",
+                               "/media/usb/lb-debs", type_name="path")
     work_dir: str = key("/var/lib/gl-deploy", t.work_dir, "Directory on each host for scripts, env and "
                         "artifacts; its contents are replaced on every deploy, so give it a dedicated "
                         "directory: absolute, normalised, not a system, home or k3s directory (one "

@@ -94,6 +94,11 @@ ZH: dict[str, Entry] = {
         "abece938d7b6",
         "後端映像檔 repository（不含標籤），或以 repo@sha256:<digest> 固定映像檔（此時 BACKEND_VERSION 只作"
         "為標示）"),
+    "BACKEND_IMAGE_ARCHIVE": Entry(
+        "834873d4dcdd",
+        "站點自備的 BACKEND_IMAGE 映像檔 OCI 或 docker 封存檔（docker save／skopeo copy oci-archive:...），"
+        "放入 bundle 的 artifacts/images，並在部署後端的主機上匯入；留空＝使用範例映像檔（實驗環境）或由 "
+        "registry 拉取"),
     "BACKEND_REPLICAS": Entry(
         "77e00fe47917",
         "後端副本數"),
@@ -181,6 +186,12 @@ ZH: dict[str, Entry] = {
     "HEALTH_TIMEOUT": Entry(
         "5ac661d729d6",
         "等待節點 Ready 與 pod 的秒數"),
+    "ETCD_SNAPSHOT_SCHEDULE": Entry(
+        "d4054ebb6f5d",
+        "叢集（TOPOLOGY=ha，內嵌 etcd）的各 server 建立 etcd 快照的時間排程（k3s etcd-snapshot-schedule-cron）"),
+    "ETCD_SNAPSHOT_RETENTION": Entry(
+        "b604e5501aec",
+        "每個 server 保留的排程 etcd 快照數量（k3s etcd-snapshot-retention）"),
     "CNI": Entry(
         "b6eb57f18cd3",
         "叢集網路外掛（HA）；calico/cilium 會讓 02 在安裝時設定 flannel-backend: none 與 disable-network-policy，"
@@ -216,6 +227,10 @@ ZH: dict[str, Entry] = {
     "LB_ADVERT_INT": Entry(
         "1dff956eadc5",
         "VRRP 通告之間的秒數"),
+    "LB_PACKAGES_DIR": Entry(
+        "b8b52b2f9ce2",
+        "供沒有套件庫的負載平衡節點使用的 haproxy 與 keepalived 套件目錄（.deb 或 .rpm，含相依套件）；隨 "
+        "bundle 一併傳送（artifacts/lb-packages）；留空＝使用作業系統的套件庫"),
     "WORK_DIR": Entry(
         "2962e1be71c0",
         "每台主機上存放腳本、env 與 artifacts 的目錄；每次部署都會取代其內容，因此請給它專用目錄：絕對路徑、"

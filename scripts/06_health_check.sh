@@ -18,6 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_api.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_files.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/cni.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/health.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/site_checks.sh"  # gl:include
 
 USAGE="06_health_check.sh [--json] [--server-url https://API_VIP:LB_PORT]"
 
@@ -50,6 +51,7 @@ main() {
   health_mode_0600 kubeconfig-mode /etc/rancher/k3s/k3s.yaml
   health_cluster                # api-own-address, api-vip, config-digest (TOPOLOGY=ha)
   health_kubernetes             # node-ready, system-pods, backend-rollout, backend-healthz (real k3s)
+  site_check_health             # with a bastion: certificates, registry (lib/site_checks.sh)
   gl_checks_finish "${HC_MODE}"
 }
 

@@ -81,8 +81,5 @@ upgrade_apply() {
   fi
 }
 
-# day2_changelog TEXT: append one line to the host's append-only change log
-day2_changelog() {
-  mkdir -p -- "${DAY2_ETC}"
-  printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(gl_hostname)" "$1" >>"${DAY2_ETC}/CHANGELOG"
-}
+# day2_changelog (the host's append-only /etc/gl-deploy/CHANGELOG) is in lib/k3s_install.sh, which
+# phase 02 shares: it logs versions.json changes there

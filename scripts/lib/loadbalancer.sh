@@ -65,7 +65,7 @@ lb_packages_present() { command -v haproxy >/dev/null 2>&1 && command -v keepali
 
 lb_install_packages() {
   if lb_packages_present; then info "haproxy and keepalived are installed"; return 0; fi
-  local dir="${LB_PACKAGES_DIR:-}" pkgs=()
+  local dir="${LB_PACKAGES_DIR}" pkgs=()
   gl_detect_os
   if [[ -n "${dir}" ]]; then
     dir="$(gl_bundle_path "${dir}")"
