@@ -128,7 +128,8 @@ mkdir -p -- "$new" "$d"
 tar -x -p --no-same-owner -f - -C "$new"
 if [ -n "$(ls -A -- "$d")" ] && [ ! -e "$d/$m" ]; then
   rm -rf -- "$new"
-  echo "refusing to replace $d: it holds files gldeploy did not put there (no $m); set WORK_DIR to an empty or dedicated directory" >&2
+  echo "refusing to replace $d: it holds files gldeploy did not put there (no $m);" \
+    "set WORK_DIR to an empty or dedicated directory" >&2
   exit 3
 fi
 chmod 700 -- "$d"

@@ -143,7 +143,8 @@ ZH: dict[str, Entry] = {
         "以 'apt-get download' 取得）"),
     "SITE_IMAGES_DIR": Entry(
         "b47f8d9e0e58",
-        "bastion 匯入 registry 的 OCI 映像檔封存所在目錄（*.oci.tar，每個封存以 io.containerd.image.name 標明其映像檔）"),
+        "bastion 匯入 registry 的 OCI 映像檔封存所在目錄"
+        "（*.oci.tar，每個封存以 io.containerd.image.name 標明其映像檔）"),
     "SITE_TIMEZONE": Entry(
         "9b669d96b55d",
         "每個節點與 bastion 的時區（tz 資料庫名稱）；預檢會確認每個節點都使用它"),

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from test_02_install_k3s import k3s, mode, release, tree  # noqa: F401  (fixtures)
 
 from gldeploy import settings
 from gldeploy.day2 import versions
-
-from test_02_install_k3s import k3s, mode, release, tree  # noqa: F401  (fixtures)
 
 CLUSTER = {"TOPOLOGY": "ha", "CONTROL_PLANE_IPS": "192.168.57.11,192.168.57.12,192.168.57.13",
            "API_VIP": "192.168.57.100"}

@@ -406,6 +406,7 @@ def test_registries_yaml_is_rendered_once_into_the_bundle_secrets(tmp_path: Path
 
 def test_versions_json_is_staged_where_k3s_is_installed(tmp_path: Path) -> None:
     import json
+
     from gldeploy.day2 import versions
     s = load("K3S_VERSION=v1.29.4+k3s1")
     info = bundle.build_bundle(s, tmp_path / "b", SINGLE, baked=False, staging=NO_K3S)
