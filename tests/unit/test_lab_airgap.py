@@ -1,0 +1,68 @@
+"""The air-gap lab's table, network definition and bounded wait (no VM needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gldeploy.errors import ConfigError, DeployError
+from gldeploy.lab import airgap, host, shared
+
+GOOD = """env_file: env/airgap.env
+network: {name: n, bridge: virbr-x, cidr: 192.168.58.0/24}
+bastion: {name: bastion, cpus: 1, memory: 1024, ip: 192.168.58.5}
+nodes:
+  - {name: node1, role: single, ip: 192.168.58.10}
+"""
+
+
+def table(tmp_path: Path, text: str) -> airgap.AirgapTable:
+    (tmp_path / "airgap.yml").write_text(text)
+    return airgap.load("airgap", tmp_path)
+
+
+def test_repo_table_bastion_first_and_matches_env() -> None:
+    t = airgap.load()
+    assert t.vms.names[0] == t.bastion.name and t.bastion.role == "bastion"
+    assert t.network.name != host.PRIVATE_NET and t.network.name != host.MGMT_NET
+    assert all(n.role in ("single", "server", "agent") for n in t.lab.nodes)
+
+
+@pytest.mark.parametrize("change, message", [
+    (("192.168.58.5}", "10.0.0.5}"), "outside network.cidr"),
+    (("bastion: {name: bastion", "bastion: {name: node1"), "must differ"),
+    (("network: {name: n, bridge: virbr-x, cidr: 192.168.58.0/24}", "network: {name: n}"), "network"),
+    (("cidr: 192.168.58.0/24", "cidr: 192.168.58.0/99"), "network.cidr"),
+])
+def test_bad_table_is_a_config_error_naming_the_file(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        table(tmp_path, GOOD.replace(*change))
+    assert "airgap.yml" in str(err.value)
+
+
+def test_network_xml_has_no_forward_no_ip_no_dhcp(tmp_path: Path) -> None:
+    xml = airgap.network_xml(table(tmp_path, GOOD).network)
+    assert "<forward" not in xml and "<ip" not in xml and "dhcp" not in xml and "<dns" not in xml
+    # the lab's other networks do carry a host address: the air-gap one is the exception
+    assert "<ip " in host.private_xml(shared.load().private)
+
+
+def test_net_script_args_are_arguments_not_code() -> None:
+    argv = airgap.net_argv("192.168.58.10/24", "192.168.58.5", "192.168.58.5")
+    assert argv[:3] == ["sudo", "bash", "-c"] and argv[-3:] == ["192.168.58.10/24", "192.168.58.5", "192.168.58.5"]
+    assert "UseRoutes=false" in airgap.NET_SCRIPT and "REJECT" in airgap.NET_SCRIPT
+
+
+def test_wait_for_other_labs_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = iter([["gl-lab-cluster-server1", "gl-lab-airgap-bastion"], ["gl-lab-cluster-server1"]] * 5)
+    monkeypatch.setattr(airgap, "other_lab_domains", lambda prefix: [d for d in next(seen)
+                                                                     if not d.startswith(prefix)])
+    with pytest.raises(DeployError, match="gl-lab-cluster-server1"):
+        airgap.wait_for_other_labs("gl-lab-airgap-", timeout=0.05, poll=0.02)
+    monkeypatch.setattr(airgap, "other_lab_domains", lambda prefix: [])
+    assert airgap.wait_for_other_labs("gl-lab-airgap-", timeout=1, poll=0.01) < 1
+
+
+def test_secret_file_is_0600(tmp_path: Path) -> None:
+    path = airgap.new_password(tmp_path / "pw")
+    assert path.stat().st_mode & 0o777 == 0o600 and len(path.read_text().strip()) >= 24
