@@ -187,6 +187,23 @@ def box_image(box: str) -> Path:
     return found[-1]
 
 
+def standin_with_images(src: Path, dest: Path, arch: str = "amd64") -> Path:
+    """The k3s stand-in release plus an (empty, valid) air-gap image archive, which bundle.build
+    requires of every release: under the stand-in there are no system images to carry."""
+    import hashlib
+    import shutil
+    import tarfile
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    shutil.copy2(src / "k3s", dest / "k3s")
+    with tarfile.open(dest / f"k3s-airgap-images-{arch}.tar", "w", format=tarfile.PAX_FORMAT):
+        pass
+    lines = [f"{hashlib.sha256((dest / n).read_bytes()).hexdigest()}  {n}"
+             for n in ("k3s", f"k3s-airgap-images-{arch}.tar")]
+    (dest / f"sha256sum-{arch}.txt").write_text("\n".join(lines) + "\n")
+    return dest
+
+
 def site_ca(work: Path, names: list[str]) -> tuple[Path, Path, Path]:
     """A throwaway site CA and the registry's certificate for `names` (DNS names and IPs)."""
     work.mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,10 @@ def step_bundle(r: LabRun) -> None:
     status = airgap.box_dpkg_status(airgap.box_image(r.options.box), r.work / "box.status")
     st.ca, _, _ = airgap.site_ca(r.work / "site-ca", [airgap.REGISTRY_NAME, st.table.bastion.ip])
     st.password_file = airgap.new_password(r.work / "registry-password")
-    st.sets = [f"K3S_ARTIFACTS_DIR={source.directory}", f"REGISTRY_PASSWORD_FILE={st.password_file}",
+    k3s_dir = source.directory
+    if source.mode == "standin" and not list(k3s_dir.glob("k3s-airgap-images-*")):
+        k3s_dir = airgap.standin_with_images(k3s_dir, r.work / "k3s-standin-airgap")
+    st.sets = [f"K3S_ARTIFACTS_DIR={k3s_dir}", f"REGISTRY_PASSWORD_FILE={st.password_file}",
                f"REGISTRY_CA_FILE={st.ca}", "MIN_CPU=1", "MIN_MEMORY_MB=512", "MIN_DISK_GB=2"]
     out = r.work / "bundle"
     argv = invoke_argv("bundle.build", st.table.lab.env_file, st.sets, "--out", str(out), "--sample-image",

@@ -66,3 +66,17 @@ def test_wait_for_other_labs_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None
 def test_secret_file_is_0600(tmp_path: Path) -> None:
     path = airgap.new_password(tmp_path / "pw")
     assert path.stat().st_mode & 0o777 == 0o600 and len(path.read_text().strip()) >= 24
+
+
+def test_standin_release_gets_a_valid_empty_airgap_archive_listed_in_its_sums(tmp_path: Path) -> None:
+    import tarfile
+
+    from gldeploy import artifacts
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "k3s").write_bytes(b"stand-in\n")
+    out = airgap.standin_with_images(src, tmp_path / "out")
+    sums = artifacts.parse_sums(out / "sha256sum-amd64.txt")
+    assert set(sums) == {"k3s", "k3s-airgap-images-amd64.tar"}
+    with tarfile.open(out / "k3s-airgap-images-amd64.tar") as tar:
+        assert tar.getmembers() == []
