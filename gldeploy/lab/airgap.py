@@ -100,12 +100,19 @@ def other_lab_domains(own_prefix: str) -> list[str]:
 
 
 def wait_for_other_labs(own_prefix: str, timeout: float = OTHER_LAB_WAIT, poll: float = OTHER_LAB_POLL) -> float:
-    """Bounded wait until no other lab's VM runs (2 shared cores: never two labs at once)."""
+    """Bounded wait until no other lab's VM runs (2 shared cores: never two labs at once). Two empty
+    looks `poll` seconds apart are needed: a lab that destroys and re-creates its VMs between its
+    own rounds leaves a moment with none."""
     start = time.monotonic()
+    quiet = 0
     while True:
         others = other_lab_domains(own_prefix)
-        if not others:
+        quiet = 0 if others else quiet + 1
+        if quiet >= 2:
             return time.monotonic() - start
+        if not others:
+            time.sleep(poll)
+            continue
         waited = time.monotonic() - start
         if waited > timeout:
             raise DeployError(f"other VMs still run after {timeout / 60:.0f} min ({', '.join(others)}); "

@@ -57,6 +57,18 @@ def step_wait_other_labs(r: LabRun) -> None:
     r.report.extra["waited_for_other_labs_s"] = round(waited)
 
 
+def step_box(r: LabRun) -> None:
+    """Use the box Vagrant has (other labs on this machine share it and may run from it: never
+    rebuild or replace it under them); build it only when none is added."""
+    from gldeploy.lab import box as boxlib
+    if boxlib.box_listed(r.options.box):
+        r.report.extra["box"] = {"name": r.options.box, "built": False,
+                                 "key": boxlib.installed_key(r.options.box) or "?"}
+        return
+    res = boxlib.ensure_box(r.options.box)
+    r.report.extra["box"] = {"name": res.name, "built": res.built, "key": res.key, "seconds": round(res.seconds, 1)}
+
+
 def step_destroy_leftovers(r: LabRun) -> None:
     if r.accel is None:
         raise DeployError("lab step order: host set-up did not run")

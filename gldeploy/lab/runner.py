@@ -183,7 +183,7 @@ LAB_STEPS: tuple[Step, ...] = (
 # the air-gap lab (vagrant/labs/airgap.yml): bastion + node, no route out; steps in gldeploy/lab/airgap_steps.py
 AIRGAP_STEPS: tuple[Step, ...] = (
     HOST_SETUP, ("air-gap network", airgap_steps.step_network), ("k3s artifacts", step_k3s_artifacts),
-    ("wait for other labs", airgap_steps.step_wait_other_labs), ("box", step_box),
+    ("wait for other labs", airgap_steps.step_wait_other_labs), ("box", airgap_steps.step_box),
     ("destroy leftovers", airgap_steps.step_destroy_leftovers), ("bundle build (host)", airgap_steps.step_bundle),
     ("vagrant up", step_vagrant_up), ("ssh ready", step_ssh_ready), ("air-gap routes", airgap_steps.step_routes),
     ("bundle copy + verify", airgap_steps.step_copy_verify), ("bastion install", airgap_steps.step_bastion),

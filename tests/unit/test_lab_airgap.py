@@ -61,6 +61,11 @@ def test_wait_for_other_labs_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None
         airgap.wait_for_other_labs("gl-lab-airgap-", timeout=0.05, poll=0.02)
     monkeypatch.setattr(airgap, "other_lab_domains", lambda prefix: [])
     assert airgap.wait_for_other_labs("gl-lab-airgap-", timeout=1, poll=0.01) < 1
+    # one empty look between another lab's rounds is not enough
+    looks = iter([[], ["gl-lab-cluster-server1"], [], ["gl-lab-cluster-server1"]] * 50)
+    monkeypatch.setattr(airgap, "other_lab_domains", lambda prefix: next(looks))
+    with pytest.raises(DeployError):
+        airgap.wait_for_other_labs("gl-lab-airgap-", timeout=0.2, poll=0.01)
 
 
 def test_secret_file_is_0600(tmp_path: Path) -> None:
