@@ -9,6 +9,6 @@ lab-airgap:  ## the air-gap VM lab (bastion + node, no route out); run after the
 	tools/bootstrap.sh lab
 	nox -s lab_airgap
 
-test: ## lint and the unit + script + integration tests
+test: ## lint, the unit + script + integration tests, and the handbook build (mkdocs --strict)
 	tools/bootstrap.sh test
-	nox -s lint tests
+	nox -s lint tests docs

@@ -38,6 +38,13 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", "-n", "2", "--durations=8", *args)
 
 
+@nox.session(python=False)
+def docs(session: nox.Session) -> None:
+    """Build the operator handbook (English + zh-TW) with mkdocs --strict: a broken link or anchor fails."""
+    session.run("python", "-m", "mkdocs", "build", "--strict", "--config-file", "mkdocs.yml",
+                "--site-dir", "build/site")
+
+
 def _lab(session: nox.Session, lab: str) -> None:
     """Bring a VM lab up, run the phases and the verifiers, then destroy it."""
     session.run("invoke", "lab.run", "--lab", lab, *session.posargs, external=True)

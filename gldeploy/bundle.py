@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Sequence
 
-from . import backend, envfile
+from . import backend, envfile, image_archive, loadbalancer
 from .bake import bake_script
 from .errors import ConfigError, DeployError
 from .paths import SCRIPTS_DIR
@@ -25,6 +25,13 @@ from .settings import Settings
 SECRET_FILES = {"K3S_TOKEN_FILE": "secrets/k3s-token", "REGISTRY_PASSWORD_FILE": "secrets/registry-password"}
 PUBLIC_FILES = {"REGISTRY_CA_FILE": "secrets/registry-ca.crt"}
 ARTIFACTS_K3S = "artifacts/k3s"
+ARTIFACTS_IMAGES = "artifacts/images"
+ARTIFACTS_LB_PACKAGES = "artifacts/lb-packages"  # LB_PACKAGES_DIR's .deb/.rpm files (lib/loadbalancer.sh)
+# where a k3s-installing phase finds what gldeploy rendered for it: the one registries.yaml of every
+# node (gldeploy/site/registries.py; 0600, it holds the registry password) and the pinned versions
+# (gldeploy/day2/versions.py), which 02 installs as /etc/gl-deploy/versions.json
+REGISTRIES_YAML = "secrets/registries.yaml"
+VERSIONS_JSON = "versions.json"
 # first assignment of every settings.env gldeploy writes; lib/common.sh gl_load_settings refuses an
 # env file without this exact line (a hand-written file lacks the defaults the scripts rely on)
 SETTINGS_FORMAT_LINE = "GL_SETTINGS_FORMAT='1'"
@@ -80,9 +87,15 @@ def _check_ca_file(settings: Settings, path: str) -> Path:
     return p
 
 
-def check_inputs(settings: Settings, roles: Collection[Role] = ()) -> dict[str, Path]:
-    """Validate secret and CA files (the token for the roles targeted); returns bundle-relative
-    name -> source file."""
+def check_inputs(settings: Settings, roles: Collection[Role] = (), needs: Collection[Need] = ()) -> dict[str, Path]:
+    """Validate secret and CA files (the token for the roles targeted) and, when a phase installs the
+    API VIP load balancer (need "lb"), its settings and VRRP password (loadbalancer.validate), and the
+    site's backend image archive (need "images": it must carry BACKEND_IMAGE_REF); returns
+    bundle-relative name -> source file."""
+    if "lb" in needs:
+        loadbalancer.from_settings(settings)  # ConfigError (exit 2) before any host is touched
+    if "images" in needs and settings.backend_image_archive:
+        image_archive.check(settings)
     env = settings.to_env()
     copies: dict[str, Path] = {}
     for key, rel in SECRET_FILES.items():
@@ -92,6 +105,9 @@ def check_inputs(settings: Settings, roles: Collection[Role] = ()) -> dict[str, 
         _check_token(settings, copies[SECRET_FILES["K3S_TOKEN_FILE"]], roles)
     if env["REGISTRY_CA_FILE"]:
         copies[PUBLIC_FILES["REGISTRY_CA_FILE"]] = _check_ca_file(settings, env["REGISTRY_CA_FILE"])
+    if "k3s" in needs and settings.registry:
+        from .site import registries
+        registries.render(settings)  # reads the password: a problem is exit 2 before anything is written
     return copies
 
 
@@ -100,8 +116,15 @@ def derived_values(settings: Settings) -> dict[str, str]:
 
     BACKEND_IMAGE_REF: the name containerd stores the imported backend archive under
     (backend.containerd_name), which phase 03 looks for before importing again.
+    API_SERVER_URL: what joining servers and agents dial when no --server-url is given: the VIP's
+    HAProxy frontend (loadbalancer.endpoint); empty without an API_VIP.
+    LB_FRONTEND_PORT: the port of that frontend (LB_PORT, or its default: loadbalancer.port_of),
+    which 01 checks is free on a load balancer node; empty without an API_VIP.
     """
-    return {"BACKEND_IMAGE_REF": backend.containerd_name(settings)}
+    vip = bool(settings.api_vip)
+    return {"BACKEND_IMAGE_REF": backend.containerd_name(settings),
+            "API_SERVER_URL": loadbalancer.endpoint(settings) if vip else "",
+            "LB_FRONTEND_PORT": str(loadbalancer.port_of(settings)) if vip else ""}
 
 
 def bundle_values(settings: Settings, *, artifacts_staged: bool) -> dict[str, str]:
@@ -112,6 +135,8 @@ def bundle_values(settings: Settings, *, artifacts_staged: bool) -> dict[str, st
             values[key] = rel
     if artifacts_staged:
         values["K3S_ARTIFACTS_DIR"] = ARTIFACTS_K3S
+    if values["LB_PACKAGES_DIR"]:
+        values["LB_PACKAGES_DIR"] = ARTIFACTS_LB_PACKAGES  # staged with the load balancer files (_stage_lb)
     values.update(derived_values(settings))
     return values
 
@@ -151,6 +176,16 @@ class Staging:
 
 
 def _stage_k3s(settings: Settings, dest: Path, staging: Staging) -> str | None:
+    """What the k3s-installing phases take from the bundle: versions.json, secrets/registries.yaml
+    (with REGISTRY: the same file on every node, installed as is) and the release artifacts."""
+    from .day2 import versions
+    from .site import registries
+
+    _write(dest / VERSIONS_JSON, versions.versions_json(settings), 0o644)
+    if settings.registry:
+        (dest / "secrets").mkdir(mode=0o700, exist_ok=True)
+        (dest / "secrets").chmod(0o700)
+        registries.write(settings, (dest / REGISTRIES_YAML).parent)
     if not staging.k3s_artifacts:
         return None
     from . import artifacts
@@ -161,14 +196,22 @@ def _stage_k3s(settings: Settings, dest: Path, staging: Staging) -> str | None:
 
 
 def _stage_images(settings: Settings, dest: Path, staging: Staging) -> str | None:
-    if not staging.sample_image:
+    """The backend image archive with its SHA256SUMS line: the site's own (BACKEND_IMAGE_ARCHIVE,
+    checked by check_inputs to carry BACKEND_IMAGE_REF), else the sample image when asked for."""
+    if not (settings.backend_image_archive or staging.sample_image):
         return None
     from . import artifacts, image
 
-    images = dest / "artifacts" / "images"
+    images = dest / ARTIFACTS_IMAGES
     images.mkdir(parents=True, exist_ok=True)
-    archive = image.build_sample_image(settings.backend_version, images,
-                                       image_name=backend.containerd_name(settings))
+    if settings.backend_image_archive:
+        source = Path(settings.backend_image_archive).expanduser()
+        archive = images / source.name
+        shutil.copyfile(source, archive)
+        archive.chmod(0o644)
+    else:
+        archive = image.build_sample_image(settings.backend_version, images,
+                                           image_name=backend.containerd_name(settings))
     _write(images / "SHA256SUMS", f"{artifacts.sha256_file(archive)}  {archive.name}\n", 0o644)
     return None
 
@@ -178,13 +221,40 @@ def _stage_backend(settings: Settings, dest: Path, staging: Staging) -> str | No
     return None
 
 
+LB_DIR, LB_SECRET_DIR = "lb", "secrets/lb"
+
+
+def _stage_lb(settings: Settings, dest: Path, staging: Staging) -> str | None:
+    """One directory per load balancer node, lb/<address>/ (haproxy.cfg, track script) and
+    secrets/lb/<address>/keepalived.conf (0600: the VRRP password; secrets/ stays out of the rendered
+    SHA256SUMS). 02_init_control_plane installs the one whose address this host holds."""
+    cfg = loadbalancer.from_settings(settings)
+    for tree in (dest / LB_DIR, dest / LB_SECRET_DIR):
+        if tree.exists():
+            shutil.rmtree(tree)
+    (dest / "secrets").mkdir(mode=0o700, exist_ok=True)
+    (dest / "secrets").chmod(0o700)
+    for node in cfg.nodes:
+        loadbalancer.write_node_files(cfg, node.address, dest / LB_DIR / node.address,
+                                      secret_dest=dest / LB_SECRET_DIR / node.address)
+    if settings.lb_packages_dir:  # offline nodes install haproxy/keepalived from these (LB_PACKAGES_DIR)
+        packages = dest / ARTIFACTS_LB_PACKAGES
+        if packages.exists():
+            shutil.rmtree(packages)
+        packages.mkdir(parents=True)
+        source = Path(settings.lb_packages_dir).expanduser()
+        for pkg in sorted([*source.glob("*.deb"), *source.glob("*.rpm")]):
+            _write(packages / pkg.name, pkg.read_bytes(), 0o644)
+    return None
+
+
 def _stage_cni(settings: Settings, dest: Path, staging: Staging) -> str | None:
     return None  # flannel is built into k3s; other CNIs' manifests are staged by the cluster work
 
 
 # one stager per need (sequences.Need): a phase's needs decide what a bundle carries
 STAGERS: dict[Need, Callable[[Settings, Path, Staging], str | None]] = {
-    "k3s": _stage_k3s, "backend": _stage_backend, "images": _stage_images, "cni": _stage_cni,
+    "k3s": _stage_k3s, "backend": _stage_backend, "images": _stage_images, "cni": _stage_cni, "lb": _stage_lb,
 }
 
 
@@ -204,9 +274,10 @@ def build_bundle(settings: Settings, dest: Path, phases: Sequence[Phase], *, bak
     baked=True: standalone scripts with libraries inlined and settings baked in (render.py).
     roles: the roles the bundle is for (default: every role of the phases).
     """
-    copies = check_inputs(settings, roles or {r for p in phases for r in p.roles})  # nothing written on bad input
-    scripts = phase_scripts(phases)
     needs = needs_of(phases)
+    # nothing is written on bad input
+    copies = check_inputs(settings, roles or {r for p in phases for r in p.roles}, needs)
+    scripts = phase_scripts(phases)
     values = bundle_values(settings, artifacts_staged="k3s" in needs and staging.k3s_artifacts)
     dest.mkdir(parents=True, exist_ok=True)
     if baked:

@@ -28,7 +28,10 @@ def integer(minimum: int = 0, maximum: int | None = None) -> Parser:
 
 def integer_list(minimum: int, maximum: int) -> Parser:
     """A comma list of whole numbers in [minimum, maximum] (empty = none)."""
-    one = integer(minimum, maximum)
+    def one(item: str) -> int:
+        if not re.fullmatch(r"[0-9]+", item) or not minimum <= int(item) <= maximum:
+            raise ValueError(item)
+        return int(item)
 
     def parse(value: str) -> tuple[int, ...]:
         try:

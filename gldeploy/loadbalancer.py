@@ -12,10 +12,13 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from . import secretfile
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .settings_keys import Settings
 
 AUTH_PASS_RE = re.compile(r"[A-Za-z0-9._+=-]{1,8}")  # VRRP PASS: 8 characters, no config syntax
 CHECK_SCRIPT = "/etc/keepalived/gl-check-haproxy.sh"
@@ -147,49 +150,59 @@ def default_priorities(count: int) -> tuple[int, ...]:
     return tuple(max(150 - 10 * i, 1) for i in range(count))
 
 
-def from_settings(settings: Any) -> LBConfig:
-    """Adapter from gldeploy.settings.Settings (keys listed in docs/cluster.md) to LBConfig.
+def _origin(settings: Settings, key: str) -> str:
+    where = settings.origin(key)
+    return "the settings" if where == "default" else where
+
+
+def nodes_of(settings: Settings) -> tuple[str, ...]:
+    """The load balancer nodes: LB_IPS, or the servers (co-located) when LB_IPS is empty."""
+    return settings.lb_ips or settings.control_plane_ips
+
+
+def port_of(settings: Settings) -> int:
+    """HAProxy's frontend port: LB_PORT, else API_PORT + 10000 co-located, API_PORT on dedicated nodes."""
+    if settings.lb_port:
+        return settings.lb_port
+    colocated = bool(set(nodes_of(settings)) & set(settings.control_plane_ips))
+    return settings.api_port + COLOCATED_PORT_OFFSET if colocated else settings.api_port
+
+
+def endpoint(settings: Settings) -> str:
+    """https://API_VIP:LB_PORT: what joining servers and agents dial (no file is read)."""
+    return f"https://{settings.api_vip}:{port_of(settings)}"
+
+
+def from_settings(settings: Settings) -> LBConfig:
+    """The validated LBConfig of the settings (keys: docs/cluster.md); reads the VRRP password file.
 
     Keys read: API_VIP, API_VIP_PREFIX, API_PORT, LB_IPS, LB_PRIORITIES, LB_PORT, LB_INTERFACE,
     LB_VRRP_ROUTER_ID, LB_VRRP_PASSWORD_FILE, LB_PREEMPT, LB_ADVERT_INT, CONTROL_PLANE_IPS,
     WORKER_IPS, CLUSTER_CIDR, SERVICE_CIDR.
     """
-    def origin(key: str) -> str:
-        where = settings.origin(key) if hasattr(settings, "origin") else "default"
-        return "the settings" if where == "default" else str(where)
-
     keys = ("API_VIP", "API_VIP_PREFIX", "LB_IPS", "LB_PRIORITIES", "LB_PORT", "LB_INTERFACE",
             "LB_VRRP_ROUTER_ID", "LB_VRRP_PASSWORD_FILE", "LB_ADVERT_INT", "CONTROL_PLANE_IPS",
             "WORKER_IPS")
-    origins = {k: origin(k) for k in keys}
-    servers = tuple(settings.control_plane_ips)
-    api_port = int(settings.api_port)
+    origins = {k: _origin(settings, k) for k in keys}
     if not settings.api_vip:
         raise ConfigError(f"{origins['API_VIP']}: API_VIP is empty; the HA load balancer needs the virtual "
                           "IP, e.g. API_VIP=192.168.56.100")
-    lb_ips = tuple(getattr(settings, "lb_ips", ()) or ())
-    addresses = lb_ips or servers
-    priorities = tuple(getattr(settings, "lb_priorities", ()) or ()) or default_priorities(len(addresses))
+    addresses = nodes_of(settings)
+    priorities = settings.lb_priorities or default_priorities(len(addresses))
     if len(priorities) != len(addresses):
         raise ConfigError(f"{origins['LB_PRIORITIES']}: LB_PRIORITIES has {len(priorities)} value(s) for "
                           f"{len(addresses)} load balancer node(s) ({', '.join(addresses)}); give one each")
-    port = int(getattr(settings, "lb_port", 0) or 0)
-    if not port:
-        port = api_port + COLOCATED_PORT_OFFSET if set(addresses) & set(servers) else api_port
-    password_file = str(getattr(settings, "lb_vrrp_password_file", "") or "")
-    if not password_file:
+    if not settings.lb_vrrp_password_file:
         raise ConfigError(f"{origins['LB_VRRP_PASSWORD_FILE']}: LB_VRRP_PASSWORD_FILE is empty; create a "
                           "0600 file holding a VRRP password of up to 8 characters and name it there")
     cfg = LBConfig(
-        vip=settings.api_vip, prefix=int(getattr(settings, "api_vip_prefix", 24)), port=port,
-        nodes=tuple(LBNode(a, int(p)) for a, p in zip(addresses, priorities)), servers=servers,
-        api_port=api_port, router_id=int(getattr(settings, "lb_vrrp_router_id", 51)),
-        auth_pass=read_auth_pass(password_file, origins["LB_VRRP_PASSWORD_FILE"]),
-        interface=str(getattr(settings, "lb_interface", "") or ""),
-        preempt=bool(getattr(settings, "lb_preempt", False)),
-        advert_int=int(getattr(settings, "lb_advert_int", 1)),
+        vip=settings.api_vip, prefix=settings.api_vip_prefix, port=port_of(settings),
+        nodes=tuple(LBNode(a, p) for a, p in zip(addresses, priorities)), servers=settings.control_plane_ips,
+        api_port=settings.api_port, router_id=settings.lb_vrrp_router_id,
+        auth_pass=read_auth_pass(settings.lb_vrrp_password_file, origins["LB_VRRP_PASSWORD_FILE"]),
+        interface=settings.lb_interface, preempt=settings.lb_preempt, advert_int=settings.lb_advert_int,
         cluster_cidr=settings.cluster_cidr, service_cidr=settings.service_cidr,
-        other_hosts=tuple(settings.worker_ips), origins=origins)
+        other_hosts=settings.worker_ips, origins=origins)
     return validate(cfg)
 
 
@@ -291,15 +304,18 @@ def render_keepalived(cfg: LBConfig, address: str) -> str:
             "}\n")
 
 
-def write_node_files(cfg: LBConfig, address: str, dest: Path) -> list[Path]:
+def write_node_files(cfg: LBConfig, address: str, dest: Path, secret_dest: Path | None = None) -> list[Path]:
     """Write haproxy.cfg (0644), keepalived.conf (0600: VRRP password) and the track script (0755)
-    for one node into dest; scripts/lib/loadbalancer.sh installs them on the host."""
+    for one node into dest (keepalived.conf into secret_dest when given: the bundle keeps it under
+    secrets/, out of the rendered SHA256SUMS); scripts/lib/loadbalancer.sh installs them on the host."""
     dest.mkdir(parents=True, exist_ok=True)
+    if secret_dest is not None:
+        secret_dest.mkdir(mode=0o700, parents=True, exist_ok=True)
     out = []
     for name, text, mode in ((HAPROXY_CFG, render_haproxy(cfg), 0o644),
                              (KEEPALIVED_CONF, render_keepalived(cfg, address), 0o600),
                              (CHECK_NAME, render_check_script(cfg), 0o755)):
-        path = dest / name
+        path = (secret_dest if name == KEEPALIVED_CONF and secret_dest is not None else dest) / name
         path.touch(mode=0o600)  # never world-readable, not even between create and chmod
         path.chmod(0o600)
         path.write_text(text)

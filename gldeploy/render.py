@@ -77,7 +77,7 @@ def _run_lines(settings: Settings, phases: Sequence[Phase]) -> list[str]:
         return [f"     sudo ./{p.script}" + (" --role single" if p.takes_role else "") for p in phases]
     lines = []
     hosts = {"first-server": settings.control_plane_ips[:1], "server": settings.control_plane_ips[1:],
-             "agent": settings.worker_ips}
+             "agent": settings.worker_ips, "lb": settings.lb_ips}
     for role in sequences.roles_of(settings.topology):
         mine = [p for p in phases if p.runs_on(role)]
         where = ", ".join(hosts[role]) or "none listed"

@@ -163,6 +163,7 @@ def _cross_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]
     named += [("WORKER_IPS", ip) for ip in v.get("WORKER_IPS", ())]
     named += [("API_VIP", v["API_VIP"])] if v.get("API_VIP") else []
     named += [("LB_IPS", ip) for ip in v.get("LB_IPS", ())]
+    named += [("BASTION_IP", v["BASTION_IP"])] if v.get("BASTION_IP") else []
     seen: dict[str, str] = {}
     for name, addr in named:
         for net_name, net in nets:
@@ -180,6 +181,7 @@ def _cross_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]
             bool(v["REGISTRY_USER"]) != bool(v["REGISTRY_PASSWORD_FILE"])):
         out.append(f"{at('REGISTRY_USER')}: REGISTRY_USER and REGISTRY_PASSWORD_FILE go together; set both "
                    f"or neither")
+    out += _site_problems(v, at)
     if has("K3S_RELEASE_URL", "K3S_SHA256") and not v["K3S_SHA256"] and t.plain_http(v["K3S_RELEASE_URL"]):
         out.append(f"{at('K3S_RELEASE_URL')}: K3S_RELEASE_URL={v['K3S_RELEASE_URL']} is plain http, which "
                    f"anyone on the path can alter, and K3S_SHA256 is empty; use an https:// (or file://) "
@@ -190,6 +192,26 @@ def _cross_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]
             if why:
                 allowed = ", ".join(t.k3s_disable_items(v["K3S_VERSION"]))
                 out.append(f"{at('K3S_DISABLE')}: K3S_DISABLE: {why}; valid items: {allowed}")
+    return out
+
+
+def _site_problems(v: Mapping[str, Any], at: Callable[[str], str]) -> list[str]:
+    """The registry, the bastion and the backend image archive (gldeploy/site, bundle._stage_images)."""
+    out = []
+    if v.get("REGISTRY_KIND") == "harbor" and v.get("REGISTRY_PROJECT") == "":
+        out.append(f"{at('REGISTRY_KIND')}: REGISTRY_KIND=harbor needs REGISTRY_PROJECT, the Harbor project the "
+                   f"mirrored images live in; add e.g. REGISTRY_PROJECT=gl-native")
+    archive = v.get("BACKEND_IMAGE_ARCHIVE")
+    if archive and not Path(archive).expanduser().is_file():
+        out.append(f"{at('BACKEND_IMAGE_ARCHIVE')}: BACKEND_IMAGE_ARCHIVE={archive}: file not found; point it at "
+                   f"the archive of BACKEND_IMAGE (docker save -o FILE IMAGE:TAG) or clear it")
+    lb_debs = v.get("LB_PACKAGES_DIR")
+    if lb_debs and not Path(lb_debs).expanduser().is_dir():
+        out.append(f"{at('LB_PACKAGES_DIR')}: LB_PACKAGES_DIR={lb_debs} is not a directory; point it at the "
+                   f"haproxy/keepalived .deb or .rpm files (apt-get download haproxy keepalived ...) or clear it")
+    if v.get("TOPOLOGY") == "ha" and v.get("BACKEND_REPLICAS", 2) < 2:
+        out.append(f"{at('BACKEND_REPLICAS')}: BACKEND_REPLICAS={v['BACKEND_REPLICAS']} with TOPOLOGY=ha leaves the "
+                   f"backend down while its one pod's server is; set BACKEND_REPLICAS=2 or more")
     return out
 
 

@@ -6,6 +6,7 @@ gldeploy.settings loads and validates values against it. Field ``foo_bar`` is en
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,54 @@ def key(default: str | None, parse: t.Parser, doc: str, example: str = "", *, se
             "secret": secret, "type": type_name}
     value = parse(default) if default is not None else None
     return field(default=value, metadata=meta)
+
+
+def _optional_cidr(value: str) -> str:
+    return t.cidr(value) if value else ""
+
+
+_CRON_FIELDS = (("minute", 0, 59, ()), ("hour", 0, 23, ()), ("day of month", 1, 31, ()),
+                ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+                ("day of week", 0, 6, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
+_CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+
+
+def _cron_value(text: str, low: int, high: int, names: tuple[str, ...]) -> int:
+    if text.lower() in names:
+        return names.index(text.lower()) + low
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ValueError(text)
+    return int(text)
+
+
+def cron(value: str) -> str:
+    """A cron schedule as k3s reads it (robfig/cron standard spec): five fields or a @macro."""
+    expected = ("a cron schedule such as '0 */12 * * *' (minute hour day-of-month month day-of-week), "
+                "@daily/@hourly/... or '@every 6h'")
+    if value in _CRON_MACROS or re.fullmatch(r"@every ([0-9]+(\.[0-9]+)?(h|m|s|ms))+", value):
+        return value
+    fields = value.split()
+    if len(fields) != 5:
+        raise ValueError(f"{expected}; got {len(fields)} field(s)")
+    for text, (what, low, high, names) in zip(fields, _CRON_FIELDS):
+        for item in text.split(","):
+            span, _, step = item.partition("/")
+            try:
+                if step and (not step.isdigit() or int(step) < 1):
+                    raise ValueError(step)
+                if span != "*":
+                    first, _, last = span.partition("-")
+                    if _cron_value(first, low, high, names) > (_cron_value(last, low, high, names) if last else high):
+                        raise ValueError(span)
+            except ValueError:
+                raise ValueError(f"{expected}; {item!r} is not a valid {what} ({low}-{high})") from None
+    return value
+
+
+_OPTIONAL_HOSTNAME = t.pattern(r"|([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?",
+                               "a lower-case DNS name such as k3s-api.gov.local, or empty")
+_TIMEZONE = t.pattern(r"UTC|[A-Z][A-Za-z_+-]*(/[A-Za-z0-9_+-]+){1,2}", "a tz database name such as UTC or "
+                      "Asia/Taipei (see timedatectl list-timezones)")
 
 
 @dataclass(frozen=True)
@@ -68,6 +117,11 @@ class Settings:
     backend_image: str = key("gl-native/execution-backend", t.IMAGE, "Backend image repository (no tag), or "
                              "repo@sha256:<digest> to pin the image (BACKEND_VERSION then only labels it)",
                              "registry.gov.local:5000/gov-native/execution-backend", type_name="image")
+    backend_image_archive: str = key("", t.PATH, "The site's own OCI or docker archive of BACKEND_IMAGE "
+                                     "(docker save / skopeo copy oci-archive:...), shipped in the bundle's "
+                                     "artifacts/images and imported on the deploying host; empty = the sample "
+                                     "image (lab) or a registry pull", "/media/usb/execution-backend-v1.1.tar",
+                                     type_name="path")
     backend_replicas: int = key("2", t.integer(1, 50), "Backend replicas", type_name="int")
     backend_ingress_host: str = key("backend.gov-native.local", t.HOSTNAME, "Host name of the backend "
                                     "Ingress (Traefik)", type_name="hostname")
@@ -82,6 +136,43 @@ class Settings:
                                       "/root/gl/registry-password", secret=True, type_name="path")
     registry_ca_file: str = key("", t.PATH, "CA certificate (PEM) that signed the registry's TLS "
                                 "certificate", "/root/gl/ca.crt", type_name="path")
+    # air-gapped site services on a bastion host (docs/airgap.md "Bastion")
+    registry_kind: str = key("distribution", t.choice("distribution", "harbor"), "The site registry: "
+                             "distribution (Docker Distribution v2 run on BASTION_IP by the bastion phases) or "
+                             "harbor (an existing Harbor; REGISTRY is its endpoint, REGISTRY_PROJECT its project)",
+                             "harbor", type_name="enum")
+    registry_project: str = key("", t.pattern(r"|[a-z0-9]+([._-][a-z0-9]+)*", "a project name such as "
+                                "gl-native, or empty"), "Project (path prefix) in the registry every mirrored "
+                                "image lives under (Harbor: required); empty = the registry root",
+                                "gl-native", type_name="name")
+    bastion_ip: str = key("", t.optional_node_ip, "Bastion host running the site services (registry, NTP, "
+                          "DNS, CA distribution) for an air-gapped site; empty = no bastion",
+                          "192.168.56.5", type_name="ip")
+    site_subnet: str = key("", _optional_cidr, "Site network allowed to use the bastion's NTP and DNS "
+                           "servers; empty = the /24 of BASTION_IP", "192.168.56.0/24", type_name="cidr")
+    site_ca_dir: str = key("", t.PATH, "Directory written by 'invoke ca.init': ca.crt, registry.crt and "
+                           "registry.key (0600); the bastion serves the registry with them",
+                           "/root/gl/site-ca", type_name="path")
+    site_packages_dir: str = key("", t.PATH, "Directory of .deb files the bastion installs offline "
+                                 "(docker-registry, apache2-utils, skopeo, chrony, dnsmasq and their "
+                                 "dependencies, from 'apt-get download')", "/media/usb/debs", type_name="path")
+    site_images_dir: str = key("", t.PATH, "Directory of OCI image archives (*.oci.tar, each naming its "
+                               "image in io.containerd.image.name) the bastion imports into the registry",
+                               "/media/usb/images", type_name="path")
+    site_timezone: str = key("UTC", _TIMEZONE, "Time zone of every node and the bastion (a tz database "
+                             "name); preflight checks each node uses it", "Asia/Taipei", type_name="time zone")
+    site_ntp_port: int = key("123", t.integer(1, 65535), "UDP port of the bastion's NTP server (chrony)",
+                             type_name="port")
+    site_max_clock_skew_ms: int = key("500", t.integer(1, 3600000), "Largest clock offset from the site NTP "
+                                      "server a node may have, in milliseconds", type_name="int")
+    site_dns: str = key("dnsmasq", t.choice("dnsmasq", "hosts"), "How nodes resolve the site names: dnsmasq "
+                        "on the bastion (nodes' resolver), or hosts (the names written into every /etc/hosts)",
+                        "hosts", type_name="enum")
+    site_dns_port: int = key("53", t.integer(1, 65535), "Port of the bastion's DNS server (dnsmasq)",
+                             type_name="port")
+    site_api_name: str = key("", _OPTIONAL_HOSTNAME, "DNS name of the Kubernetes API the site DNS serves "
+                             "(API_VIP, else the first server); added to the names the site resolves",
+                             "k3s-api.gov.local", type_name="hostname")
     ssh_user: str = key("root", t.posix_user, "SSH user on the hosts, a POSIX user name (sudo is used "
                         "when not root)", "vagrant", type_name="user name")
     ssh_key: str = key("", t.PATH, "SSH private key (a path without control "
@@ -100,6 +191,11 @@ class Settings:
                                type_name="seconds")
     health_timeout: int = key("180", t.integer(1, 3600), "Seconds to wait for node Ready and pods",
                               type_name="seconds")
+    etcd_snapshot_schedule: str = key("0 */12 * * *", cron, "When the servers of a cluster (TOPOLOGY=ha, "
+                                      "embedded etcd) take an etcd snapshot (k3s etcd-snapshot-schedule-cron)",
+                                      "0 */6 * * *", type_name="cron")
+    etcd_snapshot_retention: int = key("5", t.integer(1, 1000), "How many scheduled etcd snapshots each "
+                                       "server keeps (k3s etcd-snapshot-retention)", type_name="int")
     cni: str = key("flannel", t.choice("flannel", "calico", "cilium"), "Cluster network plugin (HA); "
                    "calico/cilium make 02 set flannel-backend: none and disable-network-policy at install "
                    "time, and 04_install_cni applies the plugin's manifest from the bundle", "calico",
@@ -129,6 +225,10 @@ class Settings:
     lb_preempt: bool = key("false", t.boolean, "A recovered higher-priority node takes the VIP back (each "
                            "move breaks watches and agent tunnels, so off by default)", type_name="bool")
     lb_advert_int: int = key("1", t.integer(1, 255), "Seconds between VRRP adverts", type_name="seconds")
+    lb_packages_dir: str = key("", t.PATH, "Directory of haproxy and keepalived packages (.deb or .rpm, with "
+                               "their dependencies) for load balancer nodes without package repositories; "
+                               "shipped in the bundle (artifacts/lb-packages); empty = the OS repositories",
+                               "/media/usb/lb-debs", type_name="path")
     work_dir: str = key("/var/lib/gl-deploy", t.work_dir, "Directory on each host for scripts, env and "
                         "artifacts; its contents are replaced on every deploy, so give it a dedicated "
                         "directory: absolute, normalised, not a system, home or k3s directory (one "

@@ -17,8 +17,21 @@ from typing import Mapping, Sequence
 
 from . import firstcontact, proc
 from .errors import DeployError
-from .hostcmd import (PUT_TIMEOUT, Echo, Result, bounded, check_put, env_args, execute, extract_argv,
-                      local_bound, note_timeout, stderr_echo, tar_stream, validate_host)
+from .hostcmd import (
+    PUT_TIMEOUT,
+    Echo,
+    Result,
+    bounded,
+    check_put,
+    env_args,
+    execute,
+    extract_argv,
+    local_bound,
+    note_timeout,
+    stderr_echo,
+    tar_stream,
+    validate_host,
+)
 
 CONNECT_TIMEOUT = 15  # seconds for the TCP/SSH handshake
 ALIVE_INTERVAL, ALIVE_COUNT = 15, 4  # a silent dead connection is given up after about 60 s

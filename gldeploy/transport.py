@@ -17,8 +17,22 @@ from typing import Mapping, Sequence
 
 from . import firstcontact
 from .errors import DeployError
-from .hostcmd import (PUT_TIMEOUT, TIMED_OUT, Echo, Result, bounded, check_put, env_args, execute, extract_argv,
-                      local_bound, note_timeout, stderr_echo, tar_stream, validate_host)
+from .hostcmd import (
+    PUT_TIMEOUT,
+    TIMED_OUT,
+    Echo,
+    Result,
+    bounded,
+    check_put,
+    env_args,
+    execute,
+    extract_argv,
+    local_bound,
+    note_timeout,
+    stderr_echo,
+    tar_stream,
+    validate_host,
+)
 from .ssh import Ssh
 
 __all__ = ["TIMED_OUT", "Local", "Result", "Ssh", "Transport", "bounded", "env_args", "for_host",

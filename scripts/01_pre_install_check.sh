@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # 01_pre_install_check.sh: read-only preflight of this host before k3s is installed.
 #
-# Usage: 01_pre_install_check.sh --role single|first-server|server|agent [--json]
+# Usage: 01_pre_install_check.sh --role single|first-server|server|agent|lb [--json]
 #   --role   what this host will be (required: the caller names it, nothing is guessed here).
 #   --json   print one JSON result object on stdout (human table always goes to stderr).
 # The settings come from gldeploy (settings.env or the baked block), decided and checked there;
@@ -10,16 +10,28 @@
 # Checks (severity in brackets; every finding carries its fix):
 #   cpu, memory, disk [fail]   MIN_CPU / MIN_MEMORY_MB / MIN_DISK_GB when non-zero, else the role
 #                              default: single 2C/4096M/50G, (first-)server 4C/8192M/100G,
-#                              agent 8C/16384M/200G. Disk = free space under /var/lib/rancher (or
-#                              its nearest existing parent). Memory allows 5% for kernel-reserved RAM.
-#   port-<N> [fail]            API_PORT and 10250 free (agents: 10250), servers also 2379-2380
+#                              agent 8C/16384M/200G, lb 1C/512M/2G. Disk = free space under
+#                              /var/lib/rancher (or its nearest existing parent). Memory allows 5% for
+#                              kernel-reserved RAM.
+#   port-<N> [fail]            API_PORT and 10250 free (agents: 10250), servers also 2379-2380; a
+#                              load balancer node (lb): HAProxy's frontend port LB_FRONTEND_PORT only
+#   lb-packages [warn]         (lb) haproxy and keepalived installed, else 02 installs them from the OS
+#                              repositories; cgroups, the kernel modules and existing-k3s are k3s' own
+#                              needs and are not checked on an lb node
 #   clock-sync                 [fail] known unsynchronised, [warn] cannot be determined
 #   swap [warn], cgroups [fail], kernel-module-overlay / -br_netfilter [fail],
 #   commands [fail: a tool a later phase of this role runs is missing],
 #   temp-dir [fail: TMPDIR not a writable directory], bundle-dir [fail: unreadable, or writable by others],
 #   default-route [fail], dns [fail; loopback-only resolver: warn],
 #   selinux [fail: enforcing on RHEL without k3s-selinux], firewall [warn: ports to open],
-#   existing-k3s [warn: 02 keeps or upgrades it]
+#   existing-k3s [warn: 02 keeps or upgrades it],
+#   backend-image [fail; roles single and first-server, the hosts that deploy the backend]: the
+#                              image BACKEND_IMAGE_REF can be had, from an archive the bundle carries
+#                              (artifacts/images, listed in SHA256SUMS) or from its registry (HEAD of
+#                              the manifest answers 200 with REGISTRY_USER / REGISTRY_CA_FILE);
+#                              else the deploy would fail only after its rollout wait (lib/image_check.sh)
+#   timezone, ntp, ca-distributed, certificates [fail]  with a bastion (BASTION_IP): this host is a
+#                              member of the air-gapped site (lib/site_checks.sh site_check_preflight)
 #
 # Exit status (worst finding): 0 all passed, 3 warnings only, 1 any check failed,
 # 2 bad arguments or settings. Nothing on the host is changed.
@@ -28,11 +40,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/checks.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/host_checks.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/image_check.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/site_checks.sh"  # gl:include
 
 ROLE=""
 PF_K3S_MODE=none
 
-is_server() { [[ "${ROLE}" != agent ]]; }
+is_server() { [[ "${ROLE}" != agent && "${ROLE}" != lb ]]; }
+is_lb() { [[ "${ROLE}" == lb ]]; }
 is_etcd_server() { [[ "${ROLE}" == first-server || "${ROLE}" == server ]]; }
 
 # --- resources ---
@@ -41,6 +56,7 @@ check_resources() {
   case "${ROLE}" in
     single) def_cpu=2 def_mem=4096 def_disk=50 ;;
     agent) def_cpu=8 def_mem=16384 def_disk=200 ;;
+    lb) def_cpu=1 def_mem=512 def_disk=2 ;;  # HAProxy + Keepalived only
     *) def_cpu=4 def_mem=8192 def_disk=100 ;;
   esac
 
@@ -92,12 +108,15 @@ check_ports() {
   local ports=(10250) listening port pid owner k3s_bin
   is_server && ports=("${API_PORT}" "${ports[@]}")
   is_etcd_server && ports+=(2379 2380)
+  is_lb && ports=("${LB_FRONTEND_PORT}")  # HAProxy's frontend (derived by gldeploy from LB_PORT)
   listening=$(listening_ports)
   k3s_bin=$(existing_k3s_bin)
   for port in "${ports[@]}"; do
     read -r pid owner < <(awk -v p="${port}" '$1 == p { $1 = ""; sub(/^ /, ""); print; exit }' <<<"${listening}") || true
     if [[ -z "${owner:-}" ]]; then
       gl_check_pass "port-${port}" "TCP port ${port} is free"
+    elif is_lb && [[ "${owner}" == haproxy* ]]; then
+      gl_check_pass "port-${port}" "TCP port ${port} is held by haproxy (02 reconfigures it as the API VIP frontend)"
     elif [[ -n "${k3s_bin}" && ( "${owner}" == k3s* || "$(held_by_k3s "${pid}" "${k3s_bin}")" == yes ) ]]; then
       gl_check_pass "port-${port}" "TCP port ${port} is held by the installed k3s (${owner})"
     else
@@ -138,6 +157,7 @@ check_firewall() {
   local active="" fw_ports="10250/tcp 8472/udp"
   is_server && fw_ports="${API_PORT}/tcp ${fw_ports}"
   is_etcd_server && fw_ports+=" 2379-2380/tcp"
+  is_lb && fw_ports="${LB_FRONTEND_PORT}/tcp"  # and VRRP (IP protocol 112) between the load balancer nodes
   if command -v firewall-cmd >/dev/null 2>&1 && [[ "$(timeout 2 firewall-cmd --state 2>/dev/null || true)" == running ]]; then
     active=firewalld
     gl_check_warn firewall "firewalld is active; open ${fw_ports} between the nodes" \
@@ -148,6 +168,27 @@ check_firewall() {
       "for p in ${fw_ports}; do ufw allow \"\${p/-/:}\"; done; ufw allow from ${CLUSTER_CIDR}; ufw allow from ${SERVICE_CIDR}"
   fi
   [[ -n "${active}" ]] || gl_check_pass firewall "no active firewalld or ufw"
+}
+
+# --- load balancer node: what lib/loadbalancer.sh runs ---
+check_lb_packages() {
+  local missing=() cmd dir="" absent=()
+  for cmd in haproxy keepalived; do command -v "${cmd}" >/dev/null 2>&1 || missing+=("${cmd}"); done
+  if [[ -n "${LB_PACKAGES_DIR}" ]]; then
+    dir=$(gl_bundle_path "${LB_PACKAGES_DIR}")
+    for cmd in "${missing[@]}"; do compgen -G "${dir}/${cmd}[_-]*.[dr][ep][bm]" >/dev/null || absent+=("${cmd}"); done
+  fi
+  if ((${#missing[@]} == 0)); then
+    gl_check_pass lb-packages "haproxy and keepalived are installed"
+  elif [[ -n "${dir}" ]] && ((${#absent[@]} == 0)); then
+    gl_check_pass lb-packages "${missing[*]} not installed yet: 02_init_control_plane installs them from ${LB_PACKAGES_DIR} (LB_PACKAGES_DIR, no network)"
+  elif [[ -n "${dir}" ]]; then
+    gl_check_fail lb-packages "not installed and not in ${LB_PACKAGES_DIR} (LB_PACKAGES_DIR): ${absent[*]}" \
+      "on a machine like this one: apt-get download haproxy keepalived and their dependencies (RHEL: dnf download --resolve haproxy keepalived) into LB_PACKAGES_DIR, then deploy again"
+  else
+    gl_check_warn lb-packages "not installed: ${missing[*]}; 02_init_control_plane installs them from the OS package repositories" \
+      "an air-gapped host needs them first: apt-get install haproxy keepalived (RHEL: dnf install haproxy keepalived) from a reachable mirror, or from .deb/.rpm files copied over; keepalived also needs VRRP (IP protocol 112) open between the load balancer nodes"
+  fi
 }
 
 # --- existing install ---
@@ -174,7 +215,7 @@ check_existing() {
 }
 
 main() {
-  gl_parse_args "01_pre_install_check.sh --role single|first-server|server|agent [--json]" role-required "$@"
+  gl_parse_args "01_pre_install_check.sh --role single|first-server|server|agent|lb [--json]" role-required "$@"
   ROLE="${GL_ROLE}"
   gl_load_settings
   gl_detect_os
@@ -183,9 +224,13 @@ main() {
   check_ports
   check_clock
   check_swap
-  check_cgroups
-  check_module overlay
-  check_module br_netfilter
+  if is_lb; then
+    check_lb_packages                    # a load balancer node runs no k3s: no cgroups/modules checks
+  else
+    check_cgroups
+    check_module overlay
+    check_module br_netfilter
+  fi
   check_commands "${ROLE}"
   check_temp_dir
   check_bundle_dir
@@ -193,7 +238,9 @@ main() {
   check_dns
   check_selinux
   check_firewall
-  check_existing
+  is_lb || check_existing
+  check_backend_image "${ROLE}"
+  site_check_preflight                   # with a bastion: time zone, NTP, CA distributed, registry certificate
   gl_checks_finish "${PF_K3S_MODE}"
 }
 

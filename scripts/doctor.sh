@@ -21,6 +21,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_api.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/k3s_files.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/host_checks.sh"  # gl:include
+source "$(dirname "${BASH_SOURCE[0]}")/lib/day2_certs.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/doctor_table.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/doctor_checks.sh"  # gl:include
 source "$(dirname "${BASH_SOURCE[0]}")/lib/doctor_run.sh"  # gl:include

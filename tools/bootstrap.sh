@@ -14,7 +14,7 @@ STAMP_DIR="${REPO}/.cache"
 TEST_PACKAGES=(
   bash coreutils iproute2 iptables kmod procps curl ca-certificates openssl git make
   shellcheck skopeo umoci docker-registry apache2-utils busybox-static chrony dnsmasq
-  openssh-server openssh-client rsync tar gzip haproxy keepalived
+  openssh-server openssh-client rsync tar gzip haproxy keepalived bind9-dnsutils sqlite3
 )
 # packages the VM lab needs in addition (see docs/lab.md)
 LAB_PACKAGES=(
@@ -43,7 +43,7 @@ install_python() {
   want=$(sha256sum "${REPO}/pyproject.toml" | cut -d' ' -f1)
   # the editable install must point at this checkout (another clone may have taken it over)
   if [[ -f "${stamp}" && "$(cat "${stamp}")" == "${want}" ]] && python3 -I - "${REPO}" <<'PY' 2>/dev/null
-import sys, pathlib, gldeploy, invoke, nox, testinfra, mypy, ruff
+import sys, pathlib, gldeploy, invoke, nox, testinfra, mypy, ruff, mkdocs
 sys.exit(pathlib.Path(gldeploy.__file__).resolve().parents[1] != pathlib.Path(sys.argv[1]).resolve())
 PY
   then
@@ -51,8 +51,8 @@ PY
     return 0
   fi
   info "pip: installing the project and its dependencies"
-  python3 -m pip install -q --disable-pip-version-check -e "${REPO}[test,lint]" 2>&1 | grep -v -i "warning" >&2 || true
-  python3 -c 'import gldeploy, invoke, nox, testinfra, vagrant, kubernetes_validate, mypy, ruff' \
+  python3 -m pip install -q --disable-pip-version-check -e "${REPO}[test,lint,docs]" 2>&1 | grep -v -i "warning" >&2 || true
+  python3 -c 'import gldeploy, invoke, nox, testinfra, vagrant, kubernetes_validate, mypy, ruff, mkdocs' \
     || fatal "python dependencies failed to install; see pip output above"
   mkdir -p "${STAMP_DIR}"
   printf '%s\n' "${want}" > "${stamp}"

@@ -26,6 +26,15 @@ class GlTask(Task[Any]):
     """An invoke task whose short flags come from SHORT_FLAGS instead of invoke's first-free-letter
     rule (which gave --hosts the -h of help and the same option different letters in two tasks)."""
 
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Any]:
+        """invoke's get_arguments consumes help= as it goes; keep it, so asking twice (--help, then a
+        run, or two tests) gives the same help texts."""
+        saved = dict(self.help)
+        try:
+            return list(super().get_arguments(ignore_unknown_help))
+        finally:
+            self.help = saved
+
     def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
         opts = super().arg_opts(name, default, taken_names)
         flag = SHORT_FLAGS.get(name)
@@ -81,7 +90,8 @@ def run_phases(phases: Sequence[str], *, env: str, set_: Iterable[str], hosts: s
     links = plan.transports(loaded, built)
     try:
         if dry_run:  # a real run validates while staging the bundle, before any host is touched
-            bundle.check_inputs(loaded, {s.role for s in built.steps})  # bad input, also for --dry-run
+            # bad input, also for --dry-run
+            bundle.check_inputs(loaded, {s.role for s in built.steps}, bundle.needs_of(built.phases))
             for line in plan.describe(loaded, built, links):
                 console.print(line, markup=False)
             return

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from invoke.collection import Collection
 from invoke.context import Context
-from gldeploy.tasks import gl_task
 
 from gldeploy.errors import guarded
 from gldeploy.lab import box as boxlib
 from gldeploy.settings import lab_options
+from gldeploy.tasks import gl_task
 
 
 def default_box_name() -> str:

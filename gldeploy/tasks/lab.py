@@ -5,14 +5,14 @@ from pathlib import Path
 
 from invoke.collection import Collection
 from invoke.context import Context
-from gldeploy.tasks import gl_task
 
 from gldeploy.errors import DeployError, guarded
-from gldeploy.paths import REPO
-from gldeploy.settings import lab_options
 from gldeploy.lab import box as boxlib
 from gldeploy.lab import host, nodes
 from gldeploy.lab.vagrant import DEFAULT_BOOT_TIMEOUT, LabVMs
+from gldeploy.paths import REPO
+from gldeploy.settings import lab_options
+from gldeploy.tasks import gl_task
 
 LAB_HELP = "Lab name: a node table vagrant/labs/<lab>.yml (default single)"
 BOX_HELP = "Vagrant box (default: $GL_LAB_BOX or gldeploy/debian12, built locally by box.build)"

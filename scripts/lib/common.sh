@@ -60,7 +60,7 @@ gl_tmpdir() {
 GL_CHANGED=false  # a phase sets this to true when it changed the host; reported as "changed"
 
 # --- arguments shared by every phase: [--json] [--role R] [-h] ---
-GL_ROLES="single first-server server agent"  # sequences.ROLES; the caller always names the role
+GL_ROLES="single first-server server agent lb"  # sequences.ROLES; the caller always names the role
 GL_ROLE=""
 # gl_parse_args "USAGE" norole|role|role-required ARGS...: sets GL_JSON and (when roles are accepted)
 # GL_ROLE; bad arguments exit 2 before anything is read or touched. --json is looked for first, so

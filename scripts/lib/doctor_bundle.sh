@@ -25,7 +25,7 @@ dr_bundle_check_dir() {
 
 dr_secret_values() {  # the literal secrets of this host, one per line (read from files, never argv)
   local f v
-  for f in "$(gl_bundle_path "${K3S_TOKEN_FILE:-}")" "$(gl_bundle_path "${REGISTRY_PASSWORD_FILE:-}")" \
+  for f in "$(gl_bundle_path "${K3S_TOKEN_FILE}")" "$(gl_bundle_path "${REGISTRY_PASSWORD_FILE}")" \
       "${K3S_TOKEN_DEST}" "${K3S_DATA_DIR}/server/token" "${K3S_DATA_DIR}/server/node-token" \
       "${K3S_DATA_DIR}/server/agent-token" "${K3S_DATA_DIR}/agent/token"; do
     [[ -n "${f}" && -f "${f}" && -r "${f}" ]] || continue

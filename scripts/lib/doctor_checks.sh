@@ -184,37 +184,28 @@ doctor_check_clock_cert_skew() {
   fi
 }
 
-doctor_check_cert_expiry() {
-  local f n=0 end days soonest="" soonest_days=999999 now
-  now=$(date +%s)
-  while IFS= read -r f; do
-    n=$((n + 1))
-    # only certificates ending within 30 days are looked at in detail (one openssl call for the rest)
-    openssl x509 -noout -checkend 2592000 -in "${f}" >/dev/null 2>&1 && continue
-    end=$(openssl x509 -noout -enddate -in "${f}" 2>/dev/null) || { soonest="${f#"${GL_ROOT}"} (unreadable)"; soonest_days=-1; continue; }
-    end="${end#notAfter=}"
-    days=$(( ($(date -d "${end}" +%s) - now) / 86400 ))
-    if ((days < soonest_days)); then soonest_days=${days}; soonest="${f#"${GL_ROOT}"} (ends ${end})"; fi
-  done < <(dr_cert_files)
-  if ((n == 0)); then dr_result warn "no k3s certificates under ${K3S_DATA_DIR#"${GL_ROOT}"} (k3s never started?)"; return; fi
-  if [[ -z "${soonest}" ]]; then dr_result pass "${n} certificate(s), none ends within 30 days"
-  elif ((soonest_days < 0)); then dr_result fail "expired or unreadable: ${soonest}"
-  elif ((soonest_days < 7)); then dr_result fail "${soonest_days} day(s) left: ${soonest}"
-  else dr_result warn "${soonest_days} day(s) left: ${soonest}"; fi
+doctor_check_cert_expiry() {  # the scan and threshold certs.sh uses (lib/day2_certs.sh)
+  day2_cert_scan "${DAY2_CERT_THRESHOLD_DAYS}"
+  if ((DAY2_CERT_N == 0)); then dr_result warn "no k3s certificates under ${K3S_DATA_DIR#"${GL_ROOT}"} (k3s never started?)"; return; fi
+  case "${DAY2_CERT_WORST}" in
+    pass) dr_result pass "${DAY2_CERT_N} certificate(s), none ends within ${DAY2_CERT_THRESHOLD_DAYS} days (k3s' renewal window)" ;;
+    warn) dr_result warn "${DAY2_CERT_SOONEST}" ;;
+    *) dr_result fail "${DAY2_CERT_SOONEST}" ;;
+  esac
 }
 
 # --- registry (REGISTRY set): each stage needs the previous one ---
 dr_registry_ca() {  # the CA this node trusts for the registry: installed copy, else the bundle's
   if [[ -f "${K3S_REGISTRY_CA_DEST}" ]]; then printf '%s\n' "${K3S_REGISTRY_CA_DEST}"
-  elif [[ -n "${REGISTRY_CA_FILE:-}" ]]; then gl_bundle_path "${REGISTRY_CA_FILE}"; fi
+  elif [[ -n "${REGISTRY_CA_FILE}" ]]; then gl_bundle_path "${REGISTRY_CA_FILE}"; fi
 }
 
 # dr_registry_curl PATH CURL_ARGS...: prints the HTTP code; curl's exit code is returned. The
 # credentials go to curl on stdin (-K -), never on its command line.
 dr_registry_curl() {
-  local path="$1" password="" user="${REGISTRY_USER:-}"
+  local path="$1" password="" user="${REGISTRY_USER}"
   shift
-  if [[ -n "${user}" && "${DR_WITH_AUTH:-0}" == 1 && -n "${REGISTRY_PASSWORD_FILE:-}" ]]; then
+  if [[ -n "${user}" && "${DR_WITH_AUTH:-0}" == 1 && -n "${REGISTRY_PASSWORD_FILE}" ]]; then
     password=$(<"$(gl_bundle_path "${REGISTRY_PASSWORD_FILE}")") || password=""
   fi
   local creds="${user}:${password}"
@@ -269,7 +260,7 @@ doctor_check_registry_auth() {
   case "${code}" in
     200) DR_REG_AUTH=1; dr_result pass "GET /v2/ answered 200${REGISTRY_USER:+ for user ${REGISTRY_USER}}" ;;
     401|403)
-      if [[ -n "${REGISTRY_USER:-}" ]]; then dr_result fail "the registry refuses the credentials of user ${REGISTRY_USER} (HTTP ${code})"
+      if [[ -n "${REGISTRY_USER}" ]]; then dr_result fail "the registry refuses the credentials of user ${REGISTRY_USER} (HTTP ${code})"
       else dr_result fail "the registry wants credentials (HTTP ${code}) but REGISTRY_USER is not set"; fi ;;
     *) dr_result fail "GET /v2/ answered HTTP ${code}" ;;
   esac
@@ -346,7 +337,7 @@ doctor_check_node_ports() {
   local servers=() workers=() ip targets=() i out bad=() n=0
   if [[ "${TOPOLOGY}" == single ]]; then dr_result skipped "TOPOLOGY=single: no other node"; return; fi
   IFS=, read -r -a servers <<<"${CONTROL_PLANE_IPS}"
-  IFS=, read -r -a workers <<<"${WORKER_IPS:-}"
+  IFS=, read -r -a workers <<<"${WORKER_IPS}"
   for ip in "${servers[@]}"; do
     [[ -n "${ip}" ]] && ! k3s_address_is_local "${ip}" || continue
     targets+=("${ip} ${API_PORT}" "${ip} 10250")
@@ -401,7 +392,7 @@ doctor_check_etcd_health() {
 dr_vip_local() { k3s_address_is_local "${API_VIP}"; }
 
 doctor_check_vip_held() {
-  if [[ -z "${API_VIP:-}" ]]; then dr_result skipped "API_VIP is not set (no load-balanced API)"; return; fi
+  if [[ -z "${API_VIP}" ]]; then dr_result skipped "API_VIP is not set (no load-balanced API)"; return; fi
   local here=no answer
   dr_vip_local && here=yes
   answer=$(curl -sk --max-time 3 "https://${API_VIP}:${API_PORT}/ping" 2>/dev/null || true)
@@ -415,7 +406,7 @@ doctor_check_vip_held() {
 }
 
 doctor_check_vip_duplicate() {
-  if [[ -z "${API_VIP:-}" ]]; then dr_result skipped "API_VIP is not set (no load-balanced API)"; return; fi
+  if [[ -z "${API_VIP}" ]]; then dr_result skipped "API_VIP is not set (no load-balanced API)"; return; fi
   if ! command -v arping >/dev/null 2>&1; then dr_result skipped "arping is not installed (apt-get install iputils-arping): duplicate holders cannot be seen"; return; fi
   local dev macs
   dev=$(ip -o route get "${API_VIP}" 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "dev") {print $(i + 1); exit}}')
@@ -498,15 +489,15 @@ doctor_check_dns() {
 
 doctor_check_airgap_deps() {
   local missing=() f
-  if [[ -z "${K3S_ARTIFACTS_DIR:-}" && -z "${REGISTRY}" ]]; then
+  if [[ -z "${K3S_ARTIFACTS_DIR}" && -z "${REGISTRY}" ]]; then
     dr_result skipped "not an air-gapped install (K3S_ARTIFACTS_DIR and REGISTRY are unset)"; return
   fi
-  if [[ -n "${K3S_ARTIFACTS_DIR:-}" ]] && ! compgen -G "${K3S_IMAGES_DIR}/k3s-airgap-images-*" >/dev/null; then
+  if [[ -n "${K3S_ARTIFACTS_DIR}" ]] && ! compgen -G "${K3S_IMAGES_DIR}/k3s-airgap-images-*" >/dev/null; then
     missing+=("k3s airgap images in ${K3S_IMAGES_DIR#"${GL_ROOT}"}")
   fi
   if [[ -n "${REGISTRY}" && ! -s "${K3S_REGISTRIES}" ]]; then missing+=("${K3S_REGISTRIES#"${GL_ROOT}"}"); fi
-  if [[ -n "${REGISTRY_CA_FILE:-}" && ! -s "${K3S_REGISTRY_CA_DEST}" ]]; then missing+=("${K3S_REGISTRY_CA_DEST#"${GL_ROOT}"}"); fi
-  if [[ -n "${API_VIP:-}" && "${DOCTOR_ROLE}" != agent ]]; then
+  if [[ -n "${REGISTRY_CA_FILE}" && ! -s "${K3S_REGISTRY_CA_DEST}" ]]; then missing+=("${K3S_REGISTRY_CA_DEST#"${GL_ROOT}"}"); fi
+  if [[ -n "${API_VIP}" && "${DOCTOR_ROLE}" != agent ]]; then
     for f in haproxy keepalived; do command -v "${f}" >/dev/null 2>&1 || missing+=("the ${f} package"); done
   fi
   if ((${#missing[@]})); then dr_result fail "missing: $(printf '%s, ' "${missing[@]}" | sed 's/, $//')"

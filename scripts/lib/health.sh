@@ -209,3 +209,42 @@ health_kubernetes() {
   if health_rollout; then health_backend_healthz
   else gl_check_skip backend-healthz "backend rollout incomplete (see backend-rollout)"; fi
 }
+
+# --- cluster (06 on every server): this server's API on its own address and through the API VIP,
+# and the digest of the settings every server must share (the controller compares the digests) ---
+HC_VIP_URL=""  # https://API_VIP:LB_PORT, from --server-url (the plan passes the endpoint it decided)
+
+health_url_pings() {  # URL: /ping answers pong (a liveness probe: certificate not verified here)
+  [[ "$(curl -sk --max-time 3 "$1/ping" 2>/dev/null || true)" == pong ]]
+}
+
+health_cluster() {
+  local own="" ip ips=() config token
+  [[ "${TOPOLOGY}" == ha ]] || return 0
+  health_absent api-own-address api-vip config-digest && return 0
+  IFS=, read -r -a ips <<<"${CONTROL_PLANE_IPS}"
+  for ip in "${ips[@]}"; do if k3s_address_is_local "${ip}"; then own="${ip}"; break; fi; done
+  if [[ -z "${own}" ]]; then
+    gl_check_fail api-own-address "this host holds none of CONTROL_PLANE_IPS (${CONTROL_PLANE_IPS})" \
+      "run the health check on the servers listed in CONTROL_PLANE_IPS"
+  elif health_url_pings "https://${own}:${API_PORT}" || health_wait_until health_url_pings "https://${own}:${API_PORT}"; then
+    gl_check_pass api-own-address "https://${own}:${API_PORT}/ping answered pong"
+  else
+    gl_check_fail api-own-address "https://${own}:${API_PORT}/ping did not answer pong within ${HEALTH_TIMEOUT}s" \
+      "k3s must listen on ${own}:${API_PORT} (ss -ltnp 'sport = :${API_PORT}'); read its log (journalctl -u k3s)"
+  fi
+  if [[ -z "${HC_VIP_URL}" ]]; then
+    gl_check_skip api-vip "no --server-url given: the API VIP endpoint was not checked"
+  elif health_url_pings "${HC_VIP_URL}" || health_wait_until health_url_pings "${HC_VIP_URL}"; then
+    gl_check_pass api-vip "${HC_VIP_URL}/ping answered pong (through the load balancer)"
+  else
+    gl_check_fail api-vip "${HC_VIP_URL}/ping did not answer pong within ${HEALTH_TIMEOUT}s" \
+      "which node holds ${API_VIP} (ip -4 addr on LB_INTERFACE)? is haproxy running there (systemctl status haproxy keepalived)?"
+  fi
+  config="$(gl_path /etc/rancher/k3s/config.yaml)" token="$(gl_path /var/lib/rancher/k3s/server/token)"
+  if [[ -r "${config}" ]]; then
+    gl_check_pass config-digest "$(k3s_cluster_digest "${config}" "${token}") over ${K3S_CLUSTER_KEYS// /, } and the server token's hash"
+  else
+    gl_check_fail config-digest "${config} is missing or unreadable" "install this server with 02_init_control_plane.sh"
+  fi
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# lib/k3s_files.sh: render the files k3s is configured by (config.yaml, registries.yaml, the unit
-# and its 0600 env file, killall/uninstall scripts) into a staging dir; lib/k3s_install.sh then
-# installs them with gl_install_file. Sourced after lib/k3s.sh.
+# lib/k3s_files.sh: render the files k3s is configured by (config.yaml, the unit and its 0600 env
+# file, killall/uninstall scripts) into a staging dir; lib/k3s_install.sh then installs them with
+# gl_install_file (registries.yaml is rendered by gldeploy and installed as is). Sourced after lib/k3s.sh.
 # shellcheck disable=SC2034  # K3S_* variables are shared with lib/k3s.sh and the phase scripts
 
 # --- rendering (into a staging dir; installed afterwards with gl_install_file) ---
@@ -24,55 +24,91 @@ k3s_address_is_local() {
 
 K3S_SELINUX=false  # a host fact, decided by k3s_install_main (SELinux enforcing: k3s must know it)
 
+# The server config.yaml keys k3s requires identical on every server of a cluster. They are written
+# by k3s_cluster_config_lines only, and 06_health_check digests them from each server's installed
+# config.yaml (k3s_cluster_digest): the controller compares the digests (config drift).
+K3S_CLUSTER_KEYS="cluster-cidr service-cidr cluster-dns cluster-domain flannel-backend disable disable-network-policy secrets-encryption egress-selector-mode disable-kube-proxy"
+
+k3s_cluster_config_lines() {  # the cluster-wide part of a server's config.yaml
+  local disable=()
+  IFS=, read -r -a disable <<<"${K3S_DISABLE}"
+  printf 'cluster-cidr: %s\n' "$(gl_json_str "${CLUSTER_CIDR}")"
+  printf 'service-cidr: %s\n' "$(gl_json_str "${SERVICE_CIDR}")"
+  printf 'secrets-encryption: %s\n' "${SECRETS_ENCRYPTION}"
+  _k3s_yaml_list disable "${disable[@]}"
+  if declare -F k3s_cni_config_lines >/dev/null; then k3s_cni_config_lines; fi  # lib/cni.sh
+}
+
+# k3s_cluster_digest CONFIG TOKEN: "sha256:<hex>" over the K3S_CLUSTER_KEYS lines (with their list
+# items) of an installed config.yaml, in file order, and the sha256 of the server token (the token
+# itself never leaves the file)
+k3s_cluster_digest() {
+  local config="$1" token="$2" line key keep=0 text="" sum
+  while IFS= read -r line || [[ -n "${line}" ]]; do
+    if [[ "${line}" =~ ^([A-Za-z0-9-]+): ]]; then
+      key="${BASH_REMATCH[1]}" keep=0
+      if [[ " ${K3S_CLUSTER_KEYS} " == *" ${key} "* ]]; then keep=1; text+="${line%"${line##*[![:space:]]}"}"$'\n'; fi
+    elif (( keep )) && [[ "${line}" =~ ^[[:space:]]+-[[:space:]] ]]; then
+      text+="${line%"${line##*[![:space:]]}"}"$'\n'
+    fi
+  done <"${config}"
+  if [[ -r "${token}" ]]; then
+    sum=$(tr -d ' \t\r\n' <"${token}" | sha256sum) && text+="token-sha256: ${sum%% *}"$'\n'
+  fi
+  sum=$(printf '%s' "${text}" | sha256sum)
+  printf 'sha256:%s\n' "${sum%% *}"
+}
+
+# k3s_site_config_lines: every node of an air-gapped site whose bastion serves DNS resolves through
+# the file the node phase 03_site_node writes (k3s' resolv-conf: no upstream nameserver otherwise)
+k3s_site_config_lines() {
+  if [[ -n "${BASTION_IP}" && "${SITE_DNS}" == dnsmasq ]]; then
+    printf 'resolv-conf: %s\n' "$(gl_json_str "$(gl_path /etc/gl-site/resolv.conf)")"
+  fi
+}
+
+# k3s_etcd_config_lines ROLE: the scheduled etcd snapshots of a cluster server (embedded etcd); a single
+# server runs SQLite and an agent no datastore
+k3s_etcd_config_lines() {
+  case "$1" in first-server|server)
+    printf 'etcd-snapshot-schedule-cron: %s\n' "$(gl_json_str "${ETCD_SNAPSHOT_SCHEDULE}")"
+    printf 'etcd-snapshot-retention: %s\n' "${ETCD_SNAPSHOT_RETENTION}" ;;
+  esac
+}
+
 k3s_render_config() {  # ROLE OUT
-  local role="$1" out="$2" first sans=() disable=()
-  if [[ "${role}" == agent ]]; then k3s_join_render_agent_config "${out}"; return; fi  # lib/k3s_join.sh
+  local role="$1" out="$2" own="" ip sans=()
+  if [[ "${role}" == agent ]]; then  # lib/k3s_join.sh, then what every node of the site shares
+    k3s_join_render_agent_config "${out}"
+    k3s_site_config_lines >>"${out}"
+    return
+  fi
   IFS=, read -r -a sans <<<"${CONTROL_PLANE_IPS}"
-  first="${sans[0]}"
+  for ip in "${sans[@]}"; do  # node-ip: this server's own address (every server, not only the first)
+    if k3s_address_is_local "${ip}"; then own="${ip}"; break; fi
+  done
   [[ -z "${API_VIP}" ]] || sans+=("${API_VIP}")
   sans+=("$(uname -n)")
-  IFS=, read -r -a disable <<<"${K3S_DISABLE}"
   {
     # no phase name here: 02_install_k3s.sh and 02_init_control_plane.sh must write identical files,
     # or running one after the other would rewrite config.yaml and restart k3s
     printf '# Managed by GL-Native Deploy (role %s); local edits are overwritten.\n' "${role}"
     printf 'write-kubeconfig-mode: "0600"\n'
     printf 'https-listen-port: %s\n' "${API_PORT}"
-    printf 'cluster-cidr: %s\n' "$(gl_json_str "${CLUSTER_CIDR}")"
-    printf 'service-cidr: %s\n' "$(gl_json_str "${SERVICE_CIDR}")"
-    printf 'secrets-encryption: %s\n' "${SECRETS_ENCRYPTION}"
+    k3s_cluster_config_lines
     _k3s_yaml_list tls-san "${sans[@]}"
-    _k3s_yaml_list disable "${disable[@]}"
-    if k3s_address_is_local "${first}"; then printf 'node-ip: %s\n' "$(gl_json_str "${first}")"; fi
+    if [[ -n "${own}" ]]; then printf 'node-ip: %s\n' "$(gl_json_str "${own}")"; fi
     if [[ "${K3S_SELINUX}" == true ]]; then printf 'selinux: true\n'; fi
     if [[ -n "${K3S_TOKEN_FILE}" ]]; then printf 'token-file: %s\n' "$(gl_json_str "${K3S_TOKEN_DEST}")"; fi
     if [[ "${role}" == first-server ]]; then printf 'cluster-init: true\n'; fi
     if [[ "${role}" == server ]]; then k3s_join_server_config_lines; fi  # lib/k3s_join.sh: server: URL
-    if declare -F k3s_cni_config_lines >/dev/null; then k3s_cni_config_lines; fi  # lib/cni.sh
+    k3s_etcd_config_lines "${role}"
+    k3s_site_config_lines
     if [[ -n "${GL_ROOT}" ]]; then  # sandbox only: k3s' defaults are right on real hosts
       printf 'data-dir: %s\n' "$(gl_json_str "${K3S_DATA_DIR}")"
       printf 'write-kubeconfig: %s\n' "$(gl_json_str "${K3S_KUBECONFIG}")"
     fi
   } >"${out}"
-}
-
-k3s_render_registries() {  # OUT; the password goes from its file into OUT only (printf is a builtin)
-  local out="$1" reg="${REGISTRY}" password=""
-  if [[ -n "${REGISTRY_PASSWORD_FILE}" ]]; then password=$(<"$(gl_bundle_path "${REGISTRY_PASSWORD_FILE}")"); fi
-  (
-    umask 077
-    {
-      printf '# Managed by GL-Native Deploy; k3s must be restarted after a change (this phase does it).\n'
-      printf 'mirrors:\n  %s:\n    endpoint:\n      - %s\n' "$(gl_json_str "${reg}")" "$(gl_json_str "https://${reg}")"
-      printf 'configs:\n  %s:\n' "$(gl_json_str "${reg}")"
-      if [[ -n "${REGISTRY_CA_FILE}" ]]; then
-        printf '    tls:\n      ca_file: %s\n' "$(gl_json_str "${K3S_REGISTRY_CA_DEST}")"
-      fi
-      if [[ -n "${REGISTRY_USER}" ]]; then
-        printf '    auth:\n      username: %s\n      password: %s\n' "$(gl_json_str "${REGISTRY_USER}")" "$(gl_json_str "${password}")"
-      fi
-    } >"${out}"
-  )
 }
 
 k3s_render_unit() {  # ROLE OUT: the unit k3s' install.sh writes for a server

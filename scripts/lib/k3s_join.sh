@@ -20,8 +20,9 @@ K3S_SERVER_TOKEN_HINT="the full token from /var/lib/rancher/k3s/server/token on 
 
 # --- arguments: [--json] [--role agent|server] [--server-url URL] [--token-file FILE | --token TOKEN] ---
 k3s_join_parse_args() {  # USAGE ARGS...
-  local usage="$1" flag
+  local usage="$1" flag arg
   shift
+  for arg in "$@"; do if [[ "${arg}" == --json ]]; then GL_JSON=1; fi; done  # bad input still answers in JSON
   while (( $# )); do
     case "$1" in
       --json) GL_JSON=1 ;;
@@ -52,11 +53,12 @@ k3s_join_check_url() {
   K3S_JOIN_URL="${url%/}"
 }
 
-# k3s_join_resolve_url: --server-url, else the API VIP (https://API_VIP:API_PORT)
+# k3s_join_resolve_url: --server-url, else API_SERVER_URL (derived by gldeploy: https://API_VIP:LB_PORT,
+# the VIP's HAProxy frontend)
 k3s_join_resolve_url() {
   if [[ -n "${_K3S_JOIN_URL_ARG}" ]]; then k3s_join_check_url "${_K3S_JOIN_URL_ARG}"; return; fi
-  [[ -n "${API_VIP:-}" ]] || die_input "no server to join: set API_VIP (the virtual IP in front of the servers) in the env file; 03_join_worker_node.sh also takes --server-url https://<host>:<port>"
-  k3s_join_check_url "https://${API_VIP}:${API_PORT}"
+  [[ -n "${API_SERVER_URL}" ]] || die_input "no server to join: set API_VIP (the virtual IP in front of the servers) in the env file; 03_join_worker_node.sh also takes --server-url https://<host>:<port>"
+  k3s_join_check_url "${API_SERVER_URL}"
 }
 
 # k3s_join_resolve_token: --token-file, --token (warned), K3S_TOKEN, else K3S_TOKEN_FILE of the
@@ -81,7 +83,7 @@ k3s_join_resolve_token() {
     (umask 077; printf '%s\n' "$([[ "${_K3S_JOIN_TOKEN_ARG_SET}" == 1 ]] && printf '%s' "${_K3S_JOIN_TOKEN_ARG}" || printf '%s' "${K3S_TOKEN}")" >"${dir}/token")
     [[ -n "$(<"${dir}/token")" ]] || die_input "${K3S_JOIN_TOKEN_SOURCE} is empty; pass ${K3S_SERVER_TOKEN_HINT}"
     K3S_TOKEN_FILE="${dir}/token"
-  elif [[ -n "${K3S_TOKEN_FILE:-}" ]]; then
+  elif [[ -n "${K3S_TOKEN_FILE}" ]]; then
     K3S_TOKEN_FILE=$(gl_bundle_path "${K3S_TOKEN_FILE}") K3S_JOIN_TOKEN_SOURCE="K3S_TOKEN_FILE=${K3S_TOKEN_FILE}"
     _k3s_secret_file_ok K3S_TOKEN_FILE "${K3S_TOKEN_FILE}"
   else
@@ -201,7 +203,7 @@ k3s_join_handshake() {
 # agent: only keys `k3s agent` knows (server-only keys would be skipped with a warning)
 k3s_join_render_agent_config() {  # OUT
   local out="$1" ip node_ip="" ips=()
-  IFS=, read -r -a ips <<<"${WORKER_IPS:-},${CONTROL_PLANE_IPS:-}"
+  IFS=, read -r -a ips <<<"${WORKER_IPS},${CONTROL_PLANE_IPS}"
   for ip in "${ips[@]}"; do
     if [[ -n "${ip}" ]] && k3s_address_is_local "${ip}"; then node_ip="${ip}"; break; fi
   done
@@ -240,8 +242,10 @@ k3s_join_wait_agent() {
     || { K3S_VERIFY_ERROR="the agent keeps a cluster CA (${ca#"${GL_ROOT}"}) other than the token's"; return 1; }
 }
 
-k3s_join_validate() {  # ROLE
+_K3S_JOIN_VALIDATED=0
+k3s_join_validate() {  # ROLE; once (02 validates before its load balancer step, the join again)
   local role="$1"
+  [[ "${_K3S_JOIN_VALIDATED}" == 0 ]] || return 0
   case "${role}" in
     server|agent) ;;
     single|first-server) die_input "--role ${role} does not join a cluster: install it with 02_install_k3s.sh / 02_init_control_plane.sh (valid here: server, agent)" ;;
@@ -253,6 +257,7 @@ k3s_join_validate() {  # ROLE
   k3s_join_resolve_token
   k3s_join_parse_token "${role}"
   if [[ "${role}" == server ]]; then k3s_cni_validate; fi
+  _K3S_JOIN_VALIDATED=1
 }
 
 # k3s_join_main ROLE: validate -> verify artifacts -> handshake -> install -> (re)start -> joined

@@ -13,11 +13,10 @@ from typing import Callable
 
 import pytest
 
-from tests.fixtures.k3s_standin.testing import free_port
-from tests.fixtures.processes import running
-
 from gldeploy.errors import DeployError
 from gldeploy.transport import Ssh
+from tests.fixtures.k3s_standin.testing import free_port
+from tests.fixtures.processes import running
 
 pytestmark = pytest.mark.integration
 

@@ -69,7 +69,10 @@ def checked_settings_env(values: dict[str, str]) -> dict[str, str]:
     stand_ins = {k: ",".join(f"10.255.{n}.{i + 1}" for i in range(len(v.split(","))))
                  for n, (k, v) in enumerate(loopback.items())}
     loaded = settings.load(None, environ={}, overrides=[f"{k}={v}" for k, v in {**values, **stand_ins}.items()])
-    return {**loaded.to_env(), **gl_bundle.derived_values(loaded), **loopback}
+    derived = gl_bundle.derived_values(loaded)
+    if "API_VIP" in loopback and derived["API_SERVER_URL"]:  # derived from the VIP: from the one given
+        derived["API_SERVER_URL"] = derived["API_SERVER_URL"].replace(stand_ins["API_VIP"], loopback["API_VIP"])
+    return {**loaded.to_env(), **derived, **loopback}
 
 
 @pytest.fixture

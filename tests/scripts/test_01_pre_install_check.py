@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
-import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -16,7 +16,7 @@ EXIT = {"pass": 0, "warn": 3, "fail": 1}
 COMMON_CHECKS = ["cpu", "memory", "disk", "port-10250", "clock-sync", "swap", "cgroups",
                  "kernel-module-overlay", "kernel-module-br_netfilter", "commands", "temp-dir", "bundle-dir",
                  "default-route",
-                 "dns", "selinux", "firewall", "existing-k3s"]
+                 "dns", "selinux", "firewall", "existing-k3s", "backend-image"]
 PHASE = "01_pre_install_check"
 
 Runner = Callable[..., Any]  # conftest.run_phase -> PhaseRun
@@ -407,3 +407,192 @@ def test_bundle_writable_by_others_fails(run_phase: Runner, bundle: Path) -> Non
     bundle.chmod(0o777)
     check = preflight(run_phase, "--json").check("bundle-dir")
     assert check["status"] == "fail" and "777" in check["message"] and "chmod go-w" in check["fix"]
+
+
+# --- backend-image: the image the deploy will use can be had (archive in the bundle, or the registry) ---
+REF = "docker.io/gl-native/execution-backend:v1.1"  # BACKEND_IMAGE_REF of the default settings
+
+
+def ship_archive(bundle: Path, *, name: str = REF, listed: bool = True, gz: bool = False) -> Path:
+    """The sample image archive (named `name`) in the bundle's artifacts/images, with SHA256SUMS."""
+    import gzip
+    import hashlib
+
+    from gldeploy import image
+
+    images = bundle / "artifacts/images"
+    archive = image.build_sample_image("v1.1", images, image_name=name)
+    if gz:
+        packed = archive.with_name(archive.name + ".gz")
+        packed.write_bytes(gzip.compress(archive.read_bytes()))
+        archive.unlink()
+        archive = packed
+    if listed:
+        (images / "SHA256SUMS").write_text(f"{hashlib.sha256(archive.read_bytes()).hexdigest()}  {archive.name}\n")
+    return archive
+
+
+def curl_failing(tmp_path: Path, rc: int) -> dict[str, str]:
+    """curl that fails as when no registry can be reached (6: name does not resolve)."""
+    return shim(tmp_path, "curl", f"cat >/dev/null; exit {rc}")
+
+
+def test_backend_image_archive_in_bundle_passes_without_a_registry(
+        run_phase: Runner, bundle: Path, sandbox_root: Path, tmp_path: Path) -> None:
+    ship_archive(bundle)
+    run = preflight(run_phase, "--json", env=curl_failing(tmp_path, 6))
+    check = run.check("backend-image")
+    assert check["status"] == "pass", check
+    assert "execution-backend-v1.1.oci.tar" in check["message"] and REF in check["message"]
+    assert list(sandbox_root.iterdir()) == []  # read-only
+
+
+def test_backend_image_compressed_archive_passes(run_phase: Runner, bundle: Path, tmp_path: Path) -> None:
+    ship_archive(bundle, gz=True)
+    check = preflight(run_phase, "--json", env=curl_failing(tmp_path, 6)).check("backend-image")
+    assert check["status"] == "pass" and "execution-backend-v1.1.oci.tar.gz" in check["message"], check
+
+
+def test_backend_image_docker_archive_with_short_repo_tag_passes(run_phase: Runner, bundle: Path,
+                                                                tmp_path: Path) -> None:
+    """docker save writes RepoTags without docker.io/; containerd's import adds it back."""
+    import hashlib
+    import io
+    import json as json_mod
+    import tarfile
+
+    images = bundle / "artifacts/images"
+    images.mkdir(parents=True)
+    archive = images / "backend.tar"
+    manifest = json_mod.dumps([{"Config": "c.json", "RepoTags": ["gl-native/execution-backend:v1.1"],
+                                "Layers": []}]).encode()
+    with tarfile.open(archive, "w") as tar:
+        for name, data in (("c.json", b"{}"), ("manifest.json", manifest)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (images / "SHA256SUMS").write_text(f"{hashlib.sha256(archive.read_bytes()).hexdigest()} *backend.tar\n")
+    check = preflight(run_phase, "--json", env=curl_failing(tmp_path, 6)).check("backend-image")
+    assert check["status"] == "pass" and "backend.tar" in check["message"], check
+
+
+def test_backend_image_archive_of_another_image_does_not_count(run_phase: Runner, bundle: Path,
+                                                               tmp_path: Path) -> None:
+    ship_archive(bundle, name="docker.io/gl-native/other-backend:v1.1")
+    run = preflight(run_phase, "--json", env=curl_failing(tmp_path, 6))
+    check = run.check("backend-image")
+    assert check["status"] == "fail", check
+    assert f"execution-backend-v1.1.oci.tar does not carry {REF}" in check["message"]
+    assert run.returncode == 1
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("unlisted", "is not listed in artifacts/images/SHA256SUMS"),
+    ("tampered", "does not match artifacts/images/SHA256SUMS"),
+])
+def test_backend_image_archive_the_deploy_would_refuse_fails(run_phase: Runner, bundle: Path, tmp_path: Path,
+                                                             damage: str, needle: str) -> None:
+    archive = ship_archive(bundle)
+    if damage == "unlisted":
+        (archive.parent / "SHA256SUMS").write_text(f"{'0' * 64}  something-else.tar\n")
+    else:
+        with open(archive, "ab") as out:
+            out.write(b"\0" * 512)
+    check = preflight(run_phase, "--json", env=curl_failing(tmp_path, 6)).check("backend-image")
+    assert check["status"] == "fail" and needle in check["message"], check
+    assert "deploy phase would refuse it" in check["message"]
+
+
+def test_backend_image_archive_without_sha256sums_is_not_trusted(run_phase: Runner, bundle: Path,
+                                                                 tmp_path: Path) -> None:
+    ship_archive(bundle, listed=False)
+    check = preflight(run_phase, "--json", env=curl_failing(tmp_path, 6)).check("backend-image")
+    assert check["status"] == "fail" and "no SHA256SUMS" in check["message"], check
+
+
+def test_backend_image_from_docker_hub_explains_air_gap_and_the_fixes(run_phase: Runner, tmp_path: Path,
+                                                                      sandbox_root: Path) -> None:
+    run = preflight(run_phase, "--json", env=curl_failing(tmp_path, 6))
+    check = run.check("backend-image")
+    assert check["status"] == "fail" and run.returncode == 1
+    assert REF in check["message"] and "registry-1.docker.io does not resolve" in check["message"]
+    assert "an air-gapped host cannot reach it" in check["message"]
+    assert "the bundle carries no image archive" in check["message"]
+    assert "fail only after its rollout wait" in check["message"]
+    assert "set REGISTRY=<host:port>" in check["fix"] and "artifacts/images" in check["fix"]
+    assert "--sample-image" in check["fix"]
+    assert list(sandbox_root.iterdir()) == []
+
+
+@pytest.mark.parametrize("role", ["server", "agent"])
+def test_backend_image_is_not_checked_where_the_backend_is_not_deployed(run_phase: Runner, role: str) -> None:
+    check = preflight(run_phase, "--json", "--role", role).check("backend-image")
+    assert check["status"] == "skipped" and f"role {role} does not deploy the backend" in check["message"]
+
+
+FAKE_REGISTRY = r'''
+cfg=$(cat)
+printf '%s\n' "$*" >>"$CURL_LOG.argv"
+printf '%s\n---\n' "$cfg" >>"$CURL_LOG.stdin"
+case "$cfg" in
+  *'Authorization: Bearer tok-4711'*) printf 'HTTP/1.1 200 OK\r\n\r\n\n200' ;;
+  *'url = "https://auth.registry.example/token"'*)
+    case "$cfg" in *'user = "deploy:S3cr3t \"pw\" \\x"'*) printf '{"token": "tok-4711"}\n200' ;;
+                   *) printf '{"errors": []}\n401' ;; esac ;;
+  *) printf 'HTTP/1.1 401 Unauthorized\r\nWww-Authenticate: Bearer realm="https://auth.registry.example/token",service="registry.example",scope="repository:gov/execution-backend:pull"\r\n\r\n\n401' ;;
+esac
+'''
+
+
+def registry_settings(tmp_path: Path, password: str) -> dict[str, str]:
+    pw = tmp_path / "registry-password"
+    pw.write_text(password + "\n")
+    pw.chmod(0o600)
+    return {"REGISTRY": "registry.example:5000", "BACKEND_IMAGE": "gov/execution-backend",
+            "REGISTRY_USER": "deploy", "REGISTRY_PASSWORD_FILE": str(pw)}
+
+
+@pytest.mark.parametrize("password, status", [('S3cr3t "pw" \\x', "pass"), ("wrong", "fail")])
+def test_backend_image_bearer_token_flow_credentials_only_on_stdin(
+        run_phase: Runner, tmp_path: Path, password: str, status: str) -> None:
+    """A 401 with WWW-Authenticate: Bearer sends the client to the realm for a token (basic auth with
+    the site credentials), then HEAD again with the token. The password and the token reach curl in
+    a config on stdin, never on its command line."""
+    log = tmp_path / "curl"
+    env = {**shim(tmp_path, "curl", FAKE_REGISTRY), "CURL_LOG": str(log)}
+    run = preflight(run_phase, "--json", overrides=registry_settings(tmp_path, password), env=env)
+    check = run.check("backend-image")
+    assert check["status"] == status, check
+    argv = Path(f"{log}.argv").read_text()
+    stdin = Path(f"{log}.stdin").read_text()
+    assert password not in argv and "tok-4711" not in argv and "deploy" not in argv
+    assert "scope=repository:gov/execution-backend:pull" in argv and "service=registry.example" in argv
+    assert 'url = "https://registry.example:5000/v2/gov/execution-backend/manifests/v1.1"' in stdin
+    assert "-I" in argv.splitlines()[0]
+    if status == "pass":
+        assert "registry.example:5000/gov/execution-backend:v1.1 is in registry" in check["message"]
+        assert "Authorization: Bearer tok-4711" in stdin
+    else:
+        assert "refused the credentials of user deploy" in check["message"]
+        assert "REGISTRY_PASSWORD_FILE" in check["fix"]
+        assert "push the site's GL-Native Execution Backend image to the site registry as " \
+               "registry.example:5000/gov/execution-backend:v1.1" in check["fix"]
+    assert password not in run.stdout + run.stderr
+
+
+def test_backend_image_sums_without_final_newline_and_a_non_archive(run_phase: Runner, bundle: Path,
+                                                                    tmp_path: Path) -> None:
+    import hashlib
+
+    archive = ship_archive(bundle)
+    junk = archive.parent / "aaa-notes.tar"
+    junk.write_bytes(b"not a tar at all")
+    sums = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}" for p in (junk, archive)]
+    (archive.parent / "SHA256SUMS").write_text("\n".join(sums))  # no newline after the last line
+    check = preflight(run_phase, "--json", env=curl_failing(tmp_path, 6)).check("backend-image")
+    assert check["status"] == "pass" and archive.name in check["message"], check
+    archive.unlink()
+    (archive.parent / "SHA256SUMS").write_text(sums[0] + "\n")
+    check = preflight(run_phase, "--json", env=curl_failing(tmp_path, 6)).check("backend-image")
+    assert check["status"] == "fail", check
+    assert "aaa-notes.tar cannot be read as an OCI or docker archive" in check["message"]

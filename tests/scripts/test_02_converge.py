@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from test_02_install_k3s import k3s, release, tree  # noqa: F401  (shared fixtures)
+
 from tests.fixtures.k3s_standin.testing import free_port, https_get, standin_pid
 
 CONFIG = "etc/rancher/k3s/config.yaml"

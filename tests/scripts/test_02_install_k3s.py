@@ -231,25 +231,35 @@ def test_airgap_images_not_in_sums_are_refused(k3s: Any, release: Path, sandbox_
     assert tree(sandbox_root) == []
 
 
-def test_token_and_registry_secrets_stay_in_0600_files(k3s: Any, tmp_path: Path, sandbox_root: Path) -> None:
+def test_token_and_registry_secrets_stay_in_0600_files(k3s: Any, tmp_path: Path, sandbox_root: Path,
+                                                       bundle: Path) -> None:
+    from gldeploy import settings
+    from gldeploy.site import registries as site_registries
     token, password, ca = tmp_path / "k3s-token", tmp_path / "registry-password", tmp_path / "ca.crt"
     token.write_text("cluster-secret-1234\n")
     password.write_text("s3cr3t-'\"pw\n")
     for secret in (token, password):
         secret.chmod(0o600)
     ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    result = k3s("--json", K3S_TOKEN_FILE=str(token), REGISTRY="registry.gov.local:5000",
-                 REGISTRY_USER="deploy", REGISTRY_PASSWORD_FILE=str(password), REGISTRY_CA_FILE=str(ca))
+    keys = {"REGISTRY": "registry.gov.local:5000", "REGISTRY_USER": "deploy",
+            "REGISTRY_PASSWORD_FILE": str(password), "REGISTRY_CA_FILE": str(ca)}
+    # the bundle carries the registries.yaml gldeploy rendered (bundle.py stages it): 02 installs it as is
+    loaded = settings.load(None, environ={}, overrides=["CONTROL_PLANE_IPS=192.168.56.10",
+                                                        *(f"{k}={v}" for k, v in keys.items())])
+    rendered = site_registries.write(loaded, bundle / "secrets")
+    result = k3s("--json", K3S_TOKEN_FILE=str(token), **keys)
     assert result.returncode == 0, result.stderr
     assert "s3cr3t" not in result.stdout + result.stderr
     etc = sandbox_root / "etc/rancher/k3s"
     registries_file = etc / "registries.yaml"
     assert mode(registries_file) == 0o600 and mode(etc / "cluster-token") == 0o600
+    assert registries_file.read_bytes() == rendered.read_bytes()
     registries = yaml.safe_load(registries_file.read_text())
     assert registries["mirrors"]["registry.gov.local:5000"]["endpoint"] == ["https://registry.gov.local:5000"]
     conf = registries["configs"]["registry.gov.local:5000"]
     assert conf["auth"] == {"username": "deploy", "password": "s3cr3t-'\"pw"}
-    assert conf["tls"]["ca_file"] == str(etc / "registry-ca.crt")
+    assert conf["tls"]["ca_file"] == "/etc/rancher/k3s/registry-ca.crt"
+    assert (etc / "registry-ca.crt").read_bytes() == ca.read_bytes()
     server_token = (sandbox_root / "var/lib/rancher/k3s/server/token").read_text().strip()
     assert server_token.endswith("::server:cluster-secret-1234")
 

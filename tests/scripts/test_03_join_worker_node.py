@@ -74,7 +74,9 @@ class Cluster:
 
     def join(self, root: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None,
              script: str = "03_join_worker_node") -> Any:
-        return self.run_phase(script, *args, overrides={**self.base, "API_PORT": str(port or self.port)},
+        # no HAProxy here: the "VIP" frontend (LB_PORT, hence API_SERVER_URL) is the first server itself
+        return self.run_phase(script, *args, overrides={**self.base, "API_PORT": str(port or self.port),
+                                                        "LB_PORT": str(self.port)},
                               env={"GL_ROOT": str(root), **(env or {})}, timeout=120)
 
     def joins(self) -> list[dict[str, Any]]:
@@ -255,11 +257,12 @@ def test_server_joins_with_the_server_token_through_the_vip(cluster: Cluster) ->
 
 
 def test_second_server_via_02_joins_the_api_vip(cluster: Cluster) -> None:
-    """02_init_control_plane --role server joins https://API_VIP:API_PORT with K3S_TOKEN_FILE."""
+    """02_init_control_plane --role server joins API_SERVER_URL (https://API_VIP:LB_PORT) with K3S_TOKEN_FILE."""
     server = cluster.root("server3")
     token = cluster.token_file(cluster.token, name="server-token")
     result = cluster.run_phase("02_init_control_plane", "--json", "--role", "server",
-                               overrides={**cluster.base, "API_PORT": str(cluster.port), "K3S_TOKEN_FILE": str(token)},
+                               overrides={**cluster.base, "API_PORT": str(cluster.port), "LB_PORT": str(cluster.port),
+                                          "K3S_TOKEN_FILE": str(token)},
                                env={"GL_ROOT": str(server)}, timeout=120)
     assert result.check("k3s join")["status"] == "pass", result.stderr
     assert result.check("k3s files")["status"] == "pass"

@@ -247,3 +247,16 @@ def test_real_mode_unhealthy_cluster_fails_within_budget(run_phase: Runner, fake
     assert pods["status"] == "fail" and "metrics-server-54fd9-zz(Pending)" in pods["message"]
     assert run.check("backend-rollout")["status"] == "pass"
     assert run.report["status"] == "fail" and run.returncode == 1
+
+
+def test_site_registry_checks_run_only_with_a_bastion(run_phase: Runner, sandbox_root: Path, phase: str) -> None:
+    """With a bastion (BASTION_IP) and its REGISTRY: the registry certificate and the registry answering
+    with auth are checked (lib/site_checks.sh site_check_health); without a bastion, nothing of the site."""
+    plain = run_phase(phase, "--json")
+    assert not {"certificates", "registry"} & {c["name"] for c in plain.report["checks"]}
+    port = free_port()  # nothing listens there: refused at once
+    run = run_phase(phase, "--json", overrides={"BASTION_IP": "192.0.2.1", "REGISTRY": f"127.0.0.1:{port}"})
+    assert run.check("certificates")["status"] == "fail"  # no site CA to check it against
+    registry = run.check("registry")
+    assert registry["status"] == "fail" and f"127.0.0.1:{port}" in registry["message"]
+    assert run.returncode == 1

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from test_02_install_k3s import k3s, release, tree  # noqa: F401  (shared fixtures)
+
 from tests.fixtures.k3s_standin.testing import _alive, standin_pid
 
 NEEDS = ("unshare", "nsenter", "ip", "iptables", "iptables-save", "mount")

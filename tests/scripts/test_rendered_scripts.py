@@ -10,7 +10,6 @@ import pytest
 from gldeploy import plan, render, sequences, settings
 from tests.fixtures.k3s_standin.testing import SMALL_HOST
 
-
 BARE_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -35,7 +34,7 @@ def _checks(report: dict[str, object]) -> list[tuple[str, str]]:
 def test_rendered_01_runs_with_bash_only_and_matches_the_invoke_path(
         lab_settings: settings.Settings, tmp_path: Path) -> None:
     out = tmp_path / "standalone"
-    render.render_standalone(lab_settings, out, version="gldeploy test")
+    render.render_standalone(lab_settings, out, sample_image=True, version="gldeploy test")
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     proc = subprocess.run(["env", "-i", BARE_PATH, "bash", str(out / "01_pre_install_check.sh"),
@@ -50,7 +49,7 @@ def test_rendered_01_runs_with_bash_only_and_matches_the_invoke_path(
 
     built = plan.build(lab_settings, ["01_pre_install_check"], hosts=["local"])
     [via_invoke] = plan.execute(lab_settings, built, plan.transports(lab_settings, built, echo=None),
-                                progress=lambda _: None)
+                                sample_image=True, progress=lambda _: None)
     assert via_invoke.status == rendered["status"]
     assert [(c["name"], c["status"]) for c in via_invoke.checks] == _checks(rendered)
     assert not (tmp_path / "marker").exists()

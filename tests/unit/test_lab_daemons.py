@@ -5,6 +5,8 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
+
 from gldeploy.lab import host
 
 
@@ -75,7 +77,7 @@ def test_guard_lets_the_child_clean_up_on_sigterm_then_raises_keyboard_interrupt
     assert signal.getsignal(signal.SIGTERM) is not guard._on_signal  # handlers restored
 
 
-def test_a_guard_that_has_ended_signals_nothing(monkeypatch: "pytest.MonkeyPatch") -> None:
+def test_a_guard_that_has_ended_signals_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """The bound fires right before the call returns; the kill it schedules must not reach a child
     started after the guard ended (the lab registry, say)."""
     import subprocess

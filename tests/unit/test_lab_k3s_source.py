@@ -10,8 +10,8 @@ import pytest
 
 from gldeploy import settings
 from gldeploy.errors import ConfigError, DeployError
-from gldeploy.paths import REPO
 from gldeploy.lab import k3s_source
+from gldeploy.paths import REPO
 from tests.fixtures.k3s_standin.release import STANDIN, make_release
 from tests.fixtures.k3s_standin.testing import free_port, serve_dir
 

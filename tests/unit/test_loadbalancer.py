@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import stat
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from gldeploy import loadbalancer as lb
 from gldeploy.errors import EXIT_BAD_INPUT, ConfigError
+from gldeploy.settings import Settings
+from gldeploy.settings import load as load_settings
 
 BASE = lb.LBConfig(vip="192.168.56.100", prefix=24, port=6443,
                    nodes=(lb.LBNode("192.168.56.5", 150), lb.LBNode("192.168.56.6", 140)),
@@ -108,21 +109,17 @@ def test_written_files_and_modes(tmp_path: Path) -> None:
     assert "Xy7.pass" not in repr(BASE)
 
 
-def settings(tmp_path: Path, **values: Any) -> SimpleNamespace:
+def settings(tmp_path: Path, **values: Any) -> Settings:
+    """Real loaded Settings (typed attributes) of a co-located cluster; values as key=value overrides."""
     pw = tmp_path / "vrrp-pass"
     if not pw.exists():
         pw.write_text("Xy7.pass\n")
         pw.chmod(0o600)
-    base: dict[str, Any] = dict(
-        api_vip="192.168.56.100", api_vip_prefix=24, api_port=6443,
-        control_plane_ips=("192.168.56.10", "192.168.56.11", "192.168.56.12"), worker_ips=(),
-        lb_ips=(), lb_priorities=(), lb_port=0, lb_interface="eth1", lb_vrrp_router_id=51,
-        lb_vrrp_password_file=str(pw), lb_preempt=False, lb_advert_int=1,
-        cluster_cidr="10.42.0.0/16", service_cidr="10.43.0.0/16")
-    base.update(values)
-    ns = SimpleNamespace(**base)
-    ns.origin = lambda key: f"cluster.env ({key})"
-    return ns
+    base: dict[str, Any] = {"TOPOLOGY": "ha", "API_VIP": "192.168.56.100",
+                            "CONTROL_PLANE_IPS": "192.168.56.10,192.168.56.11,192.168.56.12",
+                            "LB_INTERFACE": "eth1", "LB_VRRP_PASSWORD_FILE": str(pw)}
+    base.update({k.upper(): ",".join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in values.items()})
+    return load_settings(None, environ={}, overrides=[f"{k}={v}" for k, v in base.items()])
 
 
 def test_from_settings_colocated_by_default(tmp_path: Path) -> None:
@@ -143,8 +140,42 @@ def test_from_settings_refuses(tmp_path: Path) -> None:
         lb.from_settings(settings(tmp_path, lb_ips=("192.168.56.5", "192.168.56.6"), lb_priorities=(100,)))
     with pytest.raises(ConfigError, match="LB_VRRP_PASSWORD_FILE is empty"):
         lb.from_settings(settings(tmp_path, lb_vrrp_password_file=""))
-    with pytest.raises(ConfigError, match="API_VIP is empty"):
+    with pytest.raises(ConfigError, match="TOPOLOGY=ha needs API_VIP"):  # the settings refuse it first
         lb.from_settings(settings(tmp_path, api_vip=""))
     (tmp_path / "vrrp-pass").chmod(0o644)
     with pytest.raises(ConfigError, match="readable by others"):
         lb.from_settings(settings(tmp_path))
+
+
+def test_from_settings_names_the_file_and_line(tmp_path: Path) -> None:
+    env = tmp_path / "cluster.env"
+    env.write_text("TOPOLOGY=ha\nCONTROL_PLANE_IPS=192.168.56.10,192.168.56.11,192.168.56.12\n"
+                   "API_VIP=192.168.56.100\nLB_INTERFACE=eth1\nLB_VRRP_PASSWORD_FILE=\n")
+    with pytest.raises(ConfigError, match=r"cluster.env:5: LB_VRRP_PASSWORD_FILE is empty"):
+        lb.from_settings(load_settings(env, environ={}))
+
+
+def test_bundle_stages_one_directory_per_lb_node_with_keepalived_under_secrets(tmp_path: Path) -> None:
+    from gldeploy import bundle, render, sequences
+    s = settings(tmp_path, worker_ips=("192.168.56.21",))
+    phase = sequences.phase("ha", "02_init_control_plane")
+    info = bundle.build_bundle(s, tmp_path / "b", [phase], baked=False, staging=bundle.Staging(k3s_artifacts=False))
+    for addr in s.control_plane_ips:
+        assert {f"lb/{addr}/haproxy.cfg", f"lb/{addr}/gl-check-haproxy.sh",
+                f"secrets/lb/{addr}/keepalived.conf"} <= set(info.files)
+        conf = tmp_path / "b" / "secrets/lb" / addr / "keepalived.conf"
+        assert stat.S_IMODE(conf.stat().st_mode) == 0o600 and f"unicast_src_ip {addr}" in conf.read_text()
+    assert stat.S_IMODE((tmp_path / "b/secrets").stat().st_mode) == 0o700
+    assert not any("keepalived" in f for f in info.files if not f.startswith("secrets/"))
+    sums = render._sha256sums(tmp_path / "b")  # the rendered directory's list leaves secrets/ out
+    assert "lb/192.168.56.10/haproxy.cfg" in sums and "keepalived.conf" not in sums
+    assert "Xy7.pass" not in sums
+
+
+def test_bad_lb_settings_refuse_the_bundle_before_anything_is_written(tmp_path: Path) -> None:
+    from gldeploy import bundle, sequences
+    s = settings(tmp_path, lb_interface="")
+    with pytest.raises(ConfigError, match="LB_INTERFACE"):
+        bundle.build_bundle(s, tmp_path / "b", sequences.sequence("ha"), baked=False,
+                            staging=bundle.Staging(k3s_artifacts=False))
+    assert not (tmp_path / "b").exists()

@@ -290,7 +290,7 @@ def test_readme_describes_each_script_in_full(tmp_path: Path) -> None:
 def test_render_all_three_env_files_is_fast(tmp_path: Path) -> None:
     token, pw = secret(tmp_path, "token"), secret(tmp_path, "pw")
     ca = secret(tmp_path, "ca.crt", "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n", 0o644)
-    files = {"single": [], "cluster": [f"K3S_TOKEN_FILE={token}"],
+    files = {"single": [], "cluster": [f"K3S_TOKEN_FILE={token}", f"LB_VRRP_PASSWORD_FILE={secret(tmp_path, 'vrrp', 'Xy7.pass')}"],
              "airgap": [f"REGISTRY_PASSWORD_FILE={pw}", f"REGISTRY_CA_FILE={ca}"]}
     started = time.monotonic()
     for name, overrides in files.items():
@@ -329,3 +329,106 @@ def test_with_artifacts_stages_k3s_and_bakes_the_relative_path(tmp_path: Path) -
     assert "artifacts/k3s/k3s" in (out / "SHA256SUMS").read_text()
     ok = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout
+
+
+def _docker_archive(path: Path, tags: list[str], *, oci_name: str = "") -> Path:
+    """A small docker-save style archive (manifest.json with RepoTags), or an OCI one (index.json)."""
+    import io
+    import json
+    import tarfile
+    with tarfile.open(path, "w") as tar:
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        add("blobs/sha256/" + "0" * 64, b"layer" * 1000)
+        if oci_name:
+            add("index.json", json.dumps({"schemaVersion": 2, "manifests": [
+                {"digest": "sha256:" + "0" * 64, "annotations": {"io.containerd.image.name": oci_name}}]}).encode())
+        else:
+            add("manifest.json", json.dumps([{"Config": "c.json", "RepoTags": tags, "Layers": []}]).encode())
+    return path
+
+
+def test_site_backend_archive_is_staged_with_its_checksum(tmp_path: Path) -> None:
+    archive = _docker_archive(tmp_path / "backend-v1.1.tar", ["gl-native/execution-backend:v1.1"])
+    s = load(f"BACKEND_IMAGE_ARCHIVE={archive}")
+    info = bundle.build_bundle(s, tmp_path / "b", SINGLE, baked=False, staging=NO_K3S)
+    staged = info.dest / "artifacts" / "images" / "backend-v1.1.tar"
+    assert staged.read_bytes() == archive.read_bytes()
+    from gldeploy.artifacts import sha256_file
+    assert (info.dest / "artifacts" / "images" / "SHA256SUMS").read_text() == f"{sha256_file(archive)}  backend-v1.1.tar\n"
+    # the rendered directory carries it too, listed in the top-level SHA256SUMS
+    out = tmp_path / "out"
+    render.render_standalone(s, out, version=VERSION)
+    assert "artifacts/images/backend-v1.1.tar" in (out / "SHA256SUMS").read_text()
+    # an OCI archive naming the full containerd name is accepted as well
+    oci = _docker_archive(tmp_path / "b.oci.tar", [], oci_name="docker.io/gl-native/execution-backend:v1.1")
+    bundle.build_bundle(load(f"BACKEND_IMAGE_ARCHIVE={oci}"), tmp_path / "c", SINGLE, baked=False, staging=NO_K3S)
+    assert (tmp_path / "c" / "artifacts" / "images" / "b.oci.tar").is_file()
+
+
+def test_site_backend_archive_without_the_backend_image_is_refused_before_writing(tmp_path: Path) -> None:
+    archive = _docker_archive(tmp_path / "other.tar", ["gl-native/execution-backend:v1.0", "busybox:1"])
+    s = load(f"BACKEND_IMAGE_ARCHIVE={archive}")
+    with pytest.raises(ConfigError) as err:
+        bundle.build_bundle(s, tmp_path / "b", SINGLE, baked=False, staging=NO_K3S)
+    text = str(err.value)
+    assert "BACKEND_IMAGE_ARCHIVE" in text and "docker.io/gl-native/execution-backend:v1.1" in text
+    assert "gl-native/execution-backend:v1.0" in text  # what it does carry
+    assert not (tmp_path / "b").exists()
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(ConfigError, match="BACKEND_IMAGE_ARCHIVE.*index.json or manifest.json"):
+        bundle.build_bundle(load(f"BACKEND_IMAGE_ARCHIVE={junk}"), tmp_path / "b", SINGLE, baked=False, staging=NO_K3S)
+
+
+def test_registries_yaml_is_rendered_once_into_the_bundle_secrets(tmp_path: Path) -> None:
+    import yaml
+    password = secret(tmp_path, "registry-password", "pw-1\n")
+    ca = secret(tmp_path, "ca.crt", "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n", 0o644)
+    s = load("REGISTRY=registry.gov.local:5000", "REGISTRY_USER=deploy", f"REGISTRY_PASSWORD_FILE={password}",
+             f"REGISTRY_CA_FILE={ca}")
+    info = bundle.build_bundle(s, tmp_path / "b", SINGLE, baked=False, staging=NO_K3S)
+    path = info.dest / "secrets" / "registries.yaml"
+    assert mode(path) == 0o600
+    doc = yaml.safe_load(path.read_text())
+    assert doc["mirrors"]["registry.gov.local:5000"]["endpoint"] == ["https://registry.gov.local:5000"]
+    assert doc["mirrors"]["docker.io"]["endpoint"] == ["https://registry.gov.local:5000"]
+    assert doc["configs"]["registry.gov.local:5000"] == {
+        "tls": {"ca_file": "/etc/rancher/k3s/registry-ca.crt"}, "auth": {"username": "deploy", "password": "pw-1"}}
+    # only where a phase installs k3s, and never without a registry
+    early = bundle.build_bundle(s, tmp_path / "c", SINGLE[:1], baked=False, staging=NO_K3S)
+    assert not (early.dest / "secrets" / "registries.yaml").exists()
+    plain = bundle.build_bundle(load(), tmp_path / "d", SINGLE, baked=False, staging=NO_K3S)
+    assert not (plain.dest / "secrets" / "registries.yaml").exists()
+
+
+def test_versions_json_is_staged_where_k3s_is_installed(tmp_path: Path) -> None:
+    import json
+    from gldeploy.day2 import versions
+    s = load("K3S_VERSION=v1.29.4+k3s1")
+    info = bundle.build_bundle(s, tmp_path / "b", SINGLE, baked=False, staging=NO_K3S)
+    text = (info.dest / "versions.json").read_text()
+    assert text == versions.versions_json(s) and json.loads(text)["k3s"] == "v1.29.4+k3s1"
+    assert mode(info.dest / "versions.json") == 0o644
+    early = bundle.build_bundle(s, tmp_path / "c", SINGLE[:1], baked=False, staging=NO_K3S)
+    assert not (early.dest / "versions.json").exists()
+
+
+def test_lb_packages_are_shipped_in_the_bundle(tmp_path: Path) -> None:
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    (debs / "haproxy_2.6_amd64.deb").write_bytes(b"deb1")
+    (debs / "keepalived_2.2_amd64.deb").write_bytes(b"deb2")
+    (debs / "notes.txt").write_text("not a package")
+    vrrp = secret(tmp_path, "vrrp", "pw12\n")
+    s = settings.load(None, environ={}, overrides=[
+        "TOPOLOGY=ha", "CONTROL_PLANE_IPS=10.0.0.11,10.0.0.12,10.0.0.13", "API_VIP=10.0.0.100",
+        "LB_INTERFACE=eth1", f"LB_VRRP_PASSWORD_FILE={vrrp}", f"LB_PACKAGES_DIR={debs}"])
+    ha = sequences.sequence("ha")
+    info = bundle.build_bundle(s, tmp_path / "b", ha[:2], baked=False, staging=NO_K3S, roles={"lb"})
+    staged = info.dest / "artifacts" / "lb-packages"
+    assert sorted(p.name for p in staged.iterdir()) == ["haproxy_2.6_amd64.deb", "keepalived_2.2_amd64.deb"]
+    assert info.values["LB_PACKAGES_DIR"] == "artifacts/lb-packages"
+    assert bundle.bundle_values(load(), artifacts_staged=False)["LB_PACKAGES_DIR"] == ""

@@ -382,3 +382,65 @@ def test_a_cni_other_than_flannel_needs_the_cluster_sequence() -> None:
         settings.load(None, environ={}, overrides=["CONTROL_PLANE_IPS=10.0.0.11", "CNI=calico"])
     with pytest.raises(ConfigError, match="CNI='weave'.*expected one of"):
         settings.load(None, environ={}, overrides=["CONTROL_PLANE_IPS=10.0.0.11", "CNI=weave"])
+
+
+CLUSTER = ["TOPOLOGY=ha", "CONTROL_PLANE_IPS=10.0.0.11,10.0.0.12,10.0.0.13", "API_VIP=10.0.0.100"]
+
+
+def load_flags(*flags: str) -> settings.Settings:
+    return settings.load(None, environ={}, overrides=list(flags))
+
+
+def test_harbor_needs_its_project_at_settings_time() -> None:
+    with pytest.raises(ConfigError, match="REGISTRY_KIND=harbor needs REGISTRY_PROJECT.*REGISTRY_PROJECT=gl-native"):
+        load_flags("CONTROL_PLANE_IPS=10.0.0.11", "REGISTRY=harbor.gov.local", "REGISTRY_KIND=harbor")
+    ok = load_flags("CONTROL_PLANE_IPS=10.0.0.11", "REGISTRY=harbor.gov.local", "REGISTRY_KIND=harbor",
+                    "REGISTRY_PROJECT=gl-native")
+    assert ok.registry_project == "gl-native"
+
+
+@pytest.mark.parametrize("bastion, fragment", [
+    ("10.42.0.5", "BASTION_IP address 10.42.0.5 is inside CLUSTER_CIDR"),
+    ("10.43.1.1", "BASTION_IP address 10.43.1.1 is inside SERVICE_CIDR"),
+    ("10.0.0.11", "BASTION_IP address 10.0.0.11 is also listed in CONTROL_PLANE_IPS"),
+])
+def test_bastion_is_outside_the_cluster_networks_and_not_a_node(bastion: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        load_flags("CONTROL_PLANE_IPS=10.0.0.11", f"BASTION_IP={bastion}")
+    assert load_flags("CONTROL_PLANE_IPS=10.0.0.11", "BASTION_IP=10.0.0.5").bastion_ip == "10.0.0.5"
+
+
+def test_ha_needs_two_backend_replicas() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_flags(*CLUSTER, "BACKEND_REPLICAS=1")
+    assert "BACKEND_REPLICAS=1" in str(err.value) and "BACKEND_REPLICAS=2" in str(err.value)
+    assert load_flags(*CLUSTER, "BACKEND_REPLICAS=2").backend_replicas == 2
+    assert load_flags("CONTROL_PLANE_IPS=10.0.0.11", "BACKEND_REPLICAS=1").backend_replicas == 1
+
+
+def test_etcd_snapshot_schedule_and_retention() -> None:
+    loaded = load_flags("CONTROL_PLANE_IPS=10.0.0.11")
+    assert (loaded.etcd_snapshot_schedule, loaded.etcd_snapshot_retention) == ("0 */12 * * *", 5)
+    for good in ("*/30 1-5 * * 1,3", "@daily", "15 2 1 jan *"):
+        assert load_flags("CONTROL_PLANE_IPS=10.0.0.11", f"ETCD_SNAPSHOT_SCHEDULE={good}").etcd_snapshot_schedule == good
+    for bad in ("0 */12 * *", "61 * * * *", "0 0 * * * *", "@sometimes", "0 0 * * 8", "*/0 * * * *"):
+        with pytest.raises(ConfigError, match="ETCD_SNAPSHOT_SCHEDULE=.*cron"):
+            load_flags("CONTROL_PLANE_IPS=10.0.0.11", f"ETCD_SNAPSHOT_SCHEDULE={bad}")
+    with pytest.raises(ConfigError, match="ETCD_SNAPSHOT_RETENTION"):
+        load_flags("CONTROL_PLANE_IPS=10.0.0.11", "ETCD_SNAPSHOT_RETENTION=0")
+
+
+def test_backend_image_archive_must_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.oci.tar"
+    with pytest.raises(ConfigError) as err:
+        load_flags("CONTROL_PLANE_IPS=10.0.0.11", f"BACKEND_IMAGE_ARCHIVE={missing}")
+    assert f"BACKEND_IMAGE_ARCHIVE={missing}" in str(err.value) and "not found" in str(err.value)
+    archive = tmp_path / "backend.tar"
+    archive.write_bytes(b"x")
+    assert load_flags("CONTROL_PLANE_IPS=10.0.0.11", f"BACKEND_IMAGE_ARCHIVE={archive}").backend_image_archive == str(archive)
+
+
+def test_lb_packages_dir_is_a_key_that_must_be_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="LB_PACKAGES_DIR=.*not a directory"):
+        load_flags(*CLUSTER, f"LB_PACKAGES_DIR={tmp_path / 'none'}")
+    assert load_flags(*CLUSTER, f"LB_PACKAGES_DIR={tmp_path}").lb_packages_dir == str(tmp_path)

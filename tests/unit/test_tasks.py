@@ -43,6 +43,14 @@ def invoke(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, st
     return code, out, err
 
 
+def vrrp_file(tmp_path: Path) -> str:
+    """LB_VRRP_PASSWORD_FILE=<a 0600 file>: cluster plans stage the API VIP load balancer."""
+    pw = tmp_path / "vrrp-password"
+    pw.write_text("Xy7.pass\n")
+    pw.chmod(0o600)
+    return f"LB_VRRP_PASSWORD_FILE={pw}"
+
+
 @pytest.fixture(autouse=True)
 def _clean_gl_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
@@ -86,10 +94,12 @@ def test_cluster_init_join_roles_plan_their_hosts_and_phases(capsys: pytest.Capt
     token = tmp_path / "token"
     token.write_text("t0ken")
     token.chmod(0o600)
-    code, out, _ = invoke(capsys, "cluster.init", "--role", role, "--dry-run", "--set", f"K3S_TOKEN_FILE={token}")
+    code, out, _ = invoke(capsys, "cluster.init", "--role", role, "--dry-run", "--set", f"K3S_TOKEN_FILE={token}",
+                          "--set", vrrp_file(tmp_path))
     assert code == 0, out
     steps = [line.split()[0].rstrip(":") + " " + line.split()[1] for line in out.splitlines() if " $ " in line]
-    assert sorted(steps) == sorted(f"{h} {p}" for h in hosts for p in phases)
+    # a plain password cannot pin the cluster CA: the joiners get the first server's full token
+    assert sorted(steps) == sorted([f"{h} {p}" for h in hosts for p in phases] + ["192.168.57.11 fetch-join-token"])
     assert "t0ken" not in out
 
 
@@ -98,12 +108,18 @@ def test_cluster_join_runs_servers_one_at_a_time_then_agents(capsys: pytest.Capt
     token = tmp_path / "token"
     token.write_text("t0ken")
     token.chmod(0o600)
-    code, out, _ = invoke(capsys, "cluster.join", "--dry-run", "--set", f"K3S_TOKEN_FILE={token}")
+    code, out, _ = invoke(capsys, "cluster.join", "--dry-run", "--set", f"K3S_TOKEN_FILE={token}",
+                          "--set", vrrp_file(tmp_path))
     assert code == 0, out
     order = [line for line in out.splitlines() if line.startswith("order (ha): ")][0]
     assert order == ("order (ha): 01_pre_install_check (hosts together) -> 02_init_control_plane (one host at a "
                      "time) -> 03_join_worker_node (hosts together)")
-    assert "192.168.57.11:" not in out  # the first server is not touched by a join
+    # the first server is not changed by a join: only its token is read (a plain password cannot pin the CA)
+    first = [line for line in out.splitlines() if line.startswith("  192.168.57.11: ")]
+    assert [line.split(" $ ")[1].rstrip("'").split()[-2:] for line in first if " $ " in line] == \
+        [["cat", "/var/lib/rancher/k3s/server/token"]]
+    joins = [line for line in out.splitlines() if "192.168.57.12: 02_init_control_plane" in line]
+    assert "--server-url https://192.168.57.100:16443 --token-file /var/lib/gl-deploy/secrets/k3s-token" in joins[0]
 
 
 @pytest.mark.parametrize("argv", [["deploy", "-h"], ["cluster.init", "-h"], ["scripts.render", "-h"],
@@ -128,6 +144,7 @@ def test_short_flags_mean_the_same_option_in_every_task() -> None:
 def test_a_run_with_warnings_exits_3_and_the_report_agrees(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import json
+
     from gldeploy import plan, results
 
     def warned(settings: object, built: plan.Plan, links: object, **kwargs: object) -> list[results.PhaseResult]:
@@ -149,7 +166,7 @@ def test_cluster_init_first_server_plans_01_and_02_init(capsys: pytest.CaptureFi
     token.write_text("t0ken")
     token.chmod(0o600)
     code, out, _ = invoke(capsys, "cluster.init", "--role", "first-server", "--dry-run",
-                          "--set", f"K3S_TOKEN_FILE={token}")
+                          "--set", f"K3S_TOKEN_FILE={token}", "--set", vrrp_file(tmp_path))
     assert code == 0
     steps = [line for line in out.splitlines() if " $ " in line]
     assert [line.split()[1] for line in steps] == ["01_pre_install_check", "02_init_control_plane"]

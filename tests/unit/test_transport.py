@@ -106,7 +106,6 @@ def test_local_put_dir_keeps_modes_and_makes_dest_private(tmp_path: Path) -> Non
 
 
 def test_a_hung_command_is_stopped_at_its_timeout_with_its_children(tmp_path: Path) -> None:
-    import subprocess
     import time
     marker = f"gl-local-timeout-{tmp_path.name}"
     started = time.monotonic()
@@ -120,7 +119,6 @@ def test_a_hung_command_is_stopped_at_its_timeout_with_its_children(tmp_path: Pa
 def test_the_local_backstop_kills_the_whole_process_group(tmp_path: Path) -> None:
     """Even when the command itself ignores its bound, _execute kills its group and does not hang on
     pipes a background child still holds."""
-    import subprocess
     import time
 
     from gldeploy.hostcmd import execute as _execute
@@ -211,12 +209,11 @@ def test_ctrl_c_stops_a_local_command_that_runs_in_its_own_session(tmp_path: Pat
     terminal's Ctrl-C from reaching it: the interrupt is passed on, and the child stops."""
     import os
     import signal
-    import subprocess
     import threading
-
-    from gldeploy.hostcmd import execute as _execute
     import time
     import uuid
+
+    from gldeploy.hostcmd import execute as _execute
     marker = f"gl-ctrl-c-{uuid.uuid4().hex}"  # unique per run: a leftover of another run cannot match
     started: list[bool] = []
 
@@ -241,7 +238,9 @@ def test_ctrl_c_stops_a_local_command_that_runs_in_its_own_session(tmp_path: Pat
     assert not running(marker)
 
 
-def test_a_phase_the_host_had_to_kill_is_reported_as_timed_out() -> None:
+def test_a_phase_the_host_had_to_kill_is_reported_as_timed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gldeploy import hostcmd
+    monkeypatch.setattr(hostcmd, "KILL_GRACE", 1)  # the same SIGTERM-then-SIGKILL path, 9 s sooner
     result = Local(echo=None).run(["bash", "-c", "trap '' TERM; sleep 30"], timeout=0.5)
     assert result.rc in (137, -9) and "timed out after 0.5 s on this machine" in result.stderr
 

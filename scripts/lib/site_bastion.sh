@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# lib/site_bastion.sh: install the site services on the bastion from the bundle's site/ directory
+# (rendered by gldeploy/site): OS packages (.deb, no network), the registry (TLS + htpasswd), the
+# images (skopeo), chrony (NTP server) and dnsmasq. Each step compares before it writes: a second
+# run changes nothing and says so. Paths: SITE_ETC, SITE_REGISTRY_* below (GL_ROOT in tests).
+
+# shellcheck disable=SC2034  # GL_CHANGED is read by lib/checks.sh
+SITE_ETC="/etc/gl-site"
+SITE_REGISTRY_CONFIG="/etc/docker/registry/config.yml"
+SITE_HTPASSWD="/etc/docker/registry/htpasswd"
+
+# site_install_if_changed SRC DEST MODE: install when different; sets GL_CHANGED; returns 0 if changed
+site_install_if_changed() {
+  gl_install_file "$1" "$(gl_path "$2")" "$3"
+  [[ "${GL_INSTALLED}" == changed ]] || return 1
+  GL_CHANGED=true
+  info "wrote $2"
+}
+
+site_install_packages() {  # .deb files of site/packages, installed offline (apt-get, no download)
+  local dir debs=() deb pkg missing=()
+  dir="$(site_file packages)"
+  for deb in "${dir}"/*.deb; do [[ -f "${deb}" ]] && debs+=("${deb}"); done
+  if ((${#debs[@]} == 0)); then info "no site/packages: using the packages already installed"; return 0; fi
+  for deb in "${debs[@]}"; do
+    pkg=$(dpkg-deb -f "${deb}" Package)
+    dpkg-query -W -f '${Status}' "${pkg}" 2>/dev/null | grep -q 'install ok installed' || missing+=("${deb}")
+  done
+  if ((${#missing[@]} == 0)); then info "OS packages: all ${#debs[@]} already installed"; return 0; fi
+  info "installing ${#missing[@]} package(s) from the bundle (no network)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download -o Dir::Etc::sourcelist=/dev/null \
+    -o Dir::Etc::sourceparts=/dev/null "${missing[@]}" >&2 || fatal "apt-get could not install the bundle's packages; a dependency is missing from SITE_PACKAGES_DIR (apt-get download it too)"
+  GL_CHANGED=true
+}
+
+# the htpasswd entry (bcrypt) is rewritten only when the password no longer verifies
+site_htpasswd() {
+  local file password_file
+  file="$(gl_path "${SITE_HTPASSWD}")"
+  password_file="$(gl_bundle_path "${REGISTRY_PASSWORD_FILE}")"
+  if [[ -f "${file}" ]] && htpasswd -v -i "${file}" "${REGISTRY_USER}" <"${password_file}" >/dev/null 2>&1; then return 1; fi
+  mkdir -p "$(dirname "${file}")"
+  touch "${file}"; chmod 0640 "${file}"
+  tr -d '\n' <"${password_file}" | htpasswd -B -i "${file}" "${REGISTRY_USER}" >/dev/null 2>&1 \
+    || fatal "htpasswd could not write ${file}"
+  GL_CHANGED=true
+  info "registry user ${REGISTRY_USER}: password set (bcrypt)"
+  return 0
+}
+
+site_registry_files() {  # returns 0 when something changed (the registry needs a restart)
+  local changed=1
+  site_install_if_changed "$(site_file registry.crt)" "${SITE_ETC}/registry.crt" 0644 && changed=0
+  site_install_if_changed "$(site_file registry.key)" "${SITE_ETC}/registry.key" 0600 && changed=0
+  site_install_if_changed "$(site_file registry-config.yml)" "${SITE_REGISTRY_CONFIG}" 0644 && changed=0
+  if [[ -n "${REGISTRY_USER}" ]] && site_htpasswd; then changed=0; fi
+  return "${changed}"
+}
+
+# site_import_images: skopeo copy each archive of site/images.list unless the registry has it
+# (credentials through a 0600 auth file, never argv; the CA as a cert dir)
+site_import_images() {
+  local list archive target size tmp auth="" password n=0 done_=0
+  list="$(site_file images.list)"
+  [[ -s "${list}" ]] || { info "no images to import"; return 0; }
+  gl_tmpdir tmp
+  mkdir -m 0700 "${tmp}/certs"
+  cp "$(site_ca_file)" "${tmp}/certs/ca.crt"
+  printf '{"default": [{"type": "insecureAcceptAnything"}]}\n' >"${tmp}/policy.json"
+  if [[ -n "${REGISTRY_USER}" ]]; then
+    password=$(<"$(gl_bundle_path "${REGISTRY_PASSWORD_FILE}")")
+    auth="${tmp}/auth.json"
+    (umask 077; printf '{"auths": {%s: {"auth": "%s"}}}\n' "$(gl_json_str "${REGISTRY}")" \
+      "$(printf '%s:%s' "${REGISTRY_USER}" "${password}" | base64 -w0)" >"${auth}")
+  fi
+  while IFS=$'\t' read -r archive target size; do
+    [[ -n "${target}" ]] || continue
+    n=$((n + 1))
+    local code _rc
+    read -r code _rc < <(site_curl_code "/v2/${target%:*}/manifests/${target##*:}" 1 -I \
+      -H 'Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json')
+    if [[ "${code}" == 200 ]]; then continue; fi
+    info "importing ${archive} -> ${REGISTRY}/${target} (${size} bytes)"
+    skopeo --policy "${tmp}/policy.json" copy --retry-times 2 --dest-cert-dir "${tmp}/certs" \
+      ${auth:+--dest-authfile "${auth}"} "oci-archive:$(site_file "images/${archive}")" "docker://${REGISTRY}/${target}" >&2 \
+      || fatal "skopeo could not push ${archive} to ${REGISTRY}/${target}; run checklist.sh --role bastion for the cause"
+    done_=$((done_ + 1)); GL_CHANGED=true
+  done <"${list}"
+  info "images: ${done_} imported, $((n - done_)) already present"
+}

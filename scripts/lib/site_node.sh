@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# lib/site_node.sh: make a host a member of the air-gapped site, from the bundle's site/ files
+# (rendered once by gldeploy/site): the site CA in the OS trust store and in k3s' registries.yaml,
+# chrony pointing at the bastion, the site time zone, the site names (DNS or hosts), and k3s'
+# documented air-gap needs (a default route; resolv-conf when no upstream nameserver exists).
+# Every step compares before it writes; a second run changes nothing.
+# shellcheck disable=SC2034  # GL_CHANGED is read by lib/checks.sh
+
+site_reload() {  # UNIT: restart a service when systemd runs it (not in the GL_ROOT sandbox)
+  if gl_has_systemd; then systemctl restart "$1" || fatal "systemctl restart $1 failed; see journalctl -u $1"; fi
+}
+
+# the site CA into the OS trust store (Debian: /usr/local/share/ca-certificates +
+# update-ca-certificates; RHEL: /etc/pki/ca-trust/source/anchors + update-ca-trust)
+site_trust_ca() {
+  local ca anchors refresh
+  ca="$(site_ca_file)"
+  [[ -n "${ca}" ]] || { gl_check_skip trust-ca "no REGISTRY_CA_FILE"; return 0; }
+  gl_detect_os
+  if [[ "${OS_FAMILY}" == rhel ]]; then anchors=/etc/pki/ca-trust/source/anchors; refresh=(update-ca-trust extract)
+  else anchors=/usr/local/share/ca-certificates; refresh=(update-ca-certificates); fi
+  gl_install_file "${ca}" "$(gl_path "${anchors}/${SITE_CA_NAME}")" 0644
+  local trust="${GL_INSTALLED}"
+  gl_install_file "${ca}" "$(gl_path /etc/rancher/k3s/registry-ca.crt)" 0644
+  [[ "${trust}${GL_INSTALLED}" == unchangedunchanged ]] || GL_CHANGED=true
+  if [[ "${trust}" == changed && -z "${GL_ROOT}" ]]; then
+    "${refresh[@]}" >/dev/null || fatal "${refresh[*]} failed; is ca-certificates installed?"
+  fi
+  gl_check_pass trust-ca "site CA in ${anchors}/${SITE_CA_NAME} and /etc/rancher/k3s/registry-ca.crt"
+}
+
+site_registries_yaml() {  # the one registries.yaml gldeploy rendered for every node (0600)
+  local src
+  src="$(gl_bundle_path secrets/registries.yaml)"
+  [[ -f "${src}" ]] || { gl_check_skip registries "no registries.yaml in the bundle (REGISTRY unset)"; return 0; }
+  gl_install_file "${src}" "$(gl_path /etc/rancher/k3s/registries.yaml)" 0600
+  [[ "${GL_INSTALLED}" == unchanged ]] || GL_CHANGED=true
+  gl_check_pass registries "/etc/rancher/k3s/registries.yaml ${GL_INSTALLED} (mirrors of docker.io, registry.k8s.io, ghcr.io, quay.io, gcr.io -> ${REGISTRY})"
+}
+
+site_chrony_client() {
+  local conf=/etc/chrony/chrony.conf
+  [[ -f "$(site_file chrony-client.conf)" ]] || { gl_check_skip chrony "no BASTION_IP: no site NTP server"; return 0; }
+  [[ -d "$(gl_path /etc/chrony)" || ! -d "$(gl_path /etc/chrony.d)" ]] || conf=/etc/chrony.conf
+  gl_install_file "$(site_file chrony-client.conf)" "$(gl_path "${conf}")" 0644
+  if [[ "${GL_INSTALLED}" == changed ]]; then GL_CHANGED=true; site_reload chrony; fi
+  gl_check_pass chrony "${conf} ${GL_INSTALLED}: server ${BASTION_IP} port ${SITE_NTP_PORT}"
+}
+
+site_timezone() {
+  local zone="/usr/share/zoneinfo/${SITE_TIMEZONE}" link
+  [[ -f "${zone}" ]] || fatal "time zone ${SITE_TIMEZONE} (SITE_TIMEZONE) is not in /usr/share/zoneinfo on this host; install tzdata"
+  link="$(gl_path /etc/localtime)"
+  if [[ "$(readlink "${link}" 2>/dev/null)" == "${zone}" ]]; then gl_check_pass timezone "${SITE_TIMEZONE} (unchanged)"; return 0; fi
+  mkdir -p "$(dirname "${link}")"
+  ln -sfn "${zone}" "${link}"
+  printf '%s\n' "${SITE_TIMEZONE}" >"$(gl_path /etc/timezone)"
+  GL_CHANGED=true
+  gl_check_pass timezone "${SITE_TIMEZONE} (changed)"
+}
+
+# the site names: dnsmasq on the bastion as the resolver, or the names in /etc/hosts
+site_names() {
+  local hosts tmp
+  hosts="$(gl_path /etc/hosts)"
+  gl_tmpdir tmp
+  if [[ "${SITE_DNS}" == hosts ]]; then
+    { grep -v ' # gl-site$' "${hosts}" 2>/dev/null || true; sed 's/$/ # gl-site/' "$(site_file site.hosts)"; } >"${tmp}/hosts"
+    gl_install_file "${tmp}/hosts" "${hosts}" 0644
+    [[ "${GL_INSTALLED}" == unchanged ]] || GL_CHANGED=true
+    gl_check_pass site-names "/etc/hosts ${GL_INSTALLED} (site names)"
+  else
+    printf '# site DNS (GL-Native bastion)\nnameserver %s\n' "${BASTION_IP}" >"${tmp}/resolv.conf"
+    gl_install_file "${tmp}/resolv.conf" "$(gl_path /etc/gl-site/resolv.conf)" 0644
+    [[ "${GL_INSTALLED}" == unchanged ]] || GL_CHANGED=true
+    gl_check_pass site-names "site resolver ${BASTION_IP} in /etc/gl-site/resolv.conf ${GL_INSTALLED}; k3s uses it (resolv-conf)"
+  fi
+}
+
+# k3s' air-gap needs: a default route must exist (k3s picks its node address from it)
+site_default_route() {
+  if ip -4 route show default 2>/dev/null | grep -q .; then gl_check_pass default-route "a default route exists"
+  else gl_check_fail default-route "no default route: k3s cannot choose its node address" "add one, even to an unused site gateway: ip route add default via <site gateway> (persist it in the network config)"; fi
+}

@@ -1,0 +1,66 @@
+"""03_site_node.sh in a GL_ROOT sandbox: the node gets the site CA (trust store and k3s), the one
+registries.yaml (0600), chrony pointing at the bastion, the time zone and the site names; a second run
+changes nothing and says so."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from gldeploy import settings
+from gldeploy.site import ca
+from gldeploy.tasks.site_tasks import stage_for
+
+
+def _bundle(tmp_path: Path, *extra: str) -> Path:
+    ca.init(tmp_path / "ca", ca.Names.of(["registry.gov.local", "192.168.56.5"]))
+    pw = tmp_path / "pw"
+    pw.write_text("Node-pass-1\n")
+    pw.chmod(0o600)
+    loaded = settings.load(None, environ={}, overrides=[
+        "CONTROL_PLANE_IPS=192.168.56.10", "BASTION_IP=192.168.56.5", "REGISTRY=registry.gov.local:5000",
+        "REGISTRY_USER=deploy", f"REGISTRY_PASSWORD_FILE={pw}", f"REGISTRY_CA_FILE={tmp_path / 'ca/ca.crt'}",
+        f"SITE_CA_DIR={tmp_path / 'ca'}", "SITE_TIMEZONE=Asia/Taipei", "SITE_API_NAME=k3s-api.gov.local", *extra])
+    dest = tmp_path / "bundle"
+    stage_for(loaded, dest, "node")
+    return dest
+
+
+def _run(bundle: Path, root: Path) -> tuple[int, dict[str, object]]:
+    done = subprocess.run(["bash", str(bundle / "03_site_node.sh"), "--json"], capture_output=True, text=True,
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "GL_ROOT": str(root)}, timeout=60, check=False)
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_node_joins_the_site_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path)
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n")
+    rc, report = _run(bundle, root)
+    checks = {c["name"]: c for c in report["checks"]}  # type: ignore[union-attr]
+    assert report["changed"] is True and checks["trust-ca"]["status"] == "pass"
+    ca_pem = (tmp_path / "ca/ca.crt").read_bytes()
+    assert (root / "usr/local/share/ca-certificates/gl-site-ca.crt").read_bytes() == ca_pem
+    assert (root / "etc/rancher/k3s/registry-ca.crt").read_bytes() == ca_pem
+    reg = root / "etc/rancher/k3s/registries.yaml"
+    assert reg.read_bytes() == (bundle / "secrets/registries.yaml").read_bytes()
+    assert (reg.stat().st_mode & 0o777) == 0o600 and b"Node-pass-1" in reg.read_bytes()
+    assert "server 192.168.56.5 port 123" in (root / "etc/chrony/chrony.conf").read_text()
+    assert (root / "etc/localtime").readlink() == Path("/usr/share/zoneinfo/Asia/Taipei")
+    assert "nameserver 192.168.56.5" in (root / "etc/gl-site/resolv.conf").read_text()
+    assert rc in (0, 1)  # 1 only when this machine has no default route (checked for real)
+    rc2, again = _run(bundle, root)
+    assert again["changed"] is False and rc2 == rc
+
+
+def test_hosts_mode_writes_the_site_names_once(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path, "SITE_DNS=hosts")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n")
+    _run(bundle, root)
+    _run(bundle, root)
+    text = (root / "etc/hosts").read_text()
+    assert text.count("registry.gov.local") == 1 and "192.168.56.10\tk3s-api.gov.local # gl-site" in text
+    assert text.startswith("127.0.0.1 localhost\n")
