@@ -211,26 +211,6 @@ def standin_with_images(src: Path, dest: Path, arch: str = "amd64") -> Path:
     return dest
 
 
-def site_ca(work: Path, names: list[str]) -> tuple[Path, Path, Path]:
-    """A throwaway site CA and the registry's certificate for `names` (DNS names and IPs)."""
-    work.mkdir(parents=True, exist_ok=True)
-    work.chmod(0o700)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run(["openssl", "req", "-x509", *ec, "-days", "2", "-keyout", "ca.key", "-out", "ca.crt", "-subj",
-         "/CN=gl-airgap lab CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
-         "keyUsage=critical,keyCertSign,cRLSign"], cwd=work, what="openssl CA")
-    run(["openssl", "req", *ec, "-keyout", "registry.key", "-out", "registry.csr", "-subj", f"/CN={names[0]}"],
-        cwd=work, what="openssl csr")
-    san = ",".join(f"IP:{n}" if n[0].isdigit() else f"DNS:{n}" for n in names)
-    (work / "san.ext").write_text(f"subjectAltName={san}\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
-    run(["openssl", "x509", "-req", "-in", "registry.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-         "-CAcreateserial", "-days", "2", "-out", "registry.crt", "-extfile", "san.ext"], cwd=work,
-        what="openssl sign")
-    for key in ("ca.key", "registry.key"):
-        (work / key).chmod(0o600)
-    return work / "ca.crt", work / "registry.crt", work / "registry.key"
-
-
 def secret_file(path: Path, value: str) -> Path:
     """A 0600 file created with its mode (never world-readable, not even for a moment)."""
     path.unlink(missing_ok=True)
@@ -258,6 +238,21 @@ def unpack_and_verify(ssh_config: Path, ip: str, incoming: str, parts_name: str,
                          "--to", REMOTE_BUNDLE], timeout=900)
     out = ssh(ssh_config, ip, ["sudo", "bash", f"{REMOTE_BUNDLE}/{name}/verify.sh"], timeout=900)
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+
+
+# the node's packages from the copied-in bundle, with no source at all (as the bastion phase does)
+NODE_PACKAGES_SCRIPT = r"""set -euo pipefail
+shopt -s nullglob
+debs=("$1"/packages/node/*.deb)
+((${#debs[@]})) || exit 0
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-download -o Dir::Etc::sourcelist=/dev/null \
+  -o Dir::Etc::sourceparts=/dev/null "${debs[@]}"
+"""
+
+
+def install_node_packages(ssh_config: Path, ip: str, bundle: str) -> None:
+    """Install the bundle's packages/node/*.deb on a node (offline; its chrony is the site's NTP client)."""
+    ssh(ssh_config, ip, ["sudo", "bash", "-c", NODE_PACKAGES_SCRIPT, "gl-node-packages", bundle], timeout=900)
 
 
 def invoke_tasks() -> set[str]:

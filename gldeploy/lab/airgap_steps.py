@@ -85,13 +85,17 @@ def step_bundle(r: LabRun) -> None:
     if source is None:
         raise DeployError("lab step order: the k3s artifacts step did not run")
     status = airgap.box_dpkg_status(airgap.box_image(r.options.box), r.work / "box.status")
-    st.ca, _, _ = airgap.site_ca(r.work / "site-ca", [airgap.REGISTRY_NAME, st.table.bastion.ip])
+    ca_dir = r.work / "site-ca"
+    site_sets = [f"SITE_CA_DIR={ca_dir}", f"BASTION_IP={st.table.bastion.ip}"]
+    run(invoke_argv("ca.init", st.table.lab.env_file, site_sets), cwd=REPO, timeout=300, capture=False,
+        what="invoke ca.init")
+    st.ca = ca_dir / "ca.crt"
     st.password_file = airgap.new_password(r.work / "registry-password")
     k3s_dir = source.directory
     if source.mode == "standin" and not list(k3s_dir.glob("k3s-airgap-images-*")):
         k3s_dir = airgap.standin_with_images(k3s_dir, r.work / "k3s-standin-airgap")
     st.sets = [f"K3S_ARTIFACTS_DIR={k3s_dir}", f"REGISTRY_PASSWORD_FILE={st.password_file}",
-               f"REGISTRY_CA_FILE={st.ca}", "MIN_CPU=1", "MIN_MEMORY_MB=512", "MIN_DISK_GB=2"]
+               f"REGISTRY_CA_FILE={st.ca}", "MIN_CPU=1", "MIN_MEMORY_MB=512", "MIN_DISK_GB=2", *site_sets]
     out = r.work / "bundle"
     argv = invoke_argv("bundle.build", st.table.lab.env_file, st.sets, "--out", str(out), "--sample-image",
                        "--os-status", str(status))
@@ -124,6 +128,8 @@ def step_copy_verify(r: LabRun) -> None:
             dest = f"{airgap.REMOTE_BUNDLE}/{st.bundle_dir.name}/{secret.relative_to(st.secrets_dir).as_posix()}"
             ssh(r.ssh_config, node.ip, ["sudo", "bash", "-c", 'umask 077; mkdir -p "${1%/*}"; cat >"$1"',
                                         "gl-secret", dest], input_text=secret.read_text())
+        if node.role != "bastion":  # the bastion's packages are installed by the site phases
+            airgap.install_node_packages(r.ssh_config, node.ip, f"{airgap.REMOTE_BUNDLE}/{st.bundle_dir.name}")
         timings[node.name] = round(time.monotonic() - start, 1)
         say(f"bundle on {node.name}: {line}")
     r.report.extra["bundle_copy_verify_s"] = timings
@@ -137,12 +143,15 @@ def step_bastion(r: LabRun) -> None:
         raise DeployError(f"bastion install: `invoke {SITE_TASK}` is not in this checkout (the bastion phases "
                           f"of helper `site`, branch site, are not merged into main yet); the bastion cannot be "
                           f"installed from the bundle, so the node and the air-gap checks cannot run")
-    bundle = f"{airgap.REMOTE_BUNDLE}/{st.bundle_dir.name if st.bundle_dir else '?'}"
-    sets = [*st.sets, f"SSH_CONFIG={r.ssh_config}", "SSH_USER=vagrant", f"BASTION_IP={st.table.bastion.ip}",
-            f"SITE_CA_DIR={r.work / 'site-ca'}", f"SITE_PACKAGES_DIR={bundle}/packages/bastion",
-            f"SITE_IMAGES_DIR={bundle}/images"]
-    run(invoke_argv(SITE_TASK, st.table.lab.env_file, sets), cwd=REPO, timeout=1800, capture=False,
-        what=f"invoke {SITE_TASK}")
+    if st.bundle_dir is None:
+        raise DeployError("lab step order: the bundle build step did not run")
+    topology = settings_lib.load(st.table.lab.env_file, overrides=st.sets).topology
+    # site.deploy stages the site files from this host: the bundle's own packages and images
+    sets = [*st.sets, f"SSH_CONFIG={r.ssh_config}", "SSH_USER=vagrant",
+            f"SITE_PACKAGES_DIR={st.bundle_dir / 'packages' / 'bastion'}",
+            f"SITE_IMAGES_DIR={st.bundle_dir / 'scripts' / topology / 'artifacts' / 'images'}"]
+    run(invoke_argv(SITE_TASK, st.table.lab.env_file, sets, "--json-report", str(r.work / "site-deploy.json")),
+        cwd=REPO, timeout=1800, capture=False, what=f"invoke {SITE_TASK}")
 
 
 def step_node(r: LabRun) -> None:

@@ -21,10 +21,12 @@ from typing import Literal
 from .. import proc
 from ..errors import ConfigError, DeployError
 
-PackageRole = Literal["bastion"]
-# role -> the packages it installs (dependencies are computed, not listed)
+PackageRole = Literal["bastion", "node"]
+# role -> the packages it installs (dependencies are computed, not listed); a node's chrony is the
+# client the site phases (03_site_node) configure against the bastion
 ROLE_PACKAGES: dict[PackageRole, tuple[str, ...]] = {
     "bastion": ("docker-registry", "apache2-utils", "skopeo", "chrony", "dnsmasq", "bind9-dnsutils"),
+    "node": ("chrony",),
 }
 PACKAGES_DIR = "packages"  # in the bundle: packages/<role>/<name>_<arch>.deb
 SUITE = "bookworm"  # the release of the lab box and of the supported targets (Debian 12)
@@ -147,7 +149,7 @@ def matches(path: Path, deb: Deb) -> bool:
 
 
 def gather(status: Path, cache: Path, arch: str = "amd64",
-           roles: tuple[PackageRole, ...] = ("bastion",)) -> dict[PackageRole, list[tuple[Deb, Path]]]:
+           roles: tuple[PackageRole, ...] = ("bastion", "node")) -> dict[PackageRole, list[tuple[Deb, Path]]]:
     """For each role: the packages missing on the target (per `status`), each as a checked cached .deb."""
     check_status(status)
     if not KEYRING.is_file():

@@ -97,6 +97,7 @@ def test_status_must_be_a_dpkg_status_file(tmp_path: Path) -> None:
 
 def test_gather_downloads_checks_and_caches(fake_apt: Path, status: Path, tmp_path: Path) -> None:
     found = pkgs.gather(status, tmp_path / "cache")
+    assert set(found) == {"bastion", "node"}
     got = {d.name: p.read_bytes() for d, p in found["bastion"]}
     assert got == {"chrony": CHRONY, "bind9-dnsutils": BIND}
     calls = (fake_apt / "calls").read_text().splitlines()
@@ -123,7 +124,8 @@ def test_bundle_packages_section_in_manifest_and_verified(fake_apt: Path, status
                          cache_dir=tmp_path / "cache")
     manifest = mf.parse((result.bundle_dir / mf.MANIFEST).read_text())
     debs = {e.path: e for e in manifest.files if e.kind == "os-package"}
-    assert set(debs) == {"packages/bastion/chrony_amd64.deb", "packages/bastion/bind9-dnsutils_amd64.deb"}
+    assert set(debs) == {f"packages/{role}/{name}_amd64.deb" for role in ("bastion", "node")
+                         for name in ("chrony", "bind9-dnsutils")}
     chrony = debs["packages/bastion/chrony_amd64.deb"]
     assert chrony.version == "4.3-2+deb12u3" and chrony.origin.endswith("chrony_4.3-2%2bdeb12u3_amd64.deb")
     assert chrony.sha256 == hashlib.sha256(CHRONY).hexdigest()
