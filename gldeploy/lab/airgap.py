@@ -240,12 +240,13 @@ def unpack_and_verify(ssh_config: Path, ip: str, incoming: str, parts_name: str,
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
 
 
-# the node's packages from the copied-in bundle, with no source at all (as the bastion phase does)
+# the node's packages from the copied-in bundle, with no source at all; not --no-download: apt 2.6 then
+# refuses local .deb files ("Internal Error, Pathname to install is not absolute")
 NODE_PACKAGES_SCRIPT = r"""set -euo pipefail
 shopt -s nullglob
 debs=("$1"/packages/node/*.deb)
 ((${#debs[@]})) || exit 0
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-download -o Dir::Etc::sourcelist=/dev/null \
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dir::Etc::sourcelist=/dev/null \
   -o Dir::Etc::sourceparts=/dev/null "${debs[@]}"
 """
 

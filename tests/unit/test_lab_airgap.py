@@ -85,3 +85,42 @@ def test_standin_release_gets_a_valid_empty_airgap_archive_listed_in_its_sums(tm
     assert set(sums) == {"k3s", "k3s-airgap-images-amd64.tar"}
     with tarfile.open(out / "k3s-airgap-images-amd64.tar") as tar:
         assert tar.getmembers() == []
+
+
+def test_node_packages_install_from_the_bundle_with_real_apt(tmp_path: Path) -> None:
+    """apt 2.6 refuses local .deb files under --no-download ("Pathname to install is not absolute"):
+    the node's install uses no source list instead. Real apt-get in a throwaway root; dpkg is a fake."""
+    import os
+    import shutil
+    import subprocess
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        pytest.skip("needs apt-get and dpkg-deb (Debian)")
+    pkg = tmp_path / "pkg"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "DEBIAN" / "control").write_text("Package: gl-airgap-probe\nVersion: 1.0-1\nArchitecture: all\n"
+                                            "Maintainer: lab <lab@example.invalid>\nDescription: probe\n")
+    bundle = tmp_path / "bundle"
+    (bundle / "packages" / "node").mkdir(parents=True)
+    deb = bundle / "packages" / "node" / "gl-airgap-probe_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(pkg), str(deb)], check=True, capture_output=True)
+    root = tmp_path / "root"
+    for sub in ("etc/apt/apt.conf.d", "etc/apt/preferences.d", "var/lib/apt/lists/partial",
+                "var/cache/apt/archives/partial", "var/lib/dpkg", "log"):
+        (root / sub).mkdir(parents=True)
+    (root / "var/lib/dpkg/status").write_text("")
+    calls = tmp_path / "dpkg-calls"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "dpkg").write_text(f"#!/bin/bash\necho \"$*\" >>{calls}\n")
+    opts = " ".join(f"-o {o}" for o in (f"Dir::Etc={root}/etc/apt", f"Dir::State={root}/var/lib/apt",
+                                         f"Dir::Cache={root}/var/cache/apt", f"Dir::Log={root}/log",
+                                         f"Dir::State::status={root}/var/lib/dpkg/status", "Debug::NoLocking=1",
+                                         f"Dir::Bin::dpkg={bindir}/dpkg"))
+    (bindir / "apt-get").write_text(f"#!/bin/bash\nexec /usr/bin/apt-get {opts} \"$@\"\n")
+    for f in ("dpkg", "apt-get"):
+        (bindir / f).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", airgap.NODE_PACKAGES_SCRIPT, "x", str(bundle)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"--unpack --auto-deconfigure {deb}" in calls.read_text()
