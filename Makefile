@@ -1,9 +1,13 @@
 # Two entry points for a fresh Debian 12 machine (see README.md). Both install what they need.
-.PHONY: lab test
+.PHONY: lab lab-airgap test
 
 lab:  ## the main job: build the box, run the single-node VM lab end to end, print the report
 	tools/bootstrap.sh lab
 	nox -s lab_single
+
+lab-airgap:  ## the air-gap VM lab (bastion + node, no route out); run after the other labs
+	tools/bootstrap.sh lab
+	nox -s lab_airgap
 
 test: ## lint, the unit + script + integration tests, and the handbook build (mkdocs --strict)
 	tools/bootstrap.sh test

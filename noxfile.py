@@ -61,3 +61,10 @@ def lab_faults(session: nox.Session) -> None:
     """VM lab faults for real: dead daemons, missing box, boot timeout, Ctrl-C, cut-short box volume."""
     session.run("python", "-m", "pytest", "-v", "-rs", "tests/lab_faults", *session.posargs,
                 env={"GL_LAB_FAULTS": "1"})
+
+
+@nox.session(python=False, default=False, tags=["lab"])
+def lab_airgap(session: nox.Session) -> None:
+    """Air-gap VM lab: bastion + node on a network without route, NAT or host address; bundle built on
+    the host, copied in, verified, bastion then node installed from it; testinfra; per-step times."""
+    _lab(session, "airgap")

@@ -15,16 +15,15 @@ from rich.console import Console
 from gldeploy import backend
 from gldeploy import settings as settings_lib
 from gldeploy.errors import DeployError
+from gldeploy.lab import airgap_steps, host, k3s_source, nodes, offline, site
 from gldeploy.lab import box as boxlib
-from gldeploy.lab import host, k3s_source, nodes, offline, site
 from gldeploy.lab.children import term_as_interrupt
 from gldeploy.lab.ntp import SntpServer
 from gldeploy.lab.proc import run, say
 from gldeploy.lab.registry import LabRegistry, RegistryInfo, push_sample_image
 from gldeploy.lab.report import LabReport, MemorySampler, host_memory_used_mib
 from gldeploy.lab.vagrant import DEFAULT_BOOT_TIMEOUT, LabVMs
-from gldeploy.lab.verify import (install_registry_client, overrides, run_deploy, run_testinfra,
-                                 write_inventory)
+from gldeploy.lab.verify import install_registry_client, overrides, run_deploy, run_testinfra, write_inventory
 from gldeploy.paths import CACHE_DIR, REPO
 
 REPORTS = REPO / "reports"
@@ -70,6 +69,7 @@ class LabRun:
     reg: RegistryInfo | None = None
     sets: list[str] = field(default_factory=list)
     image: tuple[str, str] = ("", "")  # reference and manifest digest of the pushed sample image
+    airgap: airgap_steps.State | None = None  # the air-gap lab's table, bundle and site files
 
     @classmethod
     def start(cls, options: Options) -> LabRun:
@@ -180,6 +180,17 @@ LAB_STEPS: tuple[Step, ...] = (
     ("offline scripts", step_offline), ("testinfra", step_testinfra))
 
 
+# the air-gap lab (vagrant/labs/airgap.yml): bastion + node, no route out; steps in gldeploy/lab/airgap_steps.py
+AIRGAP_STEPS: tuple[Step, ...] = (
+    HOST_SETUP, ("air-gap network", airgap_steps.step_network), ("k3s artifacts", step_k3s_artifacts),
+    ("wait for other labs", airgap_steps.step_wait_other_labs), ("box", airgap_steps.step_box),
+    ("destroy leftovers", airgap_steps.step_destroy_leftovers), ("bundle build (host)", airgap_steps.step_bundle),
+    ("vagrant up", step_vagrant_up), ("ssh ready", step_ssh_ready), ("air-gap routes", airgap_steps.step_routes),
+    ("bundle copy + verify", airgap_steps.step_copy_verify), ("bastion install", airgap_steps.step_bastion),
+    ("node install (offline scripts)", airgap_steps.step_node), ("testinfra (air-gap)", airgap_steps.step_testinfra))
+STEPS_OF: dict[str, tuple[Step, ...]] = {"airgap": AIRGAP_STEPS}
+
+
 def run_steps(r: LabRun, steps: tuple[Step, ...]) -> None:
     """Each step in order, timed under its name in the report (the time is kept when it raises)."""
     for name, action in steps:
@@ -209,7 +220,7 @@ def run_lab(options: Options, *, keep: bool = False) -> LabReport:
     with MemorySampler() as mem:
         r.mem = mem
         try:
-            run_steps(r, LAB_STEPS)
+            run_steps(r, STEPS_OF.get(options.lab, LAB_STEPS))
             report.result = "pass"
         except KeyboardInterrupt:
             report.result, report.error = "interrupted", "interrupted by Ctrl-C"

@@ -11,6 +11,8 @@ directory and streamed into the plain tar (split into parts). manifest.json, its
 and SHA256SUMS close the tar. Nothing time-dependent is recorded (tar mtime 0, owner 0:0, fixed
 modes, sorted paths), so the same pins give the same checksums. True secrets (secrets/k3s-token,
 secrets/registry-password) never enter the bundle: they go to <out>/<name>.secrets/ (0700/0600).
+With os_status (a copy of the target's dpkg status), the `packages` section carries the .deb files a
+site role lacks (gldeploy/sitebundle/packages.py).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from .. import artifacts, bundle, paths, render
 from ..errors import ConfigError, DeployError
 from ..settings import Settings
 from . import manifest as mf
+from . import packages as pkgs
 from . import sign, split
 from .tarwrite import Source, TreeAndTar
 
@@ -145,6 +148,16 @@ def _render_sources(settings: Settings, work: Path, prefix: str, sample_image: b
     return sources, secrets
 
 
+def package_sources(status: Path | None, arch: str, cache_dir: Path | None) -> list[Source]:
+    """The `packages` section: packages/<role>/<name>_<arch>.deb, what the target (per its dpkg
+    status) lacks of each role's packages; nothing when no status is given."""
+    if status is None:
+        return []
+    found = pkgs.gather(status, (cache_dir or paths.CACHE_DIR) / "os-packages", arch)
+    return [Source(f"{pkgs.PACKAGES_DIR}/{role}/{deb.bundle_name}", path, "os-package", deb.version, deb.uri)
+            for role, debs in found.items() for deb, path in debs]
+
+
 def _place(stage: Path, out: Path, name: str, secrets: dict[str, Path]) -> None:
     """Move the staged bundle, parts and secrets into out, replacing an earlier build of this name."""
     old_parts = split.parts_file(out, name)
@@ -168,7 +181,8 @@ def _place(stage: Path, out: Path, name: str, secrets: dict[str, Path]) -> None:
 
 
 def build(settings: Settings, out: Path, *, split_size: int = 0, sign_key: Path | None = None,
-          sample_image: bool = False, version: str | None = None, cache_dir: Path | None = None) -> BuildResult:
+          sample_image: bool = False, version: str | None = None, cache_dir: Path | None = None,
+          os_status: Path | None = None) -> BuildResult:
     """Build <out>/<name>/, its tar parts and <name>.PARTS.sha256; see the module docstring."""
     name = bundle_name(settings)
     render.check_out_dir(out)
@@ -182,13 +196,14 @@ def build(settings: Settings, out: Path, *, split_size: int = 0, sign_key: Path 
     version = version or render.source_version()
     prefix = f"scripts/{settings.topology}"
     k3s, k3s_dir, k3s_where = k3s_sources(settings, f"{prefix}/{bundle.ARTIFACTS_K3S}", cache_dir)
+    debs = package_sources(os_status, settings.k3s_arch, cache_dir)
     out.mkdir(parents=True, exist_ok=True)
     old = (out / name / mf.MANIFEST).read_bytes() if (out / name / mf.MANIFEST).is_file() else None
     with tempfile.TemporaryDirectory(prefix=".gl-bundle-", dir=out) as tmp:
         work, stage = Path(tmp) / "render", Path(tmp) / "stage"
         stage.mkdir()
         rendered, secrets = _render_sources(settings, work, prefix, sample_image, version)
-        sources = sorted([*rendered, *k3s, Source(mf.VERIFIER, VERIFY_SH, "verifier", version,
+        sources = sorted([*rendered, *k3s, *debs, Source(mf.VERIFIER, VERIFY_SH, "verifier", version,
                                                   "gldeploy scripts/bundle/verify.sh", executable=True)],
                          key=lambda s: s.rel)
         for s in sources:

@@ -21,7 +21,7 @@ VERIFIER = "verify.sh"
 # files about the bundle that the manifest cannot list (it would list itself)
 META = (MANIFEST, SIGNATURE, SUMS)
 
-# what a file is; "os-package" is reserved for the apt-get download stretch goal
+# what a file is; "os-package": a .deb of the packages section (version = Debian version, origin = URI)
 Kind = Literal["k3s-binary", "k3s-sums", "k3s-airgap-images", "image", "image-sums", "manifests",
                "script", "readme", "sums", "render-marker", "ca-certificate", "verifier", "os-package"]
 KINDS: tuple[str, ...] = get_args(Kind)

@@ -21,18 +21,20 @@ SIGNERS_HELP = "allowed_signers file (lines '<identity> <key type> <public key>'
                "out": "Directory for the bundle directory, its tar (parts), PARTS.sha256 and the secrets directory",
                "split_size": "Cut the tar into parts of this size for media, e.g. 4G, 700M (default: one tar)",
                "sign_key": "OpenSSH private key that signs manifest.json (ssh-keygen -Y sign)",
-               "sample_image": COMMON_HELP["sample_image"]},
+               "sample_image": COMMON_HELP["sample_image"],
+               "os_status": "A copy of the target host's /var/lib/dpkg/status: adds the packages section (the "
+                            ".deb files the bastion lacks, with their dependencies, from Debian 12's mirror)"},
          iterable=["set_"])
 @guarded
 def build_(c: Context, out: str = "", env: str = DEFAULT_ENV, set_: Any = None, split_size: str = "",
-           sign_key: str = "", sample_image: bool = False) -> None:
+           sign_key: str = "", sample_image: bool = False, os_status: str = "") -> None:
     """Build the air-gapped site bundle: directory, plain tar (parts), manifest.json, SHA256SUMS, signature."""
     if not out:
         raise ConfigError("--out is required: the directory to write, e.g. --out dist/site")
     size = split.parse_size(split_size) if split_size else 0
     loaded = load_settings(env, set_ or [])
     result = sb_build.build(loaded, Path(out), split_size=size, sign_key=Path(sign_key) if sign_key else None,
-                            sample_image=sample_image)
+                            sample_image=sample_image, os_status=Path(os_status) if os_status else None)
     state = "written" if result.changed else "no change (same manifest as the earlier build)"
     print(f"{result.bundle_dir}: {state}; {len(result.parts)} tar part(s) listed in {result.parts_file.name}")
     ratio = result.bytes_read / result.bundle_bytes if result.bundle_bytes else 0.0
