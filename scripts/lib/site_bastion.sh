@@ -28,7 +28,9 @@ site_install_packages() {  # .deb files of site/packages, installed offline (apt
   done
   if ((${#missing[@]} == 0)); then info "OS packages: all ${#debs[@]} already installed"; return 0; fi
   info "installing ${#missing[@]} package(s) from the bundle (no network)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download -o Dir::Etc::sourcelist=/dev/null \
+  # no --no-download: apt 2.6 (Debian 12) then refuses local .deb paths ("Pathname to install is not
+  # absolute"); with the source lists emptied there is nothing it could download anyway
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -o Dir::Etc::sourcelist=/dev/null \
     -o Dir::Etc::sourceparts=/dev/null "${missing[@]}" >&2 || fatal "apt-get could not install the bundle's packages; a dependency is missing from SITE_PACKAGES_DIR (apt-get download it too)"
   GL_CHANGED=true
 }

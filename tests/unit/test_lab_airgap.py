@@ -124,3 +124,13 @@ def test_node_packages_install_from_the_bundle_with_real_apt(tmp_path: Path) -> 
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"--unpack --auto-deconfigure {deb}" in calls.read_text()
+
+
+def test_no_product_script_installs_local_debs_under_no_download() -> None:
+    """The bastion and the nodes install the bundle's .deb files the way the real-apt test above proves
+    works; `--no-download` (refused by apt 2.6 for local files) appears in no product script."""
+    from pathlib import Path
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    offenders = [str(p.relative_to(scripts)) for p in scripts.rglob("*.sh")
+                 if any("apt-get" in line and "--no-download" in line for line in p.read_text().splitlines())]
+    assert offenders == []
