@@ -69,15 +69,20 @@ def up(c: Context, lab: str = "single", box: str = "", accel: str = "", boot_tim
 @gl_task(help={"lab": LAB_HELP, "keep": "Leave the VMs running afterwards (default: destroy them)",
             "artifacts": "Directory laid out like a k3s release (real k3s, or a stand-in release)",
             "box": BOX_HELP, "no_download": "Do not try the pinned k3s download (use the stand-in)",
-            "accel": ACCEL_HELP, "boot_timeout": BOOT_HELP, "standin": STANDIN_HELP})
+            "accel": ACCEL_HELP, "boot_timeout": BOOT_HELP, "standin": STANDIN_HELP,
+            "drill_rounds": "HA labs: failover trials per fault kind (default 5; at least 1)"})
 @guarded
 def run(c: Context, lab: str = "single", keep: bool = False, artifacts: str = "", box: str = "",
-        no_download: bool = False, accel: str = "", boot_timeout: str = "", standin: str = "") -> None:
-    """Lab end to end: VMs up, deploy twice, offline scripts, testinfra, report, destroy."""
+        no_download: bool = False, accel: str = "", boot_timeout: str = "", standin: str = "",
+        drill_rounds: str = "5") -> None:
+    """Lab end to end: VMs up, deploy twice, offline scripts, testinfra (HA: failover drill), report, destroy."""
     from gldeploy.lab.runner import Options, run_lab
+    if not drill_rounds.isdigit() or int(drill_rounds) < 1:
+        raise DeployError(f"--drill-rounds {drill_rounds!r}: expected a whole number >= 1, e.g. 5", exit_code=2)
     options = Options(lab, box=_box(box), accel=_accel(accel), boot_timeout=_boot_timeout(boot_timeout),
                       artifacts=artifacts, download=not no_download,
-                      standin=Path(standin).expanduser().resolve() if standin else STANDIN)
+                      standin=Path(standin).expanduser().resolve() if standin else STANDIN,
+                      drill_rounds=int(drill_rounds))
     report = run_lab(options, keep=keep)
     if report.result == "interrupted":
         raise KeyboardInterrupt

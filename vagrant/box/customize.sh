@@ -43,3 +43,7 @@ rm -f "$root/etc/resolv.conf"
 echo "# no DNS in the isolated lab" >"$root/etc/resolv.conf"
 rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"* "$root/usr/share/doc/"* \
        "$root/usr/share/man/"* "$root/usr/share/locale/"*
+
+# haproxy and keepalived come installed but stay off until the deploy configures a node as a load
+# balancer (lib/loadbalancer.sh enables and starts them); nodes that are not load balancers never run them.
+chroot "$root" systemctl disable haproxy.service keepalived.service 2>/dev/null || true
