@@ -36,6 +36,7 @@ class Lab:
     env_file: Path
     nodes: tuple[Node, ...]
     vip: str = ""  # the API VIP (HA labs): the failover drill probes it
+    boot_timeout: int = 0  # the table's own default boot bound (many VMs boot slower); 0 = lab.yml's
 
     def of_role(self, *roles: str) -> list[Node]:
         """The nodes with one of these roles, in table order."""
@@ -114,4 +115,7 @@ def load(name: str, labs_dir: Path = LABS_DIR) -> Lab:
             raise ConfigError(f"{path}: vip: {exc}") from None
         if vip in [n.ip for n in nodes]:
             raise ConfigError(f"{path}: vip {vip} is also a node's ip; the VIP must be an unused address")
-    return Lab(name, env_file, nodes, vip)
+    boot_timeout = data.get("boot_timeout", 0)
+    if not isinstance(boot_timeout, int) or boot_timeout < 0:
+        raise ConfigError(f"{path}: boot_timeout {boot_timeout!r}: expected whole seconds, e.g. 900")
+    return Lab(name, env_file, nodes, vip, boot_timeout)

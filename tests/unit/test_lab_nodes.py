@@ -69,3 +69,10 @@ def test_cluster_lab_matches_env_file() -> None:
 def test_vip_must_be_unused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="vip 10.0.0.1 is also a node's ip"):
         nodes.load("x", _write(tmp_path, "vip: 10.0.0.1\nnodes:\n  - {name: a, role: server, ip: 10.0.0.1}\n"))
+
+
+def test_a_table_may_raise_the_boot_bound(tmp_path: Path) -> None:
+    assert nodes.load("single").boot_timeout == 0  # lab.yml's bound applies
+    assert nodes.load("cluster").boot_timeout >= 900  # five VMs under TCG
+    with pytest.raises(ConfigError, match="boot_timeout 'soon'"):
+        nodes.load("x", _write(tmp_path, "boot_timeout: soon\nnodes:\n  - {name: a, role: single, ip: 10.0.0.1}\n"))
