@@ -12,7 +12,7 @@ from gldeploy import loadbalancer
 from gldeploy import settings as settings_lib
 from gldeploy.errors import DeployError
 from gldeploy.lab import drill as drill_lib
-from gldeploy.lab import offline
+from gldeploy.lab import offline, rotation
 from gldeploy.lab.nodes import Node
 from gldeploy.lab.proc import say
 from gldeploy.lab.report import Row
@@ -136,12 +136,12 @@ def step_failover(r: LabRun) -> None:
         for j in d.result.rejoins:
             r.report.rows.append(Row("rejoin", "power on", j.node, "pass", j.seconds, j.state))
     agent = summary.get("agent_probe", {})
-    if agent and (not agent.get("answering_at_end") or agent.get("k3s_agent_unit") != "active"):
+    if agent and (not agent.get("answering_at_end") or agent.get("agent_restarted")):
         raise DeployError(f"the agent {agent.get('node')} lost the API through the VIP during the drill: {agent}")
 
 
 def step_rotation(r: LabRun) -> None:
-    out = drill_lib.rotation(_drill(r))
+    out = rotation.rotation(_drill(r))
     r.report.rows.append(Row("rotation", "k3s killed", out["victim"], "pass", out["marked_down_within_s"],
                              f"{out['backend']} DOWN on {out['lb']}, {out['probes']} /ping ok, UP after "
                              f"{out['back_up_after_s']} s"))

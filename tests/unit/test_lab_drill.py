@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from gldeploy.lab import drill, nodes, runner, vip
+from gldeploy.lab import drill, nodes, rotation, runner, vip
 
 
 def _ca_and_cert(tmp: Path, san: str) -> tuple[Path, Path, Path]:
@@ -109,7 +109,7 @@ def test_cluster_lab_runs_the_cluster_steps_and_single_keeps_its_own() -> None:
 
 
 def test_remote_drill_scripts_take_values_as_arguments() -> None:
-    for script in (drill.VRRP_STATE, drill.AGENT_PROBE, drill.HAPROXY_LOG):
+    for script in (drill.VRRP_STATE, drill.AGENT_PROBE, rotation.HAPROXY_LOG, drill.TRACK_TIMEOUTS):
         assert "{" not in script.replace("${", "").replace("{print", "")  # no Python formatting into code
     subprocess.run(["bash", "-n", "-c", drill.AGENT_PROBE], check=True)
     subprocess.run(["bash", "-n", "-c", drill.RESTORE], check=True)

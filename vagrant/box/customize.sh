@@ -22,7 +22,16 @@ Name=eth0
 DHCP=ipv4
 NET
 chroot "$root" systemctl enable systemd-networkd.service
-chroot "$root" systemctl mask systemd-networkd-wait-online.service
+# network-online.target must mean "addresses configured", as on a real host: keepalived (the API VIP)
+# is ordered after it and enters FAULT for good when it starts before its unicast_src_ip exists (seen in
+# the cluster lab after a power-off while this unit was masked). Only the lab NICs are waited for.
+mkdir -p "$root/etc/systemd/system/systemd-networkd-wait-online.service.d"
+cat >"$root/etc/systemd/system/systemd-networkd-wait-online.service.d/10-lab.conf" <<'WAIT'
+[Service]
+ExecStart=
+ExecStart=/lib/systemd/systemd-networkd-wait-online --timeout=60
+WAIT
+chroot "$root" systemctl enable systemd-networkd-wait-online.service
 chroot "$root" systemctl mask apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
 
 # The vagrant user: passwordless sudo and Vagrant's insecure public key (lab only).
