@@ -143,8 +143,8 @@ def step_failover(r: LabRun) -> None:
 def step_rotation(r: LabRun) -> None:
     out = rotation.rotation(_drill(r))
     r.report.rows.append(Row("rotation", "k3s killed", out["victim"], "pass", out["marked_down_within_s"],
-                             f"{out['backend']} DOWN on {out['lb']}, {out['probes']} /ping ok, UP after "
-                             f"{out['back_up_after_s']} s"))
+                             f"{out['backend']} DOWN on {out['lb']}; while DOWN {out['probes_while_down']} /ping ok "
+                             f"(by {', '.join(out['answered_while_down_by'])}); UP after {out['back_up_after_s']} s"))
 
 
 RESET_CHECK = r"""set -u
@@ -169,13 +169,13 @@ def step_lb_reset(r: LabRun) -> None:
     left = ssh(r.ssh_config, node.ip, ["sudo", "bash", "-c", RESET_CHECK, "gl-reset-check", lb.vip, lb.interface,
                                        *LB_FILES], timeout=60).stdout.split("\n")
     left = [x for x in left if x.strip()]
-    took = wait_answer(d.probe, 60, f"the API VIP after resetting {node.name}")
-    others = [n for n in r.table.servers if n != node]
-    new = holder(r.ssh_config, r.table, others, lb.vip, lb.interface)
-    r.report.rows.append(Row("lb reset", "k3s-uninstall.sh", node.name, "fail" if left else "pass",
-                             round(time.monotonic() - start, 1),
-                             "; ".join(left) or f"VIP, HAProxy and Keepalived config removed; VIP now on {new.name}"))
-    r.report.extra["lb_reset"] = {"node": node.name, "left_behind": left, "vip_now_on": new.name,
-                                  "vip_answered_after_s": round(took, 1)}
+    r.report.extra["lb_reset"] = {"node": node.name, "left_behind": left}
     if left:
+        r.report.rows.append(Row("lb reset", "k3s-uninstall.sh", node.name, "fail", round(time.monotonic() - start, 1),
+                                 "; ".join(left)))
         raise DeployError(f"lb reset: {UNINSTALL} on {node.name} left the load balancer behind: {'; '.join(left)}")
+    took = wait_answer(d.probe, 60, f"the API VIP after resetting {node.name}")
+    new = holder(r.ssh_config, r.table, [n for n in r.table.servers if n != node], lb.vip, lb.interface)
+    r.report.extra["lb_reset"].update({"vip_now_on": new.name, "vip_answered_after_s": round(took, 1)})
+    r.report.rows.append(Row("lb reset", "k3s-uninstall.sh", node.name, "pass", round(time.monotonic() - start, 1),
+                             f"VIP, HAProxy and Keepalived config removed; VIP now on {new.name}"))

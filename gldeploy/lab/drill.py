@@ -5,7 +5,8 @@ first good /ping through https://VIP:LB_PORT answered after the VIP moved (the h
 the VIP names another node's MAC). Fault kinds, in the order of a round:
   keepalived-stopped  `systemctl stop keepalived` on the holder (a goodbye advert is sent)
   haproxy-killed      SIGKILL to the holder's HAProxy, its restart held off (a runtime drop-in
-                      Restart=no, set before the fault): the track script must put the node in FAULT
+                      Restart=no on every server for the whole drill): the track script must put
+                      the node in FAULT
   power-off           `virsh destroy` of the holder's VM (no goodbye); it is started again and must
                       rejoin (k3s, HAProxy and Keepalived active, BACKUP, /ping on its own address)
 The fault time is taken on the host just before the fault command starts, so an ssh-driven fault's
@@ -39,10 +40,12 @@ mkdir -p /run/systemd/system/haproxy.service.d
 printf '[Service]\nRestart=no\n' >/run/systemd/system/haproxy.service.d/gl-drill.conf
 systemctl daemon-reload
 """
-RESTORE = r"""set -euo pipefail
-date +%s
+RELEASE_HAPROXY = r"""set -euo pipefail
 rm -f /run/systemd/system/haproxy.service.d/gl-drill.conf
 systemctl daemon-reload
+"""
+RESTORE = r"""set -euo pipefail
+date +%s
 systemctl reset-failed haproxy keepalived 2>/dev/null || true
 systemctl start haproxy keepalived
 """
@@ -150,8 +153,6 @@ class Drill:
             self.wait_rejoined()  # two healthy backups before the next holder goes away
         node = self.stable_holder()
         old_mac = self.macs[node.name]
-        if kind == "haproxy-killed":
-            ssh(self.ssh_config, node.ip, ["sudo", "bash", "-c", HOLD_HAPROXY], timeout=60)
         if kind == "power-off":  # no ssh master may hang on the VM that disappears
             run(["ssh", "-F", str(self.ssh_config), "-O", "exit", node.ip], timeout=30, check=False)
         say(f"drill: {kind} on {node.name} (VIP holder)")
@@ -235,6 +236,7 @@ class Drill:
             raise DeployError(f"drill: {node.name} took the VIP back after its reboot (LB_PREEMPT is false)")
         took = time.monotonic() - started
         self.result.rejoins.append(Rejoin(node.name, round(took, 1), "BACKUP"))
+        self.hold_haproxy([node], HOLD_HAPROXY)  # the runtime drop-in did not survive the power-off
         say(f"drill: {node.name} rejoined after {took:.0f} s: services active, VRRP BACKUP, /ping answers")
         self.down = None
 
@@ -244,11 +246,13 @@ class Drill:
         if agent is not None:
             self.start_agent_probe(agent)
         try:
+            self.hold_haproxy(self.servers, HOLD_HAPROXY)
             for _ in range(rounds):
                 for kind in FAULT_KINDS:
                     self.trial(kind)
             self.wait_rejoined()
         finally:
+            self.hold_haproxy(self.up_servers(), RELEASE_HAPROXY)
             if agent is not None:
                 self.result.agent = self.stop_agent_probe(agent)
             self.result.track_timeouts = self.track_timeouts()
@@ -259,6 +263,12 @@ class Drill:
         values = ssh(self.ssh_config, agent.ip, ["systemctl", "show", AGENT_UNIT, "-p", "MainPID", "-p", "NRestarts",
                                                  "--value"], timeout=60, check=False).stdout.split()
         return f"MainPID={values[0]} NRestarts={values[1]}" if len(values) == 2 else "unknown"
+
+    def hold_haproxy(self, servers: list[Node], script: str) -> None:
+        """Hold off (or release) systemd's restart of HAProxy on these servers. Done once, not right
+        before a fault: a daemon-reload under TCG can starve the track script and move the VIP early."""
+        for node in servers:
+            ssh(self.ssh_config, node.ip, ["sudo", "bash", "-c", script], timeout=120)
 
     def start_agent_probe(self, agent: Node) -> None:
         self.agent_before = self.agent_process(agent)

@@ -166,7 +166,8 @@ class LabReport:
             if agent:
                 console.print(f"agent {agent.get('node')}: {agent.get('probes')} /ping through the VIP during the "
                               f"drill, {agent.get('failed')} failed, longest outage {agent.get('longest_outage_s')} s, "
-                              f"agent process {'restarted' if agent.get('agent_restarted') else 'never restarted'}", markup=False)
+                              f"agent process {'restarted' if agent.get('agent_restarted') else 'never restarted'}",
+                              markup=False)
         join = self.extra.get("join")
         if join:
             console.print(f"join: 1 worker alone {join['one_alone_s']} s, {join['workers']} concurrently "
