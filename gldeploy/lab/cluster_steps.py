@@ -132,7 +132,7 @@ def step_failover(r: LabRun) -> None:
         r.report.extra["drill"] = summary
         for t in d.result.trials:
             r.report.rows.append(Row("failover", t.kind, f"{t.node}->{t.new_holder}", "pass", t.seconds,
-                                     f"{t.failed_probes} failed probe(s)"))
+                                     f"{t.failed_probes} failed probe(s); command latency {t.command_latency_s:.2f} s"))
         for j in d.result.rejoins:
             r.report.rows.append(Row("rejoin", "power on", j.node, "pass", j.seconds, j.state))
     agent = summary.get("agent_probe", {})

@@ -75,6 +75,7 @@ class Trial:
     new_holder: str
     seconds: float  # fault -> first good /ping through the VIP on its new holder
     failed_probes: int
+    command_latency_s: float = 0.0  # ssh + sudo + systemctl on the holder just before (in `seconds`)
 
 
 @dataclass
@@ -153,6 +154,11 @@ class Drill:
             self.wait_rejoined()  # two healthy backups before the next holder goes away
         node = self.stable_holder()
         old_mac = self.macs[node.name]
+        latency = 0.0
+        if kind != "power-off":  # how long the same kind of command takes to start on this node now
+            t0 = time.monotonic()
+            ssh(self.ssh_config, node.ip, ["sudo", "systemctl", "is-active", "--quiet", "keepalived"], timeout=60)
+            latency = time.monotonic() - t0
         if kind == "power-off":  # no ssh master may hang on the VM that disappears
             run(["ssh", "-F", str(self.ssh_config), "-O", "exit", node.ip], timeout=30, check=False)
         say(f"drill: {kind} on {node.name} (VIP holder)")
@@ -181,9 +187,9 @@ class Drill:
                      self.interface) if kind == "power-off" else self.holder()
         if self.macs[new.name] != new_mac:
             raise DeployError(f"drill: the host reaches the VIP at {new_mac} but {new.name} holds it")
-        trial = Trial(kind, node.name, new.name, round(seconds, 3), failed)
+        trial = Trial(kind, node.name, new.name, round(seconds, 3), failed, round(latency, 3))
         say(f"drill: {kind}: VIP {node.name} -> {new.name}, /ping answered again after {seconds:.2f} s "
-            f"({failed} failed probe(s))")
+            f"({failed} failed probe(s); ssh+sudo+systemctl on {node.name} took {latency:.2f} s just before)")
         self.result.trials.append(trial)
         self.restore(kind, node)
         return trial
