@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gldeploy.errors import DeployError
+from gldeploy.results import EXIT_WARNINGS
 from gldeploy.lab import nodes
 from gldeploy.lab.k3s_source import K3sSource
 from gldeploy.lab.proc import invoke_argv, run, say
@@ -42,10 +43,15 @@ def run_deploy(report: LabReport, label: str, env_file: Path, sets: list[str], o
     proc = run(argv, cwd=REPO, timeout=DEPLOY_TIMEOUT, check=False, capture=False, what=f"{label}: invoke {task}")
     data = json.loads(out.read_text()) if out.exists() else {}
     report.add_deploy_report(label, data)
-    if proc.returncode != 0:
+    if proc.returncode not in (0, EXIT_WARNINGS):
         raise DeployError(f"{label}: invoke {task} exited {proc.returncode}; see its table above")
     if not data:
         raise DeployError(f"{label}: invoke {task} wrote no JSON report at {out}")
+    # exit 3 = every phase passed, some with warnings (e.g. 01 on a host that already runs k3s): the
+    # warnings are in the report's rows; a failed phase under exit 3 would be a contradiction
+    failed = [f"{r.get('phase')}@{r.get('host')}" for r in data.get("results", []) if r.get("status") == "fail"]
+    if failed:
+        raise DeployError(f"{label}: invoke {task} exited {proc.returncode} but reports failed phases: {', '.join(failed)}")
     modes = {r.get("k3s_mode", "none") for r in data.get("results", [])} - {"none"}
     if modes and modes != {report.k3s_mode}:
         raise DeployError(f"{label}: the phases report k3s mode {', '.join(sorted(modes))} but the lab "

@@ -22,15 +22,18 @@ Name=eth0
 DHCP=ipv4
 NET
 chroot "$root" systemctl enable systemd-networkd.service
-# network-online.target must mean "addresses configured", as on a real host: keepalived (the API VIP)
+# network-online.target must mean "IPv4 addresses configured", as on a real host: keepalived (the API VIP)
 # is ordered after it and enters FAULT for good when it starts before its unicast_src_ip exists (seen in
-# the cluster lab after a power-off while this unit was masked). Only the lab NICs are waited for.
+# the cluster lab after a power-off while this unit was masked). --ipv4: the isolated eth1 never gets an
+# IPv6 router advert, so waiting for "configured" would take ~10 s. The target is reached at boot (sshd,
+# and so `vagrant up`, does not wait for it): a later `systemctl start k3s` finds it active and starts at once.
 mkdir -p "$root/etc/systemd/system/systemd-networkd-wait-online.service.d"
 cat >"$root/etc/systemd/system/systemd-networkd-wait-online.service.d/10-lab.conf" <<'WAIT'
 [Service]
 ExecStart=
-ExecStart=/lib/systemd/systemd-networkd-wait-online --timeout=60
+ExecStart=/lib/systemd/systemd-networkd-wait-online --ipv4 --timeout=60
 WAIT
+chroot "$root" systemctl add-wants multi-user.target network-online.target
 chroot "$root" systemctl enable systemd-networkd-wait-online.service
 chroot "$root" systemctl mask apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
 
