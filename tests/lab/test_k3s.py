@@ -96,9 +96,7 @@ def test_preflight_json_clean(host: Any, inventory: dict[str, Any], node: dict[s
     on nodes where the offline scripts did not run, the deployed bundle's copy (HA labs)."""
     offline = node["name"] in inventory.get("offline_nodes", [node["name"]])
     with host.sudo():
-        if offline and inventory["lab"] == "single":
-            cmd = host.run("bash /tmp/gl-offline/01_pre_install_check.sh --json")
-        elif offline:
+        if offline:
             cmd = host.run("bash /tmp/gl-offline/01_pre_install_check.sh --json --role %s", node["role"])
         else:
             work = lab_settings.work_dir
