@@ -1,9 +1,13 @@
 # Two entry points for a fresh Debian 12 machine (see README.md). Both install what they need.
-.PHONY: lab lab-airgap test
+.PHONY: lab lab-cluster lab-airgap test
 
 lab:  ## the main job: build the box, run the single-node VM lab end to end, print the report
 	tools/bootstrap.sh lab
 	nox -s lab_single
+
+lab-cluster:  ## the HA lab: 3 servers + 2 workers behind the API VIP, failover drill, report
+	tools/bootstrap.sh lab
+	nox -s lab_cluster
 
 lab-airgap:  ## the air-gap VM lab (bastion + node, no route out); run after the other labs
 	tools/bootstrap.sh lab

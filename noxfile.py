@@ -57,6 +57,13 @@ def lab_single(session: nox.Session) -> None:
 
 
 @nox.session(python=False, default=False, tags=["lab"])
+def lab_cluster(session: nox.Session) -> None:
+    """HA VM lab: 3 servers + 2 workers, `invoke cluster.deploy`, joins, offline path on a worker,
+    testinfra on every node, VIP failover drill (median/max per fault), rotation, LB node reset."""
+    _lab(session, "cluster")
+
+
+@nox.session(python=False, default=False, tags=["lab"])
 def lab_faults(session: nox.Session) -> None:
     """VM lab faults for real: dead daemons, missing box, boot timeout, Ctrl-C, cut-short box volume."""
     session.run("python", "-m", "pytest", "-v", "-rs", "tests/lab_faults", *session.posargs,

@@ -13,7 +13,7 @@ from gldeploy.errors import ConfigError
 from gldeploy.paths import REPO, VAGRANT_DIR
 
 LABS_DIR = VAGRANT_DIR / "labs"
-ROLES = ("single", "server", "agent")
+ROLES = ("single", "first-server", "server", "agent")  # sequences.ROLES
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
@@ -35,6 +35,20 @@ class Lab:
     name: str
     env_file: Path
     nodes: tuple[Node, ...]
+    vip: str = ""  # the API VIP (HA labs): the failover drill probes it
+    boot_timeout: int = 0  # the table's own default boot bound (many VMs boot slower); 0 = lab.yml's
+
+    def of_role(self, *roles: str) -> list[Node]:
+        """The nodes with one of these roles, in table order."""
+        return [n for n in self.nodes if n.role in roles]
+
+    @property
+    def servers(self) -> list[Node]:
+        return self.of_role("single", "first-server", "server")
+
+    @property
+    def agents(self) -> list[Node]:
+        return self.of_role("agent")
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -93,4 +107,15 @@ def load(name: str, labs_dir: Path = LABS_DIR) -> Lab:
         if dupes:
             raise ConfigError(f"{path}: duplicate node {attr} {', '.join(dupes)}")
     env_file = REPO / str(data.get("env_file", f"env/{name}.env"))
-    return Lab(name, env_file, nodes)
+    vip = ""
+    if data.get("vip"):
+        try:
+            vip = str(ipaddress.IPv4Address(str(data["vip"])))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: vip: {exc}") from None
+        if vip in [n.ip for n in nodes]:
+            raise ConfigError(f"{path}: vip {vip} is also a node's ip; the VIP must be an unused address")
+    boot_timeout = data.get("boot_timeout", 0)
+    if not isinstance(boot_timeout, int) or boot_timeout < 0:
+        raise ConfigError(f"{path}: boot_timeout {boot_timeout!r}: expected whole seconds, e.g. 900")
+    return Lab(name, env_file, nodes, vip, boot_timeout)

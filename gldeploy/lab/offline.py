@@ -4,10 +4,11 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Sequence
 
 from gldeploy import results, sequences
 from gldeploy.errors import ConfigError, DeployError
-from gldeploy.lab.nodes import Lab
+from gldeploy.lab.nodes import Lab, Node
 from gldeploy.lab.proc import invoke_argv, run, say, ssh_argv
 from gldeploy.lab.report import LabReport, Row
 from gldeploy.lab.vagrant import ssh
@@ -62,11 +63,12 @@ def node_role(role: str, topology: sequences.Topology) -> sequences.Role:
 
 
 def run_offline(report: LabReport, lab: Lab, env_file: Path, sets: list[str], ssh_config: Path,
-                out: Path, topology: sequences.Topology) -> None:
-    """Render, then on each server: k3s-uninstall.sh, copy the dir, sha256sum -c, run the scripts."""
+                out: Path, topology: sequences.Topology, targets: Sequence[Node] | None = None) -> None:
+    """Render, then on each target node (default: every node): k3s-uninstall.sh, copy the dir,
+    sha256sum -c, run the scripts of its role with bash only."""
     render(env_file, sets, out)
     phases = rendered_phases(out, topology)
-    for node in lab.nodes:
+    for node in (lab.nodes if targets is None else targets):
         ip = node.ip
         uninstall = ssh(ssh_config, ip, ["sudo", "test", "-x", UNINSTALL], check=False)
         if uninstall.returncode != 0:

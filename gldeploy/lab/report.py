@@ -138,6 +138,7 @@ class LabReport:
         for name, secs in self.steps.items():
             steps.add_row(Text(name), f"{secs:.1f}", f"{summ['share'].get(name, 0) * 100:.0f}%")
         console.print(steps)
+        self.print_cluster(console)
         ratio = summ.get("second_run_ratio")
         console.print(f"k3s mode: {self.k3s_mode} ({self.k3s_reason})", markup=False)
         console.print(f"total {summ['total_s']:.0f} s; second-run ratio "
@@ -146,3 +147,29 @@ class LabReport:
                       f"(baseline {self.extra.get('host_ram_baseline_mib', '?')} MiB); result: {self.result}"
                       f"{'' if self.k3s_mode == 'real' else ' (k3s stand-in: Kubernetes not verified)'}",
                       markup=False)
+
+    def print_cluster(self, console: Console) -> None:
+        """Cluster labs: VIP failover per fault kind (median/max), rotation, join timing."""
+        drill = self.extra.get("drill", {})
+        if drill.get("failover"):
+            table = Table(title="VIP failover: fault -> first good /ping through the VIP (goal: median < 3 s)")
+            for col in ("fault", "trials", "median", "max", "goal"):
+                table.add_column(col)
+            for kind, st in drill["failover"].items():
+                if not st.get("n"):
+                    table.add_row(kind, "0", "-", "-", Text("not run", style="red"))
+                    continue
+                goal = Text("met" if st["goal_met"] else "missed", style="green" if st["goal_met"] else "yellow")
+                table.add_row(kind, str(st["n"]), f"{st['median_s']:.2f}s", f"{st['max_s']:.2f}s", goal)
+            console.print(table)
+            agent = drill.get("agent_probe") or {}
+            if agent:
+                console.print(f"agent {agent.get('node')}: {agent.get('probes')} /ping through the VIP during the "
+                              f"drill, {agent.get('failed')} failed, longest outage {agent.get('longest_outage_s')} s, "
+                              f"agent process {'restarted' if agent.get('agent_restarted') else 'never restarted'}",
+                              markup=False)
+        join = self.extra.get("join")
+        if join:
+            console.print(f"join: 1 worker alone {join['one_alone_s']} s, {join['workers']} concurrently "
+                          f"{join['together_s']} s, ratio {join['ratio']} (goal <= {join['goal_ratio_le']}: "
+                          f"{'met' if join['goal_met'] else 'missed'})", markup=False)

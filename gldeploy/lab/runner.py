@@ -8,7 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from rich.console import Console
 
@@ -23,8 +23,13 @@ from gldeploy.lab.proc import run, say
 from gldeploy.lab.registry import LabRegistry, RegistryInfo, push_sample_image
 from gldeploy.lab.report import LabReport, MemorySampler, host_memory_used_mib
 from gldeploy.lab.vagrant import DEFAULT_BOOT_TIMEOUT, LabVMs
-from gldeploy.lab.verify import install_registry_client, overrides, run_deploy, run_testinfra, write_inventory
+from gldeploy.lab.verify import (install_registry_client, overrides, run_deploy, run_testinfra,
+                                 write_inventory)
+from gldeploy.loadbalancer import LBConfig
 from gldeploy.paths import CACHE_DIR, REPO
+
+if TYPE_CHECKING:
+    from gldeploy.lab.drill import Drill
 
 REPORTS = REPO / "reports"
 T = TypeVar("T")
@@ -49,6 +54,7 @@ class Options:
     artifacts: str = ""
     download: bool = True
     standin: Path | None = None
+    drill_rounds: int = 5  # cluster lab: trials per failover fault kind
 
 
 @dataclass
@@ -70,6 +76,10 @@ class LabRun:
     sets: list[str] = field(default_factory=list)
     image: tuple[str, str] = ("", "")  # reference and manifest digest of the pushed sample image
     airgap: airgap_steps.State | None = None  # the air-gap lab's table, bundle and site files
+    lb: LBConfig | None = None  # cluster lab: the API VIP as the deploy configures it
+    ca_file: Path | None = None  # cluster lab: the cluster's server CA (verified probes of the VIP)
+    offline_nodes: list[nodes.Node] = field(default_factory=list)
+    drill: Drill | None = None
 
     @classmethod
     def start(cls, options: Options) -> LabRun:
@@ -191,6 +201,23 @@ AIRGAP_STEPS: tuple[Step, ...] = (
 STEPS_OF: dict[str, tuple[Step, ...]] = {"airgap": AIRGAP_STEPS}
 
 
+def cluster_steps() -> tuple[Step, ...]:
+    """LAB_STEPS of an HA lab: the same bring-up, then the cluster steps (gldeploy/lab/cluster_steps.py)."""
+    from gldeploy.lab import cluster_steps as cs
+    return (HOST_SETUP, ("k3s artifacts", step_k3s_artifacts), *BRING_UP[1:],
+            ("site route/DNS/NTP", step_site), ("lab registry + sample image", step_registry),
+            ("cluster secrets", cs.step_secrets), ("deploy (1st)", cs.step_deploy_1),
+            ("deploy (2nd, idempotency)", cs.step_deploy_2), ("VIP answers", cs.step_vip),
+            ("join timing", cs.step_join_timing), ("offline scripts (worker)", cs.step_offline),
+            ("testinfra", cs.step_testinfra), ("failover drill", cs.step_failover),
+            ("health-check rotation", cs.step_rotation), ("lb node reset", cs.step_lb_reset))
+
+
+def steps_for(table: nodes.Lab) -> tuple[Step, ...]:
+    """The lab's steps: a table with a VIP is an HA lab (cluster_steps), otherwise LAB_STEPS."""
+    return cluster_steps() if table.vip else LAB_STEPS
+
+
 def run_steps(r: LabRun, steps: tuple[Step, ...]) -> None:
     """Each step in order, timed under its name in the report (the time is kept when it raises)."""
     for name, action in steps:
@@ -220,7 +247,7 @@ def run_lab(options: Options, *, keep: bool = False) -> LabReport:
     with MemorySampler() as mem:
         r.mem = mem
         try:
-            run_steps(r, STEPS_OF.get(options.lab, LAB_STEPS))
+            run_steps(r, STEPS_OF.get(options.lab) or steps_for(r.table))
             report.result = "pass"
         except KeyboardInterrupt:
             report.result, report.error = "interrupted", "interrupted by Ctrl-C"

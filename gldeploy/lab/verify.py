@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gldeploy.errors import DeployError
+from gldeploy.results import EXIT_WARNINGS
 from gldeploy.lab import nodes
 from gldeploy.lab.k3s_source import K3sSource
 from gldeploy.lab.proc import invoke_argv, run, say
@@ -32,18 +33,25 @@ def overrides(ssh_config: Path, k3s_dir: Path, reg: RegistryInfo | None) -> list
     return sets
 
 
-def run_deploy(report: LabReport, label: str, env_file: Path, sets: list[str], out: Path) -> dict[str, Any]:
-    """Run `invoke deploy` as a subprocess (output streamed); add its rows; raise if it failed."""
+def run_deploy(report: LabReport, label: str, env_file: Path, sets: list[str], out: Path, *,
+               task: str = "deploy", extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run `invoke <task>` (deploy, cluster.deploy, ...) as a subprocess (output streamed); add its
+    rows; raise if it failed."""
     out.unlink(missing_ok=True)
-    argv = invoke_argv("deploy", env_file, sets, "--sample-image", "--json-report", str(out))
-    say(f"{label}: invoke deploy --env {env_file.name} ... --json-report {out.name}")
-    proc = run(argv, cwd=REPO, timeout=DEPLOY_TIMEOUT, check=False, capture=False, what=f"{label}: invoke deploy")
+    argv = invoke_argv(task, env_file, sets, *extra, "--sample-image", "--json-report", str(out))
+    say(f"{label}: invoke {task} --env {env_file.name} {' '.join(extra)} ... --json-report {out.name}")
+    proc = run(argv, cwd=REPO, timeout=DEPLOY_TIMEOUT, check=False, capture=False, what=f"{label}: invoke {task}")
     data = json.loads(out.read_text()) if out.exists() else {}
     report.add_deploy_report(label, data)
-    if proc.returncode != 0:
-        raise DeployError(f"{label}: invoke deploy exited {proc.returncode}; see its table above")
+    if proc.returncode not in (0, EXIT_WARNINGS):
+        raise DeployError(f"{label}: invoke {task} exited {proc.returncode}; see its table above")
     if not data:
-        raise DeployError(f"{label}: invoke deploy wrote no JSON report at {out}")
+        raise DeployError(f"{label}: invoke {task} wrote no JSON report at {out}")
+    # exit 3 = every phase passed, some with warnings (e.g. 01 on a host that already runs k3s): the
+    # warnings are in the report's rows; a failed phase under exit 3 would be a contradiction
+    failed = [f"{r.get('phase')}@{r.get('host')}" for r in data.get("results", []) if r.get("status") == "fail"]
+    if failed:
+        raise DeployError(f"{label}: invoke {task} exited {proc.returncode} but reports failed phases: {', '.join(failed)}")
     modes = {r.get("k3s_mode", "none") for r in data.get("results", [])} - {"none"}
     if modes and modes != {report.k3s_mode}:
         raise DeployError(f"{label}: the phases report k3s mode {', '.join(sorted(modes))} but the lab "
@@ -98,7 +106,7 @@ def junit_rows(junit: Path) -> list[Row]:
 
 
 def write_inventory(work: Path, lab: nodes.Lab, ssh_config: Path, source: K3sSource, reg: RegistryInfo,
-                    ref: str, digest: str, env_file: Path) -> Path:
+                    ref: str, digest: str, env_file: Path, extra: dict[str, Any] | None = None) -> Path:
     """The JSON the testinfra verifiers read (GL_LAB_INVENTORY): nodes, mode, expectations."""
     path = work / "inventory.json"
     path.write_text(json.dumps({
@@ -109,5 +117,6 @@ def write_inventory(work: Path, lab: nodes.Lab, ssh_config: Path, source: K3sSou
                      "ca_file": str(reg.ca_file), "password_file": str(reg.password_file)},
         "deploy_reports": [str(work / "deploy-1.json"), str(work / "deploy-2.json")],
         "offline_dir": str(work / "offline"),
+        **(extra or {}),
     }, indent=2) + "\n")
     return path

@@ -36,8 +36,9 @@ def _accel(accel: str) -> str:
     return value
 
 
-def _boot_timeout(value: str) -> int:
-    raw = value or lab_options().boot_timeout or str(DEFAULT_BOOT_TIMEOUT)
+def _boot_timeout(value: str, lab: str = "single") -> int:
+    """--boot-timeout, else GL_LAB_BOOT_TIMEOUT, else the lab table's boot_timeout, else lab.yml's."""
+    raw = value or lab_options().boot_timeout or str(nodes.load(lab).boot_timeout or DEFAULT_BOOT_TIMEOUT)
     if not raw.isdigit() or int(raw) < 1:
         raise DeployError(f"boot timeout {raw!r} (--boot-timeout or GL_LAB_BOOT_TIMEOUT): expected a whole "
                           f"number of seconds, e.g. {DEFAULT_BOOT_TIMEOUT}", exit_code=2)
@@ -60,7 +61,7 @@ def up(c: Context, lab: str = "single", box: str = "", accel: str = "", boot_tim
     """Bring a lab's VMs up and write its ssh_config (hosts keyed by private IP); no phases run."""
     from gldeploy.lab.runner import Options, bring_up
     nodes.load(lab)  # a bad lab name is bad input before anything starts
-    r = bring_up(Options(lab, box=_box(box), accel=_accel(accel), boot_timeout=_boot_timeout(boot_timeout)))
+    r = bring_up(Options(lab, box=_box(box), accel=_accel(accel), boot_timeout=_boot_timeout(boot_timeout, lab)))
     driver = r.accel.driver if r.accel else "?"
     print(f"lab {lab} up in {r.report.steps.get('vagrant up', 0):.0f} s ({driver}); "
           f"ssh -F {r.ssh_config} {r.table.ips[0]}")
@@ -69,15 +70,20 @@ def up(c: Context, lab: str = "single", box: str = "", accel: str = "", boot_tim
 @gl_task(help={"lab": LAB_HELP, "keep": "Leave the VMs running afterwards (default: destroy them)",
             "artifacts": "Directory laid out like a k3s release (real k3s, or a stand-in release)",
             "box": BOX_HELP, "no_download": "Do not try the pinned k3s download (use the stand-in)",
-            "accel": ACCEL_HELP, "boot_timeout": BOOT_HELP, "standin": STANDIN_HELP})
+            "accel": ACCEL_HELP, "boot_timeout": BOOT_HELP, "standin": STANDIN_HELP,
+            "drill_rounds": "HA labs: failover trials per fault kind (default 5; at least 1)"})
 @guarded
 def run(c: Context, lab: str = "single", keep: bool = False, artifacts: str = "", box: str = "",
-        no_download: bool = False, accel: str = "", boot_timeout: str = "", standin: str = "") -> None:
-    """Lab end to end: VMs up, deploy twice, offline scripts, testinfra, report, destroy."""
+        no_download: bool = False, accel: str = "", boot_timeout: str = "", standin: str = "",
+        drill_rounds: str = "5") -> None:
+    """Lab end to end: VMs up, deploy twice, offline scripts, testinfra (HA: failover drill), report, destroy."""
     from gldeploy.lab.runner import Options, run_lab
-    options = Options(lab, box=_box(box), accel=_accel(accel), boot_timeout=_boot_timeout(boot_timeout),
+    if not drill_rounds.isdigit() or int(drill_rounds) < 1:
+        raise DeployError(f"--drill-rounds {drill_rounds!r}: expected a whole number >= 1, e.g. 5", exit_code=2)
+    options = Options(lab, box=_box(box), accel=_accel(accel), boot_timeout=_boot_timeout(boot_timeout, lab),
                       artifacts=artifacts, download=not no_download,
-                      standin=Path(standin).expanduser().resolve() if standin else STANDIN)
+                      standin=Path(standin).expanduser().resolve() if standin else STANDIN,
+                      drill_rounds=int(drill_rounds))
     report = run_lab(options, keep=keep)
     if report.result == "interrupted":
         raise KeyboardInterrupt

@@ -52,3 +52,32 @@ def needs_real(real_k3s: bool) -> None:
     """Skip (never pass) Kubernetes-level checks under the k3s stand-in."""
     if not real_k3s:
         pytest.skip(NEEDS_REAL)
+
+
+SERVER_ROLES = ("single", "first-server", "server")
+
+
+@pytest.fixture
+def node(host: Any, inventory: dict[str, Any]) -> dict[str, Any]:
+    """This host's entry of the lab's node table (name, ip, role)."""
+    address = host.backend.hostname
+    for entry in inventory["nodes"]:
+        if address in (entry["ip"], entry["name"]):
+            return dict(entry)
+    raise AssertionError(f"{address} is not a node of lab {inventory['lab']}")
+
+
+@pytest.fixture
+def server(node: dict[str, Any]) -> dict[str, Any]:
+    """This host, when it runs a k3s server; agents skip (the check is about servers)."""
+    if node["role"] not in SERVER_ROLES:
+        pytest.skip(f"servers only ({node['name']} is an {node['role']})")
+    return node
+
+
+@pytest.fixture
+def ha(inventory: dict[str, Any]) -> dict[str, Any]:
+    """The HA facts of a cluster lab (VIP, LB port, interface); a single-node lab skips."""
+    if not inventory.get("ha"):
+        pytest.skip("HA labs only")
+    return dict(inventory["ha"])

@@ -41,7 +41,7 @@ def test_k3s_unit_enabled_and_active(host: Any) -> None:
         assert service.is_enabled
 
 
-def test_config_yaml_content_and_mode(host: Any, lab_settings: Any) -> None:
+def test_config_yaml_content_and_mode(host: Any, lab_settings: Any, server: dict[str, Any]) -> None:
     """config.yaml carries the settings and only root can read it."""
     config = host.file("/etc/rancher/k3s/config.yaml")
     with host.sudo():
@@ -50,15 +50,21 @@ def test_config_yaml_content_and_mode(host: Any, lab_settings: Any) -> None:
     assert f'cluster-cidr: "{lab_settings.cluster_cidr}"' in text
     assert f'service-cidr: "{lab_settings.service_cidr}"' in text
     assert f"https-listen-port: {lab_settings.api_port}" in text
-    assert f'node-ip: "{lab_settings.control_plane_ips[0]}"' in text
+    if server["role"] in ("single", "first-server"):
+        assert f'node-ip: "{lab_settings.control_plane_ips[0]}"' in text
+    if lab_settings.api_vip:  # HA: the VIP is in the serving certificate; joining servers join through it
+        assert f'  - "{lab_settings.api_vip}"' in text
+        assert ("cluster-init: true" in text) == (server["role"] == "first-server")
     assert f"secrets-encryption: {'true' if lab_settings.secrets_encryption else 'false'}" in text
     for component in lab_settings.k3s_disable:
         assert f'  - "{component}"' in text
 
 
 @pytest.mark.parametrize("path", SECRET_FILES)
-def test_secret_files_are_0600(host: Any, path: str) -> None:
-    """Token, kubeconfig and config are private to root."""
+def test_secret_files_are_0600(host: Any, path: str, node: dict[str, Any]) -> None:
+    """Token, kubeconfig and config are private to root (an agent has only its config)."""
+    if node["role"] == "agent" and path != "/etc/rancher/k3s/config.yaml":
+        pytest.skip(f"servers only ({path})")
     with host.sudo():
         f = host.file(path)
         eventually(lambda: f.exists, 60, f"{path} exists")
@@ -66,7 +72,7 @@ def test_secret_files_are_0600(host: Any, path: str) -> None:
         assert f.user == "root"
 
 
-def test_api_port_listening(host: Any, lab_settings: Any) -> None:
+def test_api_port_listening(host: Any, lab_settings: Any, server: dict[str, Any]) -> None:
     """Something listens on the API port on all addresses."""
     port = lab_settings.api_port
     eventually(lambda: any(host.socket(f"tcp://{a}:{port}").is_listening for a in ("0.0.0.0", "::")),
@@ -74,9 +80,9 @@ def test_api_port_listening(host: Any, lab_settings: Any) -> None:
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "node-ip"])
-def test_ping_over_tls(host: Any, lab_settings: Any, address: str) -> None:
+def test_ping_over_tls(host: Any, lab_settings: Any, address: str, server: dict[str, Any]) -> None:
     """/ping answers pong over TLS verified against the server CA (loopback and node IP)."""
-    target = lab_settings.control_plane_ips[0] if address == "node-ip" else address
+    target = server["ip"] if address == "node-ip" else address
     with host.sudo():
         out = host.check_output("curl -fsS --max-time 10 --cacert %s %s",
                                 "/var/lib/rancher/k3s/server/tls/server-ca.crt",
@@ -84,10 +90,18 @@ def test_ping_over_tls(host: Any, lab_settings: Any, address: str) -> None:
     assert out.strip() == "pong"
 
 
-def test_preflight_json_clean(host: Any, inventory: dict[str, Any]) -> None:
-    """The offline pre-install check, re-run now, reports no failing check (exit 0 pass / 3 warn)."""
+def test_preflight_json_clean(host: Any, inventory: dict[str, Any], node: dict[str, Any],
+                              lab_settings: Any) -> None:
+    """The offline pre-install check, re-run now, reports no failing check (exit 0 pass / 3 warn);
+    on nodes where the offline scripts did not run, the deployed bundle's copy (HA labs)."""
+    offline = node["name"] in inventory.get("offline_nodes", [node["name"]])
     with host.sudo():
-        cmd = host.run("bash /tmp/gl-offline/01_pre_install_check.sh --json")
+        if offline:
+            cmd = host.run("bash /tmp/gl-offline/01_pre_install_check.sh --json --role %s", node["role"])
+        else:
+            work = lab_settings.work_dir
+            cmd = host.run("env GL_BUNDLE_DIR=%s bash %s/01_pre_install_check.sh --json --role %s", work, work,
+                           node["role"])
     assert cmd.rc in (0, 3), cmd.stderr[-500:]
     report = json.loads(cmd.stdout)
     assert report["phase"] == "01_pre_install_check"

@@ -49,3 +49,30 @@ def test_unknown_lab_lists_the_known_ones(tmp_path: Path) -> None:
 def test_unknown_node_name() -> None:
     with pytest.raises(ConfigError, match="no node 'other'"):
         nodes.load("single").node("other")
+
+
+def test_cluster_lab_matches_env_file() -> None:
+    """3 servers + 2 workers; the table's roles are the ones the deploy plan gives each address, and
+    the table's VIP is the env file's API_VIP (the drill probes what the deploy configured)."""
+    from gldeploy import plan
+    lab = nodes.load("cluster")
+    env = settings.load(lab.env_file, environ={})
+    assert env.topology == "ha"
+    assert [n.ip for n in lab.servers] == list(env.control_plane_ips)
+    assert [n.ip for n in lab.agents] == list(env.worker_ips)
+    assert len(lab.servers) == 3 and len(lab.agents) == 2
+    assert [(n.ip, n.role) for n in lab.nodes] == [(n.ip, plan.role_of(env, n.ip)) for n in lab.nodes]
+    assert lab.vip == env.api_vip
+    assert env.lb_interface == "eth1"  # the Vagrant private network is the VMs' second NIC
+
+
+def test_vip_must_be_unused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="vip 10.0.0.1 is also a node's ip"):
+        nodes.load("x", _write(tmp_path, "vip: 10.0.0.1\nnodes:\n  - {name: a, role: server, ip: 10.0.0.1}\n"))
+
+
+def test_a_table_may_raise_the_boot_bound(tmp_path: Path) -> None:
+    assert nodes.load("single").boot_timeout == 0  # lab.yml's bound applies
+    assert nodes.load("cluster").boot_timeout >= 900  # five VMs under TCG
+    with pytest.raises(ConfigError, match="boot_timeout 'soon'"):
+        nodes.load("x", _write(tmp_path, "boot_timeout: soon\nnodes:\n  - {name: a, role: single, ip: 10.0.0.1}\n"))

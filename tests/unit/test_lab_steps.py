@@ -89,3 +89,36 @@ def test_remote_script_values_arrive_as_one_argument(value: str, tmp_path: Path)
     for argv in (site.site_argv(value), vagrant.hostname_argv(value)):
         remote = ssh_argv(tmp_path / "cfg", "h", argv)[-1]
         assert shlex.split(remote) == argv and argv[-1] == value
+
+
+def _fake_deploy(monkeypatch: pytest.MonkeyPatch, out: Path, rc: int, statuses: list[str]) -> None:
+    import json
+
+    from gldeploy.lab import verify
+
+    def fake_run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        out.write_text(json.dumps({"results": [{"phase": f"0{i}", "host": "h", "status": s, "duration": 1.0}
+                                               for i, s in enumerate(statuses, 1)]}))
+        return subprocess.CompletedProcess(argv, rc, "", "")
+    monkeypatch.setattr(verify, "run", fake_run)
+
+
+def test_deploy_with_warnings_exit_3_is_a_pass_with_its_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """invoke exits 3 when every phase passed and some warned (01 on a host already running k3s)."""
+    from gldeploy.lab import verify
+    out = tmp_path / "d.json"
+    _fake_deploy(monkeypatch, out, 3, ["warn", "pass"])
+    report = LabReport("single", "standin", "", "TCG")
+    data = verify.run_deploy(report, "deploy 2", Path("env/single.env"), [], out)
+    assert [r["status"] for r in data["results"]] == ["warn", "pass"]
+    assert [r.status for r in report.rows] == ["warn", "pass"]
+
+
+@pytest.mark.parametrize("rc, statuses", [(1, ["fail", "pass"]), (3, ["fail", "pass"]), (2, ["pass"])])
+def test_deploy_failures_still_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rc: int,
+                                    statuses: list[str]) -> None:
+    from gldeploy.lab import verify
+    out = tmp_path / "d.json"
+    _fake_deploy(monkeypatch, out, rc, statuses)
+    with pytest.raises(DeployError, match="deploy 1: invoke deploy exited"):
+        verify.run_deploy(LabReport("single", "standin", "", "TCG"), "deploy 1", Path("env/single.env"), [], out)

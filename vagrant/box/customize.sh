@@ -22,7 +22,19 @@ Name=eth0
 DHCP=ipv4
 NET
 chroot "$root" systemctl enable systemd-networkd.service
-chroot "$root" systemctl mask systemd-networkd-wait-online.service
+# network-online.target must mean "IPv4 addresses configured", as on a real host: keepalived (the API VIP)
+# is ordered after it and enters FAULT for good when it starts before its unicast_src_ip exists (seen in
+# the cluster lab after a power-off while this unit was masked). --ipv4: the isolated eth1 never gets an
+# IPv6 router advert, so waiting for "configured" would take ~10 s. The target is reached at boot (sshd,
+# and so `vagrant up`, does not wait for it): a later `systemctl start k3s` finds it active and starts at once.
+mkdir -p "$root/etc/systemd/system/systemd-networkd-wait-online.service.d"
+cat >"$root/etc/systemd/system/systemd-networkd-wait-online.service.d/10-lab.conf" <<'WAIT'
+[Service]
+ExecStart=
+ExecStart=/lib/systemd/systemd-networkd-wait-online --ipv4 --timeout=60
+WAIT
+chroot "$root" systemctl add-wants multi-user.target network-online.target
+chroot "$root" systemctl enable systemd-networkd-wait-online.service
 chroot "$root" systemctl mask apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
 
 # The vagrant user: passwordless sudo and Vagrant's insecure public key (lab only).
@@ -43,3 +55,7 @@ rm -f "$root/etc/resolv.conf"
 echo "# no DNS in the isolated lab" >"$root/etc/resolv.conf"
 rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"* "$root/usr/share/doc/"* \
        "$root/usr/share/man/"* "$root/usr/share/locale/"*
+
+# haproxy and keepalived come installed but stay off until the deploy configures a node as a load
+# balancer (lib/loadbalancer.sh enables and starts them); nodes that are not load balancers never run them.
+chroot "$root" systemctl disable haproxy.service keepalived.service 2>/dev/null || true
