@@ -16,8 +16,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from gldeploy.errors import DeployError
 from gldeploy.artifacts import sha256_file
+from gldeploy.errors import DeployError
 from gldeploy.lab import shared
 from gldeploy.lab.children import Guard
 from gldeploy.lab.host import VIRSH

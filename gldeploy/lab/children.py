@@ -91,7 +91,7 @@ class Guard:
             self._later(CLEANUP_GRACE, signal_children, signal.SIGKILL)
         self.interrupted = True
 
-    def __enter__(self) -> "Guard":
+    def __enter__(self) -> Guard:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._saved[sig] = signal.signal(sig, self._on_signal)

@@ -198,7 +198,7 @@ def stop_daemons(only: tuple[str, ...] = ("libvirtd", "virtlogd")) -> None:
         if pid_alive(pidfile):
             pid = int(pidfile.read_text().strip())
             os.kill(pid, 15)
-            wait_for(lambda: not pid_alive(pidfile), timeout=30, what=f"{name} (pid {pid}) to stop")
+            wait_for(lambda f=pidfile: not pid_alive(f), timeout=30, what=f"{name} (pid {pid}) to stop")
         pidfile.unlink(missing_ok=True)
 
 

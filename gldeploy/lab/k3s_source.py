@@ -16,8 +16,8 @@ from typing import Literal
 from gldeploy import artifacts
 from gldeploy.errors import ConfigError
 from gldeploy.lab.proc import say
-from gldeploy.settings import Settings
 from gldeploy.paths import CACHE_DIR
+from gldeploy.settings import Settings
 
 Mode = Literal["real", "standin"]
 _VERSION_LINE = re.compile(r'^VERSION = "[^"]*"', re.M)

@@ -66,7 +66,7 @@ class SntpServer:
         while self.sock is not None:
             try:
                 data, peer = self.sock.recvfrom(512)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -39,7 +39,7 @@ class MemorySampler:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, host_memory_used_mib())
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 

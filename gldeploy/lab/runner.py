@@ -23,8 +23,7 @@ from gldeploy.lab.proc import run, say
 from gldeploy.lab.registry import LabRegistry, RegistryInfo, push_sample_image
 from gldeploy.lab.report import LabReport, MemorySampler, host_memory_used_mib
 from gldeploy.lab.vagrant import DEFAULT_BOOT_TIMEOUT, LabVMs
-from gldeploy.lab.verify import (install_registry_client, overrides, run_deploy, run_testinfra,
-                                 write_inventory)
+from gldeploy.lab.verify import install_registry_client, overrides, run_deploy, run_testinfra, write_inventory
 from gldeploy.loadbalancer import LBConfig
 from gldeploy.paths import CACHE_DIR, REPO
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -58,7 +58,7 @@ def _network(raw: object, key: str, path: Path) -> Network:
     return Network(str(raw["name"]), str(raw["bridge"]), cidr, str(raw.get("domain", "")))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(path: Path = SHARED_FILE) -> Shared:
     """Read and check vagrant/lab.yml (ConfigError naming the file and key when it is wrong)."""
     raw = yaml.safe_load(path.read_text())

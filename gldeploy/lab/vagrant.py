@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import vagrant as pyvagrant
-
 from gldeploy.errors import DeployError
 from gldeploy.lab import shared
 from gldeploy.lab.children import Guard

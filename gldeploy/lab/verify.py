@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from gldeploy.errors import DeployError
-from gldeploy.results import EXIT_WARNINGS
 from gldeploy.lab import nodes
 from gldeploy.lab.k3s_source import K3sSource
 from gldeploy.lab.proc import invoke_argv, run, say
@@ -18,6 +17,7 @@ from gldeploy.lab.registry import RegistryInfo
 from gldeploy.lab.report import LabReport, Row
 from gldeploy.lab.vagrant import ssh
 from gldeploy.paths import REPO
+from gldeploy.results import EXIT_WARNINGS
 
 DEPLOY_TIMEOUT = 1200
 TESTINFRA_TIMEOUT = 900
@@ -51,7 +51,8 @@ def run_deploy(report: LabReport, label: str, env_file: Path, sets: list[str], o
     # warnings are in the report's rows; a failed phase under exit 3 would be a contradiction
     failed = [f"{r.get('phase')}@{r.get('host')}" for r in data.get("results", []) if r.get("status") == "fail"]
     if failed:
-        raise DeployError(f"{label}: invoke {task} exited {proc.returncode} but reports failed phases: {', '.join(failed)}")
+        raise DeployError(f"{label}: invoke {task} exited {proc.returncode} but reports failed phases: "
+                          f"{', '.join(failed)}")
     modes = {r.get("k3s_mode", "none") for r in data.get("results", [])} - {"none"}
     if modes and modes != {report.k3s_mode}:
         raise DeployError(f"{label}: the phases report k3s mode {', '.join(sorted(modes))} but the lab "
