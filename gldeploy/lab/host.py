@@ -2,6 +2,7 @@
 and an honest answer to "does KVM work here, or do we run TCG?"."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -191,6 +192,10 @@ def start_daemons(restart_libvirtd: bool = False) -> None:
         say(f"libvirtd answers after {took:.1f} s")
 
 
+def _gone(pidfile: Path) -> bool:
+    return not pid_alive(pidfile)
+
+
 def stop_daemons(only: tuple[str, ...] = ("libvirtd", "virtlogd")) -> None:
     """Stop the daemons this module started, by the PIDs in its pidfiles only."""
     for name in only:
@@ -198,7 +203,7 @@ def stop_daemons(only: tuple[str, ...] = ("libvirtd", "virtlogd")) -> None:
         if pid_alive(pidfile):
             pid = int(pidfile.read_text().strip())
             os.kill(pid, 15)
-            wait_for(lambda f=pidfile: not pid_alive(f), timeout=30, what=f"{name} (pid {pid}) to stop")
+            wait_for(functools.partial(_gone, pidfile), timeout=30, what=f"{name} (pid {pid}) to stop")
         pidfile.unlink(missing_ok=True)
 
 
