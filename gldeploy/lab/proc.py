@@ -79,6 +79,14 @@ def run(argv: Sequence[str], *, timeout: float = 600, check: bool = True, captur
     return done
 
 
+def start(argv: Sequence[str]) -> subprocess.Popen[str]:
+    """Start argv in the background in its own session (output captured, stdin closed): for a command
+    that must run while the caller measures something else (the drill's fault). The caller waits for
+    it with communicate() and kills its group when it outlives its bound."""
+    return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
 def ssh_argv(ssh_config: Path, host: str, remote: Sequence[str], *options: str) -> list[str]:
     """`ssh -F CONFIG [OPTIONS] HOST '<remote argv, shlex.join-ed>'` (argv list, one remote string)."""
     return ["ssh", "-F", str(ssh_config), *options, host, shlex.join(remote)]

@@ -69,9 +69,13 @@ unpack() {
       fatal "${where}/${part}: split part is stale or damaged (sha256 differs from $(basename "${PARTS}")); copy this part again from the same build"
     need=$(( need + $(stat -c %s "${where}/${part}") ))
   done
+  # membership by a bash lookup, not `printf | grep -q`: grep -q quits at the first match, printf then
+  # dies of SIGPIPE, and under pipefail a listed part would be reported as stray
+  local -A is_listed=()
+  for part in "${listed[@]}"; do is_listed["${part}"]=1; done
   for part in "${where}/${stem}".tar*; do
     [[ -e "${part}" ]] || continue
-    printf '%s\n' "${listed[@]}" | grep -qxF -- "$(basename "${part}")" ||
+    [[ -n "${is_listed[$(basename "${part}")]:-}" ]] ||
       fatal "${part}: part not listed in $(basename "${PARTS}") (left from another build?); remove it or copy the matching $(basename "${PARTS}")"
   done
   [[ -d "${DEST}" ]] || die_input "--to ${DEST}: not a directory; create it on a disk with room for the bundle"

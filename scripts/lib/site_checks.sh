@@ -93,7 +93,9 @@ site_check_charts() {
   for chart in "${GL_BUNDLE_DIR}"/backend/*.tgz; do [[ -f "${chart}" ]] && found+=("${chart}"); done
   if ((${#found[@]} == 0)); then gl_check_fail charts "no packaged chart in ${GL_BUNDLE_DIR}/backend" "rebuild the bundle: invoke bundle.build (packs deploy/backend)"; return 0; fi
   for chart in "${found[@]}"; do
-    if ! tar -tzf "${chart}" 2>/dev/null | grep -q '/Chart.yaml$'; then
+    # the listing is read whole (a here-string), never `tar | grep -q`: grep -q quits early, tar dies of
+    # SIGPIPE and under pipefail a good chart would look broken
+    if ! grep -q '/Chart.yaml$' <<<"$(tar -tzf "${chart}" 2>/dev/null)"; then
       gl_check_fail charts "${chart} is not a Helm chart archive (no Chart.yaml)" "rebuild the bundle: invoke bundle.build"; return 0
     fi
   done
