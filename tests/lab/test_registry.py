@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.lab.helpers import eventually
 
@@ -41,10 +42,11 @@ def test_k3s_gets_the_registry_credentials_and_ca_privately(host: Any, inventory
         text = f.content_string
         ca = host.file(K3S_REGISTRY_CA).content_string
     password = Path(reg["password_file"]).read_text().strip()
-    assert f'"{reg["address"]}"' in text and f'"https://{reg["address"]}"' in text
-    assert f'username: "{reg["user"]}"' in text
-    assert f'password: "{password}"' in text
-    assert f'ca_file: "{K3S_REGISTRY_CA}"' in text
+    parsed = yaml.safe_load(text)  # rendered once in Python (gldeploy/site/registries.py) for every node
+    assert f"https://{reg['address']}" in parsed["mirrors"][reg["address"]]["endpoint"]
+    config = parsed["configs"][reg["address"]]
+    assert config["auth"] == {"username": reg["user"], "password": password}
+    assert config["tls"]["ca_file"] == K3S_REGISTRY_CA
     assert ca.strip() == Path(reg["ca_file"]).read_text().strip()
 
 
