@@ -257,7 +257,7 @@ def cluster(net: Path, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
                 in_ns(NODES[n], "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{PORT}"),
                 capture_output=True).returncode == 0, 5)
             c.start_keepalived(node)
-        wait_for("the VIP on node a (priority 150)", lambda: holds_vip("a"), 8)
+        wait_for("the VIP on node a (priority 150)", lambda: holds_vip("a"), 20)  # setup: an election takes ~3.5 s idle, longer on a loaded host
         assert not holds_vip("b")
         c.start_poller()
         c.first_ok()
