@@ -99,11 +99,22 @@ def step_join_timing(r: LabRun) -> None:
     say(f"join: 1 worker {alone:.1f} s, {len(agents)} together {together:.1f} s (ratio {ratio:.2f}, goal <= 1.5)")
 
 
+JOIN_TOKEN = "/var/lib/rancher/k3s/server/token"
+
+
 def step_offline(r: LabRun) -> None:
-    """The rendered standalone scripts on the last worker (k3s-uninstall.sh, copy, sha256sum -c, bash)."""
+    """The rendered standalone scripts on the last worker (k3s-uninstall.sh, copy, sha256sum -c, bash).
+    As an operator would for an offline join: the first server's full K10<ca-hash>::server:<secret>
+    token (read over ssh's stdout into a 0600 file, never a command line) is the K3S_TOKEN_FILE of the
+    render, so the rendered join can pin the cluster CA (a plain password is refused for joins)."""
     topology = offline.topology_of(settings_lib.load(r.table.env_file, overrides=r.sets).topology)
+    token = ssh(r.ssh_config, r.table.servers[0].ip, ["sudo", "cat", JOIN_TOKEN], timeout=60).stdout.strip()
+    if not token.startswith("K10") or "\n" in token:
+        raise DeployError(f"offline: {JOIN_TOKEN} on {r.table.servers[0].name} holds no K10<ca-hash>::... token")
+    token_file = _secret_file(r.work / "k3s-join-token", token)
+    sets = [x for x in r.sets if not x.startswith("K3S_TOKEN_FILE=")] + [f"K3S_TOKEN_FILE={token_file}"]
     r.offline_nodes = r.table.agents[-1:]
-    offline.run_offline(r.report, r.table, r.table.env_file, r.sets, r.ssh_config, r.work / "offline", topology,
+    offline.run_offline(r.report, r.table, r.table.env_file, sets, r.ssh_config, r.work / "offline", topology,
                         targets=r.offline_nodes)
 
 
