@@ -99,12 +99,27 @@ def step_join_timing(r: LabRun) -> None:
     say(f"join: 1 worker {alone:.1f} s, {len(agents)} together {together:.1f} s (ratio {ratio:.2f}, goal <= 1.5)")
 
 
+JOIN_TOKEN = "/var/lib/rancher/k3s/server/token"
+REMOTE_TOKEN = "/root/gl-offline-k3s-token"
+
+
 def step_offline(r: LabRun) -> None:
-    """The rendered standalone scripts on the last worker (k3s-uninstall.sh, copy, sha256sum -c, bash)."""
+    """The rendered standalone scripts on the last worker (k3s-uninstall.sh, copy, sha256sum -c, bash),
+    as an operator joins a worker offline: the render bakes the settings (the plain join password is
+    the first server's), and the worker's join gets the first server's full K10<ca-hash>::server:<secret>
+    token as a 0600 file (carried over ssh stdin, never a command line) plus the VIP endpoint, through
+    the join arguments of the sequences table (--token-file, --server-url)."""
+    lb = need(r.lb, "the load balancer settings")
     topology = offline.topology_of(settings_lib.load(r.table.env_file, overrides=r.sets).topology)
+    token = ssh(r.ssh_config, r.table.servers[0].ip, ["sudo", "cat", JOIN_TOKEN], timeout=60).stdout.strip()
+    if not token.startswith("K10") or "\n" in token:
+        raise DeployError(f"offline: {JOIN_TOKEN} on {r.table.servers[0].name} holds no K10<ca-hash>::... token")
     r.offline_nodes = r.table.agents[-1:]
+    for node in r.offline_nodes:
+        ssh(r.ssh_config, node.ip, ["sudo", "bash", "-c", 'umask 077; cat >"$1"', "gl-token", REMOTE_TOKEN],
+            input_text=token + "\n", timeout=60)
     offline.run_offline(r.report, r.table, r.table.env_file, r.sets, r.ssh_config, r.work / "offline", topology,
-                        targets=r.offline_nodes)
+                        targets=r.offline_nodes, arg_values={"server_url": lb.endpoint, "token_file": REMOTE_TOKEN})
 
 
 def step_testinfra(r: LabRun) -> None:

@@ -24,7 +24,7 @@ from gldeploy.errors import DeployError
 from gldeploy.lab import shared
 from gldeploy.lab.host import VIRSH
 from gldeploy.lab.nodes import Lab, Node
-from gldeploy.lab.proc import run, say, ssh_argv, start, wait_for
+from gldeploy.lab.proc import finish, run, say, ssh_argv, start, wait_for
 from gldeploy.lab.vagrant import ssh, wait_ssh
 from gldeploy.lab.vip import ApiProbe, holder, neighbour_mac, node_macs, stats
 
@@ -173,14 +173,11 @@ class Drill:
         fault = start(argv)
         try:
             seconds, failed, new_mac = self.measure(t_fault, old_mac, f"{kind} on {node.name}")
-            out, _ = fault.communicate(timeout=120)
         finally:
-            if fault.poll() is None:
-                fault.kill()
-                fault.wait()
-        if fault.returncode != 0:
-            raise DeployError(f"drill: the fault command for {kind} on {node.name} failed (exit "
-                              f"{fault.returncode}): {out.strip()[-300:]}")
+            rc, out = finish(fault, 120)
+        if rc != 0:
+            raise DeployError(f"drill: the fault command for {kind} on {node.name} failed (exit {rc}): "
+                              f"{out.strip()[-300:]}")
         new = holder(self.ssh_config, self.lab, [n for n in self.up_servers() if n != node], self.probe.address,
                      self.interface) if kind == "power-off" else self.holder()
         if self.macs[new.name] != new_mac:

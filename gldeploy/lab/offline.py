@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from gldeploy import results, sequences
 from gldeploy.errors import ConfigError, DeployError
@@ -62,10 +62,23 @@ def node_role(role: str, topology: sequences.Topology) -> sequences.Role:
     raise ConfigError(f"lab node role {role!r} is not a {topology} role ({', '.join(sequences.roles_of(topology))})")
 
 
+def phase_args(phase: sequences.Phase, role: sequences.Role, values: Mapping[str, str]) -> list[str]:
+    """The phase's extra arguments for a role (sequences.Phase.args templates, e.g. an HA join's
+    --server-url {server_url} --token-file {token_file}), filled in as the deploy plan fills them."""
+    args_for = getattr(phase, "args_for", None)  # the HA join arguments of the sequences table
+    templates = args_for(role) if callable(args_for) else ()
+    try:
+        return [str(a).format(**values) for a in templates]
+    except KeyError as exc:
+        raise DeployError(f"offline: {phase.script} --role {role} needs {exc} (the lab gives none)") from None
+
+
 def run_offline(report: LabReport, lab: Lab, env_file: Path, sets: list[str], ssh_config: Path,
-                out: Path, topology: sequences.Topology, targets: Sequence[Node] | None = None) -> None:
+                out: Path, topology: sequences.Topology, targets: Sequence[Node] | None = None,
+                arg_values: Mapping[str, str] | None = None) -> None:
     """Render, then on each target node (default: every node): k3s-uninstall.sh, copy the dir,
-    sha256sum -c, run the scripts of its role with bash only."""
+    sha256sum -c, run the scripts of its role with bash only (with the phase's role arguments,
+    filled from arg_values)."""
     render(env_file, sets, out)
     phases = rendered_phases(out, topology)
     for node in (lab.nodes if targets is None else targets):
@@ -84,7 +97,7 @@ def run_offline(report: LabReport, lab: Lab, env_file: Path, sets: list[str], ss
         for phase in (p for p in phases if p.runs_on(role)):
             start = time.monotonic()
             argv = ["sudo", "bash", f"{REMOTE_DIR}/{phase.script}", *(["--role", role] if phase.takes_role else []),
-                    "--json"]
+                    "--json", *phase_args(phase, role, arg_values or {})]
             script = run(ssh_argv(ssh_config, ip, argv), timeout=SCRIPT_TIMEOUT, check=False,
                          what=f"offline: {phase.script} on {node.name}")
             row = phase_row(phase.name, node.name, script.returncode, script.stdout, script.stderr,

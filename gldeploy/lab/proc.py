@@ -80,11 +80,24 @@ def run(argv: Sequence[str], *, timeout: float = 600, check: bool = True, captur
 
 
 def start(argv: Sequence[str]) -> subprocess.Popen[str]:
-    """Start argv in the background in its own session (output captured, stdin closed): for a command
-    that must run while the caller measures something else (the drill's fault). The caller waits for
-    it with communicate() and kills its group when it outlives its bound."""
-    return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    """Start argv in the background in its own process group (stdout and stderr together); the
+    caller measures something meanwhile and then calls `finish`."""
+    return subprocess.Popen([str(a) for a in argv], text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finish(child: subprocess.Popen[str], timeout: float) -> tuple[int, str]:
+    """Wait (bounded) for a `start`ed process: (exit code, output). Past the timeout, or on any
+    exception, its whole group is killed; nothing of it outlives the call."""
+    try:
+        out, _ = child.communicate(timeout=timeout)
+        return child.returncode, out or ""
+    except subprocess.TimeoutExpired:
+        return -9, f"still running after {timeout:.0f} s, killed"
+    finally:
+        if child.poll() is None:
+            _signal_group(child.pid, signal.SIGKILL)
+            child.wait()
 
 
 def ssh_argv(ssh_config: Path, host: str, remote: Sequence[str], *options: str) -> list[str]:

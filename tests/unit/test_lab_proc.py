@@ -77,3 +77,20 @@ def test_no_shell_strings_anywhere_in_the_lab() -> None:
 def test_env_is_added_to_the_environment_when_asked() -> None:
     out = proc.run(["sh", "-c", 'printf %s "$GL_X"'], env={**os.environ, "GL_X": "1 2"}).stdout
     assert out == "1 2"
+
+
+def test_started_process_is_finished_or_killed_with_its_group() -> None:
+    rc, out = proc.finish(proc.start(["sh", "-c", "echo hi; exit 4"]), 10)
+    assert (rc, out) == (4, "hi\n")
+    child = proc.start(["sh", "-c", "sleep 30 & sleep 30"])
+    rc, out = proc.finish(child, 0.5)
+    assert rc == -9 and "killed" in out
+    deadline = time.monotonic() + 10  # the whole group is gone (orphans reaped by init)
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(child.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("a process of the started group outlived finish()")

@@ -122,3 +122,19 @@ def test_deploy_failures_still_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     _fake_deploy(monkeypatch, out, rc, statuses)
     with pytest.raises(DeployError, match="deploy 1: invoke deploy exited"):
         verify.run_deploy(LabReport("single", "standin", "", "TCG"), "deploy 1", Path("env/single.env"), [], out)
+
+
+def test_offline_join_arguments_are_the_tables_templates_filled_in() -> None:
+    class Join:  # a sequences.Phase with HA join argument templates for the agent role
+        script = "03_join_worker_node.sh"
+
+        def args_for(self, role: str) -> tuple[str, ...]:
+            return ("--server-url", "{server_url}", "--token-file", "{token_file}") if role == "agent" else ()
+    values = {"server_url": "https://192.168.56.100:16443", "token_file": "/root/t"}
+    assert offline.phase_args(Join(), "agent", values) == [  # type: ignore[arg-type]
+        "--server-url", "https://192.168.56.100:16443", "--token-file", "/root/t"]
+    assert offline.phase_args(Join(), "server", values) == []  # type: ignore[arg-type]
+    with pytest.raises(DeployError, match="needs 'token_file'"):
+        offline.phase_args(Join(), "agent", {"server_url": "x"})  # type: ignore[arg-type]
+    single = sequences.sequence("single")[0]
+    assert offline.phase_args(single, "single", {}) == []
