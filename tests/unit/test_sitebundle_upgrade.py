@@ -190,3 +190,29 @@ def test_version_key_orders_k3s_releases() -> None:
     assert upgrade.version_key("v1.29.4+k3s1") < upgrade.version_key("v1.29.4+k3s2") < \
         upgrade.version_key("v1.30.0+k3s1")
     assert upgrade.version_key("v1.28.10+k3s1") > upgrade.version_key("v1.28.9+k3s3")
+
+
+def test_invoke_build_upgrade_then_verify_with_base(site: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.unit.test_sitebundle import program
+    release = tmp_path / "rel"
+    make_release(release, NEW, images={"k3s-airgap-images-amd64.tar": b"x" * 100})
+    env = tmp_path / "site.env"
+    env.write_text(f"CONTROL_PLANE_IPS=192.168.56.10\nK3S_VERSION={NEW}\nK3S_ARTIFACTS_DIR={release}\n")
+    old = site / "old" / cases.NAME
+    program().run(["invoke", "bundle.build", "--env", str(env), "--out", str(tmp_path / "out"), "--sample-image",
+                   "--upgrade-from", str(old), "--allowed-signers", str(site / "keys" / "allowed_signers")],
+                  exit=False)
+    printed = capsys.readouterr().out
+    assert "upgrade bundle:" in printed and "left to the previous bundle" in printed
+    program().run(["invoke", "bundle.verify", str(tmp_path / "out" / UP), "--base", str(old)], exit=False)
+    printed = capsys.readouterr().out
+    assert "OK:" in printed and f"k3s {OLD} -> {NEW}" in printed and "checked in" in printed
+    with pytest.raises(SystemExit) as exit_:
+        program().run(["invoke", "bundle.build", "--env", str(env), "--out", str(tmp_path / "again"),
+                       "--upgrade-from", str(tmp_path / "nowhere")])
+    assert exit_.value.code == 2 and not (tmp_path / "again").exists()
+    with pytest.raises(SystemExit) as exit_:
+        program().run(["invoke", "bundle.build", "--env", str(env), "--out", str(tmp_path / "again"),
+                       "--allow-downgrade"])
+    assert exit_.value.code == 2
