@@ -21,15 +21,18 @@ class Allowed:
     """A difference that may remain after the uninstall, and why (docs/lab.md, "Day-2 lab")."""
 
     section: str
-    pattern: str  # fnmatch pattern on the difference's key (a path, a unit, ...)
+    patterns: tuple[str, ...]  # fnmatch patterns on the difference's key (a path, a unit, ...)
     reason: str
 
 
 # Keep this tiny: every entry is a thing the uninstall leaves ON PURPOSE, with the reason.
 ALLOWLIST: tuple[Allowed, ...] = (
-    Allowed("files", "/var/lib/gl-deploy-day2-backups*",
+    Allowed("files", ("/var/lib/gl-deploy-day2-backups", "/var/lib/gl-deploy-day2-backups/*"),
             "backups written on the node by backup.sh: data the operator may still need; an uninstall never "
             "deletes backups (remove them by hand once copied off)"),
+    Allowed("files", ("/etc/gl-deploy", "/etc/gl-deploy/CHANGELOG"),
+            "the host's append-only change log: what was installed, upgraded and uninstalled, and when; "
+            "k3s-uninstall.sh adds its own line and keeps it (versions.json, what is installed, is removed)"),
 )
 
 
@@ -143,7 +146,7 @@ def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Difference
 def allowed(d: Difference, allowlist: tuple[Allowed, ...] = ALLOWLIST) -> Allowed | None:
     """The allowlist entry covering a difference, if any."""
     for entry in allowlist:
-        if entry.section == d.section and fnmatch.fnmatchcase(d.key, entry.pattern):
+        if entry.section == d.section and any(fnmatch.fnmatchcase(d.key, p) for p in entry.patterns):
             return entry
     return None
 
