@@ -84,7 +84,8 @@ def step_snapshot_after(r: LabRun) -> None:
     day2(r)["uninstall_diff"] = {
         "differences": len(failing), "goal": 0, "listed": [str(d) for d in failing[:200]],
         "allowed": [{"difference": str(d), "reason": a.reason} for d, a in ok],
-        "allowlist": [{"section": a.section, "patterns": list(a.patterns), "reason": a.reason} for a in snapshot.ALLOWLIST]}
+        "allowlist": [{"section": a.section, "patterns": list(a.patterns), "reason": a.reason}
+                      for a in snapshot.ALLOWLIST]}
     status = "pass" if not failing else "fail"
     r.report.rows.append(Row("uninstall diff", "host snapshot", node.name, status, 0.0,
                              f"{len(failing)} difference(s) left (goal 0), {len(ok)} allowed"))
