@@ -28,6 +28,8 @@
 #   units:  session-*.scope user@*.service user-*.slice user-runtime-dir@*.service run-user-*.mount and
 #           the services timers start by themselves (apt-daily*, man-db, logrotate, e2scrub*, fstrim,
 #           systemd-tmpfiles-clean, dpkg-db-backup); mounts: /run/user/*, /run/credentials/*
+# Extra paths to leave out can be given as arguments (a busy test host: e.g. /var/lib/libvirt, whose
+# VM disks change while it runs); the lab gives none.
 set -euo pipefail
 
 ROOTS=(/etc /usr/local /var/lib /opt /run/systemd)
@@ -40,6 +42,7 @@ VOLATILE_PATHS=(
   /run/systemd/notify /run/systemd/ask-password /run/systemd/ask-password-block /run/systemd/userdb
   /run/systemd/io.system.ManagedOOM /run/systemd/private /run/systemd/shutdown /run/systemd/resolve
   /run/systemd/inaccessible /run/systemd/machines /run/systemd/incoming
+  "$@"
 )
 VOLATILE_UNITS='^(session-.*\.scope|user@.*\.service|user-.*\.slice|user-runtime-dir@.*\.service|run-user-.*\.mount|apt-daily.*\.service|man-db\.service|logrotate\.service|e2scrub.*\.service|fstrim\.service|systemd-tmpfiles-clean\.service|dpkg-db-backup\.service)$'
 
