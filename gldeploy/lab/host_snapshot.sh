@@ -20,6 +20,7 @@
 #   /var/lib/systemd/random-seed   rewritten at boot      /var/lib/systemd/coredump  crash dumps
 #   /var/lib/private/systemd       timesyncd's clock file /var/lib/logrotate         logrotate's status
 #   /var/lib/dhcp /var/lib/dhclient  DHCP leases          /var/lib/apt/lists /var/cache  package caches
+#   /var/lib/apt/periodic /var/lib/apt/daily_lock  apt-daily's stamps
 #   /var/lib/sudo                  sudo's lecture stamps  /var/log  (not snapshotted at all: logs)
 #   /etc/ld.so.cache /etc/adjtime  caches and the RTC drift file
 #   /run/systemd/{journal,sessions,users,seats,inhibit,units,propagate,transient,timesync,netif,notify,
@@ -36,6 +37,7 @@ ROOTS=(/etc /usr/local /var/lib /opt /run/systemd)
 VOLATILE_PATHS=(
   /var/lib/systemd/timers /var/lib/systemd/timesync /var/lib/systemd/random-seed /var/lib/systemd/coredump
   /var/lib/private/systemd /var/lib/logrotate /var/lib/dhcp /var/lib/dhclient /var/lib/apt/lists /var/lib/sudo
+  /var/lib/apt/periodic /var/lib/apt/daily_lock
   /var/cache /var/log /etc/ld.so.cache /etc/adjtime
   /run/systemd/journal /run/systemd/sessions /run/systemd/users /run/systemd/seats /run/systemd/inhibit
   /run/systemd/units /run/systemd/propagate /run/systemd/transient /run/systemd/timesync /run/systemd/netif
