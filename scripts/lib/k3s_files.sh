@@ -111,7 +111,9 @@ k3s_render_config() {  # ROLE OUT
   } >"${out}"
 }
 
-k3s_render_unit() {  # ROLE OUT: the unit k3s' install.sh writes for a server
+k3s_render_unit() {  # ROLE OUT: the unit k3s' install.sh writes (Type=notify for a server, exec for an agent)
+  local type="notify"
+  [[ "$1" == agent ]] && type="exec"
   cat >"$2" <<'EOF'
 [Unit]
 Description=Lightweight Kubernetes (managed by GL-Native Deploy)
@@ -123,7 +125,6 @@ After=network-online.target
 WantedBy=multi-user.target
 
 [Service]
-Type=notify
 EnvironmentFile=-/etc/default/%N
 EnvironmentFile=-/etc/sysconfig/%N
 EnvironmentFile=-/etc/systemd/system/k3s.service.env
@@ -140,7 +141,7 @@ ExecStartPre=-/sbin/modprobe br_netfilter
 ExecStartPre=-/sbin/modprobe overlay
 ExecStartPre=-/usr/local/bin/k3s-gl-state.sh --record
 EOF
-  printf 'ExecStart=/usr/local/bin/k3s %s\n' "$([[ "$1" == agent ]] && echo agent || echo server)" >>"$2"
+  printf 'Type=%s\nExecStart=/usr/local/bin/k3s %s\n' "${type}" "$([[ "$1" == agent ]] && echo agent || echo server)" >>"$2"
 }
 
 k3s_render_env() {  # OUT: K3S_* environment of the service (install.sh keeps it 0600)
