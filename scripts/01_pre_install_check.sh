@@ -196,21 +196,28 @@ existing_k3s_bin() {
   if [[ -x "${K3S_BIN}" ]]; then printf '%s\n' "${K3S_BIN}"; fi
 }
 
+# k3s' services as its install.sh names them, whatever role this host is checked for: k3s (a server)
+# and k3s-agent (an agent), systemd or OpenRC; each with its uninstall script
 check_existing() {
-  local bin unit="" u version=""
+  local bin units=() uninstalls=() u version="" service
+  k3s_use_role "${ROLE}"
   bin=$(existing_k3s_bin)
   for u in /etc/systemd/system/k3s.service /etc/systemd/system/k3s-agent.service /etc/init.d/k3s /etc/init.d/k3s-agent; do
-    [[ -e "$(gl_path "${u}")" ]] && { unit="${u}"; break; }
+    [[ -e "$(gl_path "${u}")" ]] || continue
+    units+=("${u}")
+    service="${u##*/}" service="${service%.service}"
+    [[ " ${uninstalls[*]} " == *" ${service}-uninstall.sh "* ]] || uninstalls+=("${service}-uninstall.sh")
   done
   if [[ -n "${bin}" ]]; then
     PF_K3S_MODE=$(k3s_mode)
     version=$(timeout 2 "${bin}" --version 2>/dev/null | awk 'NR == 1 {print $3}' || true)
   fi
-  if [[ -z "${bin}" && -z "${unit}" ]]; then
+  (( ${#uninstalls[@]} )) || uninstalls=("${K3S_UNINSTALL##*/}")
+  if [[ -z "${bin}" && ${#units[@]} == 0 ]]; then
     gl_check_pass existing-k3s "no k3s installed"
   else
-    gl_check_warn existing-k3s "k3s already installed (version ${version:-unknown}${bin:+, ${bin}}${unit:+, ${unit}}); 02 will keep/upgrade it" \
-      "nothing to do when this is the wanted K3S_VERSION (${K3S_VERSION}); otherwise 02 upgrades it in place, or remove it first with k3s-uninstall.sh"
+    gl_check_warn existing-k3s "k3s already installed (version ${version:-unknown}${bin:+, ${bin}}${units[*]:+, ${units[*]}}); $([[ "${ROLE}" == agent ]] && echo 03 || echo 02) will keep/upgrade it (this ${ROLE}'s service: ${K3S_SERVICE})" \
+      "nothing to do when this is the wanted K3S_VERSION (${K3S_VERSION}); otherwise the install upgrades it in place, or remove it first with ${uninstalls[*]}"
   fi
 }
 

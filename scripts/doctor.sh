@@ -68,6 +68,7 @@ main() {
   doctor_args "$@"
   gl_load_settings
   doctor_role
+  k3s_use_role "${DOCTOR_ROLE}"  # the service k3s names for this role: k3s, or k3s-agent on an agent
   doctor_table_load
   info "doctor for role ${DOCTOR_ROLE} (read-only)"
   doctor_run_all                 # every row of lib/doctor_table.sh for this role, timed

@@ -29,8 +29,10 @@ doctor_check_k3s_installed() {
 }
 
 doctor_check_k3s_service() {
-  if k3s_service_active; then DR_RUNNING=1; dr_result pass "the k3s service is running"
-  else dr_result fail "k3s is installed but its service is not running"; fi
+  if k3s_service_active; then DR_RUNNING=1; dr_result pass "the ${K3S_SERVICE} service is running"
+  else
+    dr_result fail "k3s is installed but its service ${K3S_SERVICE} is not running (systemctl start ${K3S_SERVICE}; why it stopped: journalctl -u ${K3S_SERVICE} -n 200)"
+  fi
 }
 
 doctor_check_api_ping() {

@@ -17,18 +17,57 @@ k3s_paths() {
   K3S_KUBECONFIG="${K3S_ETC}/k3s.yaml"
   K3S_TOKEN_DEST="${K3S_ETC}/cluster-token"
   K3S_REGISTRY_CA_DEST="${K3S_ETC}/registry-ca.crt"
-  K3S_UNIT=$(gl_path /etc/systemd/system/k3s.service)
-  K3S_UNIT_ENV=$(gl_path /etc/systemd/system/k3s.service.env)
   K3S_DATA_DIR=$(gl_path /var/lib/rancher/k3s)
   K3S_IMAGES_DIR="${K3S_DATA_DIR}/agent/images"
   K3S_PIDFILE=$(gl_path /run/gl-deploy/k3s.pid)
   K3S_STARTED=$(gl_path /run/gl-deploy/k3s.started)   # sha256 of the files the running k3s started with
   K3S_STATE_HELPER=$(gl_path /usr/local/bin/k3s-gl-state.sh)
   K3S_LOG=$(gl_path /var/log/k3s.log)
-  K3S_KILLALL=$(gl_path /usr/local/bin/k3s-killall.sh)
-  K3S_UNINSTALL=$(gl_path /usr/local/bin/k3s-uninstall.sh)
+  K3S_KILLALL=$(gl_path /usr/local/bin/k3s-killall.sh)   # one for every role, as k3s' install.sh
 }
 k3s_paths
+
+# --- the service: named by the role, as k3s' install.sh names it (the one place that decides it) ---
+# server roles: k3s.service (Type=notify, `k3s server`), k3s-uninstall.sh; agent: k3s-agent.service
+# (Type=exec: an agent sends no READY=1; `k3s agent`), k3s-agent-uninstall.sh. Each unit's env file is
+# /etc/systemd/system/<unit>.env. K3S_OTHER_* name the other role's files: a leftover of a role change
+# or of an earlier version of this tool, which installed every role as k3s.service.
+K3S_SERVICE="" K3S_EXEC="" K3S_UNIT_TYPE="" K3S_UNIT="" K3S_UNIT_ENV="" K3S_UNINSTALL=""
+K3S_OTHER_SERVICE="" K3S_OTHER_UNIT="" K3S_OTHER_UNINSTALL=""
+k3s_service_names() {  # SERVICE OTHER
+  K3S_SERVICE="$1" K3S_OTHER_SERVICE="$2"
+  if [[ "$1" == k3s-agent ]]; then K3S_EXEC=agent K3S_UNIT_TYPE=exec; else K3S_EXEC=server K3S_UNIT_TYPE=notify; fi
+  K3S_UNIT=$(gl_path "/etc/systemd/system/${K3S_SERVICE}.service")
+  K3S_UNIT_ENV="${K3S_UNIT}.env"
+  K3S_UNINSTALL=$(gl_path "/usr/local/bin/${K3S_SERVICE}-uninstall.sh")
+  K3S_OTHER_UNIT=$(gl_path "/etc/systemd/system/${K3S_OTHER_SERVICE}.service")
+  K3S_OTHER_UNINSTALL=$(gl_path "/usr/local/bin/${K3S_OTHER_SERVICE}-uninstall.sh")
+}
+
+# k3s_use_role ROLE: the service of this host's role (the phases and doctor: the plan passes --role)
+k3s_use_role() {
+  case "$1" in
+    agent) k3s_service_names k3s-agent k3s ;;
+    single|first-server|server) k3s_service_names k3s k3s-agent ;;
+    *) die_input "--role $1: no k3s service for this role (expected one of: ${K3S_ROLES// /, })" ;;
+  esac
+}
+
+# k3s_use_installed: the service installed on this host, for the tools that take no role (backup,
+# restore, certs, upgrade, health checks): k3s-agent when only k3s-agent.service is there, else k3s
+k3s_use_installed() {
+  if [[ -e "$(gl_path /etc/systemd/system/k3s-agent.service)" && ! -e "$(gl_path /etc/systemd/system/k3s.service)" ]]; then
+    k3s_service_names k3s-agent k3s
+  else
+    k3s_service_names k3s k3s-agent
+  fi
+}
+k3s_use_installed
+
+# k3s_log_hint: where to read why k3s failed, for messages
+k3s_log_hint() {
+  if gl_has_systemd; then printf 'journalctl -u %s\n' "${K3S_SERVICE}"; else printf '%s\n' "${K3S_LOG#"${GL_ROOT}"}"; fi
+}
 
 k3s_binary_name() { if [[ "${K3S_ARCH}" == amd64 ]]; then echo k3s; else echo "k3s-${K3S_ARCH}"; fi; }
 k3s_sums_name() { echo "sha256sum-${K3S_ARCH}.txt"; }
@@ -61,16 +100,16 @@ k3s_pid() {
   printf '%s\n' "${pid}"
 }
 
-# k3s_service_active: 0 when the k3s service runs (systemd unit, else the pidfile process)
+# k3s_service_active: 0 when the k3s service (K3S_SERVICE) runs (systemd unit, else the pidfile process)
 k3s_service_active() {
-  if gl_has_systemd; then systemctl is-active --quiet k3s; return; fi
+  if gl_has_systemd; then systemctl is-active --quiet "${K3S_SERVICE}"; return; fi
   k3s_pid >/dev/null
 }
 
 # --- service: systemd when present, else a pidfile-managed process ---
 k3s_stop() {
   local pid
-  if gl_has_systemd; then systemctl stop k3s; return; fi
+  if gl_has_systemd; then systemctl stop "${K3S_SERVICE}"; return; fi
   pid=$(k3s_pid) || { rm -f "${K3S_PIDFILE}"; return 0; }
   kill -TERM "${pid}" 2>/dev/null || true
   for _ in $(seq 1 50); do k3s_pid >/dev/null || break; sleep 0.2; done  # k3s_pid: zombies count as gone
@@ -80,8 +119,8 @@ k3s_stop() {
 
 k3s_start() {
   if gl_has_systemd; then
-    # --no-block: k3s is Type=notify with TimeoutStartSec=0; the bounded /ping wait follows instead
-    systemctl daemon-reload && systemctl enable k3s >/dev/null 2>&1 && systemctl --no-block restart k3s; return
+    # --no-block: a server's unit is Type=notify with TimeoutStartSec=0; the bounded wait follows instead
+    systemctl daemon-reload && systemctl enable "${K3S_SERVICE}" >/dev/null 2>&1 && systemctl --no-block restart "${K3S_SERVICE}"; return
   fi
   mkdir -p "$(dirname "${K3S_PIDFILE}")" "$(dirname "${K3S_LOG}")"
   (
@@ -91,7 +130,7 @@ k3s_start() {
     set +a
     # as the unit's ExecStartPre: record what this start uses (a failure only costs a restart later)
     "${K3S_STATE_HELPER}" --record || true
-    exec setsid "${K3S_BIN}" "${K3S_EXEC:-server}" --config "${K3S_CONFIG}" >>"${K3S_LOG}" 2>&1 </dev/null
+    exec setsid "${K3S_BIN}" "${K3S_EXEC}" --config "${K3S_CONFIG}" >>"${K3S_LOG}" 2>&1 </dev/null
   ) &
   printf '%s\n' "$!" >"${K3S_PIDFILE}"
 }
@@ -99,7 +138,7 @@ k3s_start() {
 # _k3s_starting_alive: the service (or the just-forked process, maybe not yet exec'd) still runs
 _k3s_starting_alive() {
   local pid state
-  if gl_has_systemd; then [[ "$(systemctl is-active k3s 2>/dev/null)" =~ ^(active|activating|reloading)$ ]]; return; fi
+  if gl_has_systemd; then [[ "$(systemctl is-active "${K3S_SERVICE}" 2>/dev/null)" =~ ^(active|activating|reloading)$ ]]; return; fi
   pid=$(<"${K3S_PIDFILE}") 2>/dev/null || return 1
   state=$(awk '{print $3}' "/proc/${pid}/stat" 2>/dev/null) || return 1
   [[ -n "${state}" && "${state}" != Z ]]

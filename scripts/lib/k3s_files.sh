@@ -111,10 +111,10 @@ k3s_render_config() {  # ROLE OUT
   } >"${out}"
 }
 
-k3s_render_unit() {  # ROLE OUT: the unit k3s' install.sh writes (Type=notify for a server, exec for an agent)
-  local type="notify"
-  [[ "$1" == agent ]] && type="exec"
-  cat >"$2" <<'EOF'
+# k3s_render_unit OUT: the unit k3s' install.sh writes for the service of this role (lib/k3s.sh
+# k3s_use_role): k3s.service Type=notify `k3s server`, or k3s-agent.service Type=exec `k3s agent`
+k3s_render_unit() {
+  cat >"$1" <<'EOF'
 [Unit]
 Description=Lightweight Kubernetes (managed by GL-Native Deploy)
 Documentation=https://k3s.io
@@ -127,7 +127,9 @@ WantedBy=multi-user.target
 [Service]
 EnvironmentFile=-/etc/default/%N
 EnvironmentFile=-/etc/sysconfig/%N
-EnvironmentFile=-/etc/systemd/system/k3s.service.env
+EOF
+  printf 'EnvironmentFile=-/etc/systemd/system/%s.service.env\n' "${K3S_SERVICE}" >>"$1"
+  cat >>"$1" <<'EOF'
 KillMode=process
 Delegate=yes
 LimitNOFILE=1048576
@@ -141,12 +143,12 @@ ExecStartPre=-/sbin/modprobe br_netfilter
 ExecStartPre=-/sbin/modprobe overlay
 ExecStartPre=-/usr/local/bin/k3s-gl-state.sh --record
 EOF
-  printf 'Type=%s\nExecStart=/usr/local/bin/k3s %s\n' "${type}" "$([[ "$1" == agent ]] && echo agent || echo server)" >>"$2"
+  printf 'Type=%s\nExecStart=/usr/local/bin/k3s %s\n' "${K3S_UNIT_TYPE}" "${K3S_EXEC}" >>"$1"
 }
 
 k3s_render_env() {  # OUT: K3S_* environment of the service (install.sh keeps it 0600)
   {
-    printf '# Managed by GL-Native Deploy: environment of k3s.service (K3S_* / proxy variables).\n'
+    printf '# Managed by GL-Native Deploy: environment of %s.service (K3S_* / proxy variables).\n' "${K3S_SERVICE}"
     printf '# Settings live in config.yaml; secrets in 0600 files referenced from there.\n'
   } >"$1"
 }
@@ -166,7 +168,7 @@ k3s_render_state_helper() {  # OUT: k3s-gl-state.sh, run by every start of k3s (
     printf '# registries.yaml, token, registry CA, unit, env file, the k3s airgap image tarballs; not the\n'
     printf '# images phase 03 adds: it imports them itself).\n'
     printf '#   k3s-gl-state.sh            print it\n'
-    printf '#   k3s-gl-state.sh --record   record it as what the starting k3s uses (k3s.service ExecStartPre)\n'
+    printf '#   k3s-gl-state.sh --record   record it as what the starting k3s uses (its unit'"'"'s ExecStartPre)\n'
     printf '# Phase 02 restarts k3s when the installed files differ from what the running k3s recorded.\n'
     printf 'set -euo pipefail\nFILES=('
     for f in "${files[@]}"; do printf ' %q' "${f}"; done
@@ -195,7 +197,7 @@ k3s_render_killall() {  # OUT: k3s-killall.sh, as k3s' own: stop k3s and everyth
     printf '#!/usr/bin/env bash\n'
     printf '# k3s-killall.sh (GL-Native Deploy): stop every k3s unit/process, the containers (shims and the\n'
     printf '# processes under them), unmount k3s mounts, remove CNI namespaces, interfaces and iptables rules.\n'
-    printf '# Data is kept (k3s-uninstall.sh removes it). Under a GL_ROOT sandbox (tests) every path is inside\n'
+    printf '# Data is kept (%s removes it). Under a GL_ROOT sandbox (tests) every path is inside\n' "${K3S_UNINSTALL##*/}"
     printf '# the sandbox, and networking is touched only inside a named network namespace, never the host.\n'
     printf 'set -uo pipefail\n'
     printf 'R=%q\nGL_SANDBOX=%q\nK3S_BIN=%q\nK3S_DATA_DIR=%q\nK3S_PIDDIR=%q\n' "${GL_ROOT}" \
@@ -343,15 +345,20 @@ BODY
   } >"$1"
 }
 
-k3s_render_uninstall() {  # OUT: k3s-uninstall.sh: killall, then remove everything k3s and the install made
+# k3s_render_uninstall OUT: the uninstall script of this role's service (k3s-uninstall.sh, or
+# k3s-agent-uninstall.sh on an agent, as k3s' install.sh names them): killall, then remove everything
+# k3s and the install made, every k3s*.service unit and its env file included
+k3s_render_uninstall() {
+  local name="${K3S_UNINSTALL##*/}"
   {
     printf '#!/usr/bin/env bash\n'
-    printf '# k3s-uninstall.sh (GL-Native Deploy): run k3s-killall.sh, then remove k3s, its units, data,\n'
+    printf '# %s (GL-Native Deploy): run k3s-killall.sh, then remove k3s, its units, data,\n' "${name}"
     printf '# configuration, symlinks and this script. Under a GL_ROOT sandbox (tests) only sandbox paths.\n'
     printf 'set -uo pipefail\n'
     printf 'R=%q\nGL_SANDBOX=%q\nK3S_KILLALL=%q\nK3S_BIN=%q\nK3S_ETC=%q\nK3S_DATA_DIR=%q\nK3S_LOG=%q\n' "${GL_ROOT}" \
       "$([[ -n "${GL_ROOT}" ]] && echo 1 || echo 0)" "${K3S_KILLALL}" "${K3S_BIN}" "${K3S_ETC}" "${K3S_DATA_DIR}" "${K3S_LOG}"
-    printf 'K3S_STATE_HELPER=%q\nK3S_STARTED=%q\nSELF=%q\n' "${K3S_STATE_HELPER}" "${K3S_STARTED}" "${K3S_UNINSTALL}"
+    printf 'K3S_STATE_HELPER=%q\nK3S_STARTED=%q\nSELF=%q\nNAME=%q\nOTHER_UNINSTALL=%q\n' "${K3S_STATE_HELPER}" \
+      "${K3S_STARTED}" "${K3S_UNINSTALL}" "${name}" "${K3S_OTHER_UNINSTALL}"
     # the bundle directory invoke shipped (WORK_DIR) and the tool directories beside it go too; a standalone
     # render (the operator's own copy, with the .gl-render marker) is never deleted
     local work=""
@@ -360,7 +367,7 @@ k3s_render_uninstall() {  # OUT: k3s-uninstall.sh: killall, then remove everythi
     fi
     printf 'GL_DEPLOY_ETC=%q\nGL_WORK=%q\n' "$(gl_path /etc/gl-deploy)" "${work}"
     cat <<'BODY'
-if [[ "${GL_SANDBOX}" == 0 && "$(id -u)" -ne 0 ]]; then echo "k3s-uninstall.sh: run as root" >&2; exit 1; fi
+if [[ "${GL_SANDBOX}" == 0 && "$(id -u)" -ne 0 ]]; then echo "${NAME}: run as root" >&2; exit 1; fi
 trap 'rm -f -- "${SELF}"' EXIT
 
 has_mounts() {  # DIR: something is mounted at or below DIR
@@ -383,7 +390,7 @@ remove_gl_files() {
   local dir
   if [[ -d "${GL_DEPLOY_ETC}" ]]; then
     rm -f -- "${GL_DEPLOY_ETC}/versions.json"
-    printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "k3s uninstalled (k3s-uninstall.sh)" >>"${GL_DEPLOY_ETC}/CHANGELOG"
+    printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "k3s uninstalled (${NAME})" >>"${GL_DEPLOY_ETC}/CHANGELOG"
   fi
   [[ "${GL_WORK}" == /?*/?* ]] || return 0  # never / or a top-level directory
   for dir in "${GL_WORK}" "${GL_WORK}-doctor" "${GL_WORK}-day2" "${GL_WORK}-restore"; do
@@ -394,7 +401,7 @@ remove_gl_files() {
 main() {
   local systemd=0 unit name link target
   if [[ "${GL_SANDBOX}" == 0 && -d /run/systemd/system ]]; then systemd=1; fi
-  "${K3S_KILLALL}" || echo "k3s-uninstall: k3s-killall.sh reported a failure; removing anyway" >&2
+  "${K3S_KILLALL}" || echo "${NAME%.sh}: k3s-killall.sh reported a failure; removing anyway" >&2
   for unit in "${R}"/etc/systemd/system/k3s*.service; do
     [[ -e "${unit}" ]] || continue
     if (( systemd )); then
@@ -412,6 +419,8 @@ main() {
   rm -rf -- "${K3S_ETC}" "${R}/run/k3s" "${R}/run/flannel" "${R}/var/lib/kubelet"
   clean_mounted_directory "${K3S_DATA_DIR}"
   rm -f -- "${K3S_BIN}" "${K3S_KILLALL}" "${K3S_STATE_HELPER}" "${K3S_STARTED}" "${K3S_LOG}"
+  # the other service's uninstall script, when this tool wrote it (a role change): nothing left for it
+  if grep -qsF '(GL-Native Deploy)' "${OTHER_UNINSTALL}"; then rm -f -- "${OTHER_UNINSTALL}"; fi
   rmdir -- "${R}/etc/rancher" "${R}/var/lib/rancher" "${R}/run/gl-deploy" 2>/dev/null || true
   remove_gl_files
   echo "k3s removed"

@@ -134,9 +134,50 @@ k3s_make_dirs() {
   _k3s_dir "${K3S_DATA_DIR}/agent" 0700 fix
 }
 
-k3s_install_files() {  # ROLE SRC_DIR
+# --- a unit under the other service name (k3s / k3s-agent): left by an earlier version of this tool,
+# which installed every role as k3s.service, or by a role change. This tool's own unit is stopped,
+# disabled and removed, and the run says so. Refused before anything is touched: another installer's
+# unit (its own uninstall script must remove it) and this tool's server on a host that is to be an
+# agent (a cluster server would leave etcd unannounced).
+K3S_RETIRE_OTHER=0
+k3s_other_service_check() {
+  local unit="${K3S_OTHER_UNIT}" name="${K3S_OTHER_SERVICE}.service" uninstall="${K3S_OTHER_UNINSTALL##*/}"
+  K3S_RETIRE_OTHER=0
+  [[ -e "${unit}" ]] || return 0
+  if ! grep -qF 'GL-Native Deploy' "${unit}"; then
+    k3s_abort "k3s service name" "${name} was not installed by GL-Native Deploy (${unit#"${GL_ROOT}"}): this host runs k3s from another installer, and this ${K3S_EXEC}'s service is ${K3S_SERVICE}.service; nothing was changed" \
+      "remove that install with its own ${uninstall} (k3s' install.sh puts it in /usr/local/bin), then run this phase again"
+  fi
+  if [[ "${K3S_EXEC}" == agent ]] && grep -qxF 'ExecStart=/usr/local/bin/k3s server' "${unit}"; then
+    k3s_abort "k3s service name" "${name} runs a k3s server on this host; it is not turned into an agent here (a cluster server would leave etcd unannounced); nothing was changed" \
+      "take the server out of the cluster first (on another server: k3s kubectl delete node $(gl_hostname)), run ${uninstall} here, then join this host again"
+  fi
+  K3S_RETIRE_OTHER=1
+}
+
+k3s_retire_other_service() {  # after k3s_other_service_check: stop, disable and remove this tool's other unit
+  local f
+  (( K3S_RETIRE_OTHER )) || return 0
+  warn "${K3S_OTHER_SERVICE}.service of an earlier install by this tool found: this ${K3S_EXEC}'s service is ${K3S_SERVICE}.service, as k3s' install.sh names it; stopping, disabling and removing ${K3S_OTHER_SERVICE}.service"
+  if gl_has_systemd; then
+    systemctl disable --now "${K3S_OTHER_SERVICE}" >/dev/null 2>&1 \
+      || warn "systemctl disable --now ${K3S_OTHER_SERVICE} failed; check it with: systemctl status ${K3S_OTHER_SERVICE}"
+    systemctl reset-failed "${K3S_OTHER_SERVICE}" >/dev/null 2>&1 || true
+  fi
+  for f in "${K3S_OTHER_UNIT}" "${K3S_OTHER_UNIT}.env"; do
+    if [[ -e "${f}" ]]; then rm -f -- "${f}"; K3S_CHANGED_FILES+=("${f#"${GL_ROOT}"} (removed)"); fi
+  done
+  if grep -qsF '(GL-Native Deploy)' "${K3S_OTHER_UNINSTALL}"; then
+    rm -f -- "${K3S_OTHER_UNINSTALL}"; K3S_CHANGED_FILES+=("${K3S_OTHER_UNINSTALL#"${GL_ROOT}"} (removed)")
+  fi
+  if gl_has_systemd; then systemctl daemon-reload; fi
+  K3S_RETIRE_OTHER=0
+}
+
+k3s_install_files() {  # ROLE SRC_DIR (the service named by k3s_use_role ROLE)
   local role="$1" src="$2" stage name link f
   gl_tmpdir stage
+  k3s_retire_other_service
   k3s_make_dirs
   _k3s_put "${src}/$(k3s_binary_name)" "${K3S_BIN}" 0755
   k3s_render_config "${role}" "${stage}/config.yaml" && _k3s_put "${stage}/config.yaml" "${K3S_CONFIG}" 0600
@@ -147,8 +188,8 @@ k3s_install_files() {  # ROLE SRC_DIR
   else
     _k3s_remove_managed "${K3S_REGISTRIES}"
   fi
-  k3s_render_unit "${role}" "${stage}/k3s.service" && _k3s_put "${stage}/k3s.service" "${K3S_UNIT}" 0644
-  k3s_render_env "${stage}/k3s.service.env" && _k3s_put "${stage}/k3s.service.env" "${K3S_UNIT_ENV}" 0600
+  k3s_render_unit "${stage}/unit" && _k3s_put "${stage}/unit" "${K3S_UNIT}" 0644
+  k3s_render_env "${stage}/unit.env" && _k3s_put "${stage}/unit.env" "${K3S_UNIT_ENV}" 0600
   k3s_render_state_helper "${stage}/state" && _k3s_put "${stage}/state" "${K3S_STATE_HELPER}" 0755
   k3s_render_killall "${stage}/killall" && _k3s_put "${stage}/killall" "${K3S_KILLALL}" 0755
   k3s_render_uninstall "${stage}/uninstall" && _k3s_put "${stage}/uninstall" "${K3S_UNINSTALL}" 0755
@@ -213,7 +254,9 @@ k3s_install_main() {  # ROLE
   local role="$1" reason pid
   if [[ "${role}" == server || "${role}" == agent ]] && declare -F k3s_join_main >/dev/null; then k3s_join_main "${role}"; fi  # lib/k3s_join.sh
   k3s_validate "${role}"
+  k3s_use_role "${role}"
   gl_require_root
+  k3s_other_service_check
   if ! command -v curl >/dev/null 2>&1; then
     k3s_abort "k3s prerequisites" "curl is not installed: phase 02 needs it to download k3s and to wait for the k3s API (/ping); nothing was changed" \
       "install curl (apt-get install curl, or dnf install curl), then re-run"
@@ -240,20 +283,20 @@ k3s_install_main() {  # ROLE
       info "no change: nothing restarted"
       gl_check_pass "k3s service" "running, configuration unchanged: nothing restarted"
     else
-      info "k3s ${reason#restarted}: restarting k3s"
+      info "k3s ${reason#restarted}: restarting ${K3S_SERVICE}"
       k3s_stop
       GL_CHANGED=true
       k3s_start
       gl_check_pass "k3s service" "${reason}"
     fi
   else
-    info "starting k3s"
+    info "starting ${K3S_SERVICE}"
     GL_CHANGED=true
     k3s_start
     gl_check_pass "k3s service" "was not running: started"
   fi
   k3s_wait_ready "${HEALTH_TIMEOUT}" || k3s_abort "k3s api" "${K3S_VERIFY_ERROR}" \
-    "read the k3s log ($(gl_has_systemd && echo 'journalctl -u k3s' || echo "${K3S_LOG#"${GL_ROOT}"}")); is port ${API_PORT} free?"
+    "read the k3s log ($(k3s_log_hint)); is port ${API_PORT} free?"
   gl_check_pass "k3s api" "https://127.0.0.1:${API_PORT}/ping answered pong (TLS verified against the server CA)"
   if k3s_token_matches_ca; then
     gl_check_pass "k3s token" "server token present (0600) and its CA hash matches the served CA"

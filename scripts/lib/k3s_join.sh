@@ -264,7 +264,9 @@ k3s_join_validate() {  # ROLE; once (02 validates before its load balancer step,
 k3s_join_main() {
   local role="$1" reason="" stamp
   k3s_join_validate "${role}"
+  k3s_use_role "${role}"
   gl_require_root
+  k3s_other_service_check
   info "joining ${K3S_JOIN_URL} as ${role}: k3s ${K3S_VERSION} (${K3S_ARCH}), token from ${K3S_JOIN_TOKEN_SOURCE}"
   k3s_fetch || k3s_abort "k3s artifacts" "${K3S_VERIFY_ERROR}; nothing was installed" \
     "check K3S_RELEASE_URL and K3S_VERSION, or set K3S_ARTIFACTS_DIR to a local copy of the release"
@@ -274,7 +276,6 @@ k3s_join_main() {
   k3s_join_handshake "${role}" || k3s_abort "k3s join" "${K3S_JOIN_ERROR}; nothing was installed" "${K3S_JOIN_FIX}"
   gl_check_pass "k3s join" "${K3S_JOIN_URL}: CA hash matches the token, server certificate verified, token accepted (user ${K3S_JOIN_USER:-bootstrap})"
 
-  [[ "${role}" == agent ]] && K3S_EXEC=agent || K3S_EXEC=server
   if k3s_selinux_enforcing; then K3S_SELINUX=true; info "SELinux is enforcing: config.yaml sets selinux: true"; fi
   k3s_install_files "${role}" "${K3S_SRC_DIR}"
   if (( ${#K3S_CHANGED_FILES[@]} )); then GL_CHANGED=true; gl_check_pass "k3s files" "updated: ${K3S_CHANGED_FILES[*]}"
@@ -289,7 +290,7 @@ k3s_join_main() {
     gl_check_pass "k3s service" "running, configuration unchanged: nothing restarted"
     touch -d @0 "${stamp}"  # the running agent's certificate counts
   else
-    if k3s_service_active; then info "k3s ${reason#restarted}: restarting k3s ${K3S_EXEC}"; k3s_stop; else info "starting k3s ${K3S_EXEC}"; fi
+    if k3s_service_active; then info "k3s ${reason#restarted}: restarting ${K3S_SERVICE} (k3s ${K3S_EXEC})"; k3s_stop; else info "starting ${K3S_SERVICE} (k3s ${K3S_EXEC})"; fi
     GL_CHANGED=true
     sleep 1 && touch "${stamp}" && sleep 1  # a certificate written from now on is newer (1s mtime)
     k3s_start
@@ -297,14 +298,14 @@ k3s_join_main() {
   fi
   if [[ "${role}" == agent ]]; then
     k3s_join_wait_agent "${HEALTH_TIMEOUT}" "${stamp}" || k3s_abort "k3s joined" "${K3S_VERIFY_ERROR}" \
-      "read the k3s log ($(gl_has_systemd && echo 'journalctl -u k3s' || echo "${K3S_LOG#"${GL_ROOT}"}"))"
+      "read the k3s log ($(k3s_log_hint))"
     gl_check_pass "k3s joined" "agent holds its kubelet client certificate from ${K3S_JOIN_URL} and the cluster CA of the token"
   else
     k3s_wait_ready "${HEALTH_TIMEOUT}" || k3s_abort "k3s joined" "${K3S_VERIFY_ERROR}" \
-      "read the k3s log ($(gl_has_systemd && echo 'journalctl -u k3s' || echo "${K3S_LOG#"${GL_ROOT}"}"))"
+      "read the k3s log ($(k3s_log_hint))"
     sleep 1  # the answer must come from this server's k3s: it still runs a moment after /ping
     k3s_service_active || k3s_abort "k3s joined" "k3s exited after starting; last log lines: $(tail -n 3 "${K3S_LOG}" 2>/dev/null | tr '\n' ' ')" \
-      "read the k3s log ($(gl_has_systemd && echo 'journalctl -u k3s' || echo "${K3S_LOG#"${GL_ROOT}"}")); is port ${API_PORT} free?"
+      "read the k3s log ($(k3s_log_hint)); is port ${API_PORT} free?"
     [[ "$(k3s_join_hash_ca "${K3S_DATA_DIR}/server/tls/server-ca.crt")" == "${K3S_JOIN_CA_HASH}" ]] && k3s_token_matches_ca \
       || k3s_abort "k3s joined" "this server does not serve the cluster CA of the token after joining ${K3S_JOIN_URL}" \
         "stop k3s, remove ${K3S_DATA_DIR#"${GL_ROOT}"}/server (a server installed before belongs to another cluster) and run again"

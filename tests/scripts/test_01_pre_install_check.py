@@ -140,6 +140,19 @@ def test_existing_unit_without_binary_warns(run_phase: Runner, sandbox_root: Pat
     unit.write_text("[Service]\nExecStart=/usr/local/bin/k3s server\n")
     check = preflight(run_phase, "--json").check("existing-k3s")
     assert check["status"] == "warn" and "k3s.service" in check["message"]
+    assert "k3s-uninstall.sh" in check["fix"] and "k3s-agent-uninstall.sh" not in check["fix"]
+
+
+@pytest.mark.parametrize("role", ["single", "agent"])
+def test_existing_agent_unit_is_detected_for_any_role(run_phase: Runner, sandbox_root: Path, role: str) -> None:
+    """k3s' install.sh names an agent's service k3s-agent: found whatever role this host is checked for,
+    with k3s' uninstall script of that service."""
+    unit = sandbox_root / "etc/systemd/system/k3s-agent.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\nExecStart=/usr/local/bin/k3s agent\n")
+    check = preflight(run_phase, "--json", "--role", role).check("existing-k3s")
+    assert check["status"] == "warn" and "/etc/systemd/system/k3s-agent.service" in check["message"]
+    assert "k3s-agent-uninstall.sh" in check["fix"]
 
 
 def test_clock_known_unsynchronised_fails(run_phase: Runner, tmp_path: Path) -> None:

@@ -146,3 +146,28 @@ def test_images_added_by_phase_03_restart_nothing(k3s: Any, sandbox_root: Path) 
     again = k3s("--json")
     assert again.returncode == 0, again.stderr
     assert again.report["changed"] is False and standin_pid(sandbox_root) == pid
+
+
+def test_server_install_retires_an_agent_service_this_tool_left(k3s: Any, sandbox_root: Path) -> None:
+    """A host turned from agent into server: the k3s-agent.service, its env file and
+    k3s-agent-uninstall.sh this tool wrote are removed (said so); k3s.service and k3s-uninstall.sh stay."""
+    units, bin_dir = sandbox_root / "etc/systemd/system", sandbox_root / "usr/local/bin"
+    units.mkdir(parents=True)
+    bin_dir.mkdir(parents=True)
+    (units / "k3s-agent.service").write_text(
+        "[Unit]\nDescription=Lightweight Kubernetes (managed by GL-Native Deploy)\n[Service]\nType=exec\n"
+        "EnvironmentFile=-/etc/systemd/system/k3s-agent.service.env\nExecStart=/usr/local/bin/k3s agent\n")
+    (units / "k3s-agent.service.env").write_text("# Managed by GL-Native Deploy\n")
+    (bin_dir / "k3s-agent-uninstall.sh").write_text("#!/usr/bin/env bash\n# k3s-agent-uninstall.sh (GL-Native Deploy)\n")
+    result = k3s("--json")
+    assert result.returncode == 0, result.stderr
+    assert "k3s-agent.service of an earlier install" in result.stderr
+    assert "/etc/systemd/system/k3s-agent.service (removed)" in result.check("k3s files")["message"]
+    for gone in (units / "k3s-agent.service", units / "k3s-agent.service.env", bin_dir / "k3s-agent-uninstall.sh"):
+        assert not gone.exists(), gone
+    unit = (units / "k3s.service").read_text()
+    assert "Type=notify" in unit.splitlines() and "ExecStart=/usr/local/bin/k3s server" in unit.splitlines()
+    assert "EnvironmentFile=-/etc/systemd/system/k3s.service.env" in unit.splitlines()
+    assert mode(units / "k3s.service.env") == 0o600 and mode(bin_dir / "k3s-uninstall.sh") == 0o755
+    again = k3s("--json")
+    assert again.returncode == 0 and again.report["changed"] is False, again.stderr

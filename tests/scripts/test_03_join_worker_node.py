@@ -116,10 +116,21 @@ def test_agent_joins_through_the_vip_and_the_server_records_it(cluster: Cluster)
     assert config["server"] == cluster.url and config["token-file"] == str(etc / "cluster-token")
     assert (etc / "cluster-token").read_text().strip() == cluster.token and mode(etc / "cluster-token") == 0o600
     assert mode(etc / "config.yaml") == 0o600
-    unit = (agent / "etc/systemd/system/k3s.service").read_text()
+    # k3s' install.sh names an agent's service k3s-agent: unit, env file and uninstall script follow
+    units, bin_dir = agent / "etc/systemd/system", agent / "usr/local/bin"
+    unit = (units / "k3s-agent.service").read_text()
     assert "ExecStart=/usr/local/bin/k3s agent" in unit and "k3s server" not in unit
     # k3s' install.sh: Type=exec for an agent (it sends no READY=1; a notify unit would stay activating)
     assert "Type=exec" in unit.splitlines() and "Type=notify" not in unit
+    assert "EnvironmentFile=-/etc/systemd/system/k3s-agent.service.env" in unit.splitlines()
+    assert "k3s.service.env" not in unit
+    env_file = units / "k3s-agent.service.env"
+    assert mode(env_file) == 0o600 and "environment of k3s-agent.service" in env_file.read_text()
+    assert mode(bin_dir / "k3s-agent-uninstall.sh") == 0o755 and mode(bin_dir / "k3s-killall.sh") == 0o755
+    assert "SELF=" + str(bin_dir / "k3s-agent-uninstall.sh") in (bin_dir / "k3s-agent-uninstall.sh").read_text()
+    for server_name in ("etc/systemd/system/k3s.service", "etc/systemd/system/k3s.service.env",
+                        "usr/local/bin/k3s-uninstall.sh"):
+        assert not (agent / server_name).exists(), server_name
     # the agent holds the cluster CA and a kubelet certificate the first server issued to it
     assert (data / "agent/server-ca.crt").read_bytes() == \
         (cluster.server_root / "var/lib/rancher/k3s/server/tls/server-ca.crt").read_bytes()
@@ -144,6 +155,59 @@ def test_second_join_changes_nothing_and_restarts_nothing(cluster: Cluster) -> N
     assert again.report["changed"] is False
     assert "no change: nothing restarted" in again.stderr
     assert standin_pid(agent) == pid is not None and config.stat().st_mtime_ns == before
+
+
+def test_agent_under_the_k3s_service_of_an_older_version_is_moved_to_k3s_agent(cluster: Cluster) -> None:
+    """Earlier versions of this tool installed an agent as k3s.service + k3s-uninstall.sh: the join
+    stops, disables and removes them (and says so), installs k3s-agent.service, and a rerun is quiet."""
+    agent = cluster.root("agent")
+    args = ("--server-url", cluster.url, "--token-file", str(cluster.token_file(cluster.token)))
+    assert cluster.join(agent, *args).returncode == 0
+    units, bin_dir = agent / "etc/systemd/system", agent / "usr/local/bin"
+    # what the older version left: the same agent under k3s' server names
+    old_unit = (units / "k3s-agent.service").read_text().replace("k3s-agent.service.env", "k3s.service.env")
+    (units / "k3s-agent.service").unlink()
+    (units / "k3s.service").write_text(old_unit)
+    (units / "k3s-agent.service.env").rename(units / "k3s.service.env")
+    (bin_dir / "k3s-agent-uninstall.sh").rename(bin_dir / "k3s-uninstall.sh")
+    again = cluster.join(agent, "--json", *args)
+    assert again.returncode == 0, again.stderr
+    assert again.report["changed"] is True
+    assert "k3s.service of an earlier install" in again.stderr and "k3s-agent.service" in again.stderr
+    files = again.check("k3s files")["message"]
+    for removed in ("/etc/systemd/system/k3s.service (removed)", "/etc/systemd/system/k3s.service.env (removed)",
+                    "/usr/local/bin/k3s-uninstall.sh (removed)"):
+        assert removed in files, files
+    for gone in ("k3s.service", "k3s.service.env"):
+        assert not (units / gone).exists(), gone
+    assert not (bin_dir / "k3s-uninstall.sh").exists()
+    assert (units / "k3s-agent.service").is_file() and mode(units / "k3s-agent.service.env") == 0o600
+    assert mode(bin_dir / "k3s-agent-uninstall.sh") == 0o755
+    third = cluster.join(agent, "--json", *args)
+    assert third.returncode == 0 and third.report["changed"] is False, third.stderr
+    assert "earlier install" not in third.stderr
+
+
+@pytest.mark.parametrize("unit, reason", [
+    ("[Unit]\nDescription=Lightweight Kubernetes\n[Service]\nType=notify\nExecStart=/usr/local/bin/k3s server\n",
+     "k3s.service was not installed by GL-Native Deploy"),
+    ("[Unit]\nDescription=Lightweight Kubernetes (managed by GL-Native Deploy)\n[Service]\nType=notify\n"
+     "ExecStart=/usr/local/bin/k3s server\n", "k3s.service runs a k3s server"),
+])
+def test_agent_join_refuses_a_server_service_it_cannot_retire(cluster: Cluster, unit: str, reason: str) -> None:
+    """A k3s.service of another installer, or a server of this tool (an etcd member), is not silently
+    replaced by an agent: refused with the way out, nothing installed."""
+    agent = cluster.root("agent")
+    units = agent / "etc/systemd/system"
+    units.mkdir(parents=True)
+    (units / "k3s.service").write_text(unit)
+    result = cluster.join(agent, "--json", "--server-url", cluster.url,
+                          "--token-file", str(cluster.token_file(cluster.token)))
+    assert result.returncode == 1, result.stderr
+    check = result.check("k3s service name")
+    assert check["status"] == "fail" and reason in check["message"]
+    assert "k3s-uninstall.sh" in check["fix"]
+    assert tree(agent) == ["etc", "etc/systemd", "etc/systemd/system", "etc/systemd/system/k3s.service"]
 
 
 def test_wrong_ca_hash_is_refused_and_nothing_is_installed(cluster: Cluster) -> None:
@@ -251,6 +315,12 @@ def test_server_joins_with_the_server_token_through_the_vip(cluster: Cluster) ->
     assert VIP in config["tls-san"]
     unit = (server / "etc/systemd/system/k3s.service").read_text()
     assert "ExecStart=/usr/local/bin/k3s server" in unit and "Type=notify" in unit.splitlines()
+    assert "EnvironmentFile=-/etc/systemd/system/k3s.service.env" in unit.splitlines()
+    assert mode(server / "etc/systemd/system/k3s.service.env") == 0o600
+    assert mode(server / "usr/local/bin/k3s-uninstall.sh") == 0o755
+    for agent_name in ("etc/systemd/system/k3s-agent.service", "etc/systemd/system/k3s-agent.service.env",
+                       "usr/local/bin/k3s-agent-uninstall.sh"):
+        assert not (server / agent_name).exists(), agent_name
     # the joined server serves the cluster's CA, so the token's CA hash holds for it too
     served = https_get(own_port, "/cacerts", server / "var/lib/rancher/k3s/server/tls/server-ca.crt")
     assert cluster.token.startswith(f"K10{hashlib.sha256(served).hexdigest()}::")

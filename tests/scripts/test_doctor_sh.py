@@ -94,6 +94,22 @@ def test_k3s_stopped(doctor: Callable[..., PhaseRun], sandbox_root: Path, tmp_pa
     assert res.check("api-ping")["message"] == "k3s is not running (see k3s-service)"
 
 
+HA = {"TOPOLOGY": "ha", "CONTROL_PLANE_IPS": "127.0.0.1,127.0.0.2,127.0.0.3", "API_VIP": "127.0.0.100"}
+
+
+@pytest.mark.parametrize("role, service, other", [("agent", "k3s-agent", "k3s.service"),
+                                                  ("first-server", "k3s", "k3s-agent")])
+def test_k3s_service_is_the_one_k3s_names_for_the_role(doctor: Callable[..., PhaseRun], sandbox_root: Path,
+                                                       tmp_path: Path, role: str, service: str, other: str) -> None:
+    """On an agent doctor looks at k3s-agent (k3s' name for an agent's service), on a server at k3s."""
+    install_standin(sandbox_root, tmp_path, free_port())
+    res = doctor("--role", role, overrides=HA)
+    check = res.check("k3s-service")
+    assert check["status"] == "fail", res.stderr
+    assert f"its service {service} is not running" in check["message"] and other not in check["message"]
+    assert f"systemctl start {service}" in check["message"] and f"journalctl -u {service}" in check["message"]
+
+
 def _shim(tmp_path: Path, name: str, body: str) -> dict[str, str]:
     bindir = tmp_path / "shims"
     bindir.mkdir(exist_ok=True)

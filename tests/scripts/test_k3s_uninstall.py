@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import pytest
 from test_02_install_k3s import k3s, release, tree  # noqa: F401  (shared fixtures)
+from test_03_join_worker_node import cluster  # noqa: F401  (shared fixture)
 
 from tests.fixtures.k3s_standin.testing import _alive, standin_pid
 
@@ -175,3 +176,21 @@ umount "${data}"
                            str(sandbox_root)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["MOUNTED"]
+
+
+def test_agent_uninstall_removes_the_agent_unit_env_file_and_scripts(cluster: Any) -> None:
+    """On an agent, k3s-agent-uninstall.sh (k3s' name) removes k3s-agent.service, its env file,
+    k3s-killall.sh and itself, like everything else k3s left."""
+    agent = cluster.root("agent")
+    joined = cluster.join(agent, "--server-url", cluster.url, "--token-file", str(cluster.token_file(cluster.token)))
+    assert joined.returncode == 0, joined.stderr
+    bin_dir, units = agent / "usr/local/bin", agent / "etc/systemd/system"
+    assert (units / "k3s-agent.service").is_file() and (units / "k3s-agent.service.env").is_file()
+    assert not (bin_dir / "k3s-uninstall.sh").exists()
+    proc = subprocess.run([str(bin_dir / "k3s-agent-uninstall.sh")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert standin_pid(agent) is None
+    for gone in ("etc/systemd/system/k3s-agent.service", "etc/systemd/system/k3s-agent.service.env",
+                 "usr/local/bin/k3s-agent-uninstall.sh", "usr/local/bin/k3s-killall.sh", "usr/local/bin/k3s"):
+        assert not (agent / gone).exists(), gone
+    assert [p for p in tree(agent) if not (agent / p).is_dir()] == []

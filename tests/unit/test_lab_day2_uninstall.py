@@ -62,7 +62,7 @@ def test_remove_gl_files_runs_in_a_sandbox(tmp_path: Path) -> None:
     for d in ("", "-doctor", "-day2", "-restore", "-day2-backups"):
         Path(f"{work}{d}").mkdir(parents=True)
         Path(f"{work}{d}/f").write_text("x")
-    subprocess.run(["bash", "-c", f'GL_DEPLOY_ETC="$1" GL_WORK="$2"\n{body}remove_gl_files', "t", str(etc), str(work)],
+    subprocess.run(["bash", "-c", f'GL_DEPLOY_ETC="$1" GL_WORK="$2" NAME=k3s-uninstall.sh\n{body}remove_gl_files', "t", str(etc), str(work)],
                    check=True)
     assert not (etc / "versions.json").exists()
     assert (etc / "CHANGELOG").read_text().splitlines()[-1].endswith("k3s uninstalled (k3s-uninstall.sh)")
