@@ -42,17 +42,18 @@ NEEDS_TEXT = {"none": "無", "installed": "已安裝 k3s", "running": "k3s 執�
 
 ZH: dict[str, Entry] = {
     "k3s-installed": Entry(
-        "7311f6b2ef76",
+        "bea39a39f5a1",
         "`k3s: command not found`、沒有 k3s 服務、節點上沒有 `kubectl`",
-        "此主機從未安裝 k3s，或已被移除（k3s-uninstall.sh）",
+        "此主機從未安裝 k3s，或已被移除（k3s-uninstall.sh；agent 上為 k3s-agent-uninstall.sh）",
         "以安裝階段安裝：單節點 `02_install_k3s.sh --role single`（invoke install-k3s）；叢集 `02_init_control_plane."
         "sh` / `03_join_worker_node.sh`（invoke cluster.init）"),
     "k3s-service": Entry(
-        "3cd5cf61a651",
+        "18834993360e",
         "`The connection to the server 127.0.0.1:6443 was refused`；此節點上的 pod 不再更新",
         "k3s 服務已停止或不斷當掉（config.yaml 錯誤、連接埠被占用、磁碟已滿、時鐘偏差）",
-        "啟動它（`systemctl start k3s`，agent 為 `k3s-agent`；沒有 systemd 時再執行一次安裝階段，它會啟動已"
-        "停止的 k3s），並查看停止原因：`journalctl -u k3s -n 200` 或 /var/log/k3s.log"),
+        "啟動它（`systemctl start k3s`；agent 上為 `systemctl start k3s-agent`，k3s 如此命名 agent 的服務；"
+        "沒有 systemd 時再執行一次安裝階段，它會啟動已停止的 k3s），並查看停止原因：`journalctl -u k3s -n 200`"
+        "（agent：`journalctl -u k3s-agent -n 200`）或 /var/log/k3s.log"),
     "api-ping": Entry(
         "8ee605307841",
         "k3s 服務雖為 active，kubectl 仍逾時或被拒絕",
@@ -98,11 +99,12 @@ ZH: dict[str, Entry] = {
         "此主機的時鐘早於叢集憑證的簽發時間（或遠晚於其到期時間）：錯的是時鐘，不是憑證",
         "把時鐘調正並保持同步（見 clock-sync：`chronyc makestep`），然後重新啟動 k3s；不要為此輪替憑證"),
     "cert-expiry": Entry(
-        "cecf21685ceb",
+        "c8d20a785a2b",
         "kubectl 或節點之間出現 `x509: certificate has expired`；長時間停機後 k3s 無法啟動",
         "某個 k3s 憑證（API 服務、用戶端、etcd、kubelet）即將或已經到期；k3s 只在啟動時、剩餘不到 90 天時更"
         "新末端憑證",
-        "重新啟動 k3s 以更新末端憑證（`systemctl restart k3s`），或在 k3s 停止時執行 `k3s certificate rotate`；"
+        "重新啟動 k3s 以更新末端憑證（`systemctl restart k3s`；agent 上為 `systemctl restart k3s-agent`），"
+        "或在 k3s 停止時執行 `k3s certificate rotate`；"
         "即將到期的 CA 需要 `k3s certificate rotate-ca`"),
     "registry-reachable": Entry(
         "a8585037620c",
@@ -144,12 +146,12 @@ ZH: dict[str, Entry] = {
         "執行中的叢集不能變更 CLUSTER_CIDR 與 SERVICE_CIDR：再執行一次安裝階段以還原 config.yaml；要換網段必"
         "須重新安裝"),
     "cni-network": Entry(
-        "ea781e801ed3",
+        "796ff48ae04c",
         "不同節點上的 pod 無法互通；`kube-flannel` 出錯，沒有 `flannel.1` 介面",
         "此節點的 CNI 未設定好：/var/lib/rancher/k3s/agent/etc/cni/net.d 中沒有 CNI 設定、flannel 的子網路與"
         " CLUSTER_CIDR 不符，或缺少 VXLAN 裝置",
         "重新啟動 k3s 以重寫 CNI 設定；在所有節點之間開放 8472/udp（flannel VXLAN）；查看 `journalctl -u k3s "
-        "| grep -i flannel`"),
+        "| grep -i flannel`（agent 上為 `journalctl -u k3s-agent`）"),
     "node-ports": Entry(
         "2effe65f16a2",
         "加入節點卡住、`kubectl logs/exec` 逾時、etcd 成員無法連線、其他節點上的 pod 無法連線",

@@ -16,7 +16,7 @@ check: k3s-installed
 roles: all
 needs: none
 symptom: `k3s: command not found`, no k3s service, `kubectl` missing on the node
-cause: k3s was never installed on this host, or was removed (k3s-uninstall.sh)
+cause: k3s was never installed on this host, or was removed (k3s-uninstall.sh; on an agent k3s-agent-uninstall.sh)
 fix: install it with the install phase: single node `02_install_k3s.sh --role single` (invoke install-k3s); cluster `02_init_control_plane.sh` / `03_join_worker_node.sh` (invoke cluster.init)
 
 check: k3s-service
@@ -24,7 +24,7 @@ roles: all
 needs: installed
 symptom: `The connection to the server 127.0.0.1:6443 was refused`; pods on this node stop being updated
 cause: the k3s service is stopped or keeps crashing (bad config.yaml, port taken, disk full, clock skew)
-fix: start it (`systemctl start k3s`, agents: `k3s-agent`; without systemd run the install phase again, it starts a stopped k3s) and read why it stopped: `journalctl -u k3s -n 200` or /var/log/k3s.log
+fix: start it (`systemctl start k3s`; on an agent `systemctl start k3s-agent`, as k3s names an agent's service; without systemd run the install phase again, it starts a stopped k3s) and read why it stopped: `journalctl -u k3s -n 200` (agent: `journalctl -u k3s-agent -n 200`) or /var/log/k3s.log
 
 check: api-ping
 roles: single first-server server
@@ -80,7 +80,7 @@ roles: all
 needs: installed
 symptom: `x509: certificate has expired` from kubectl or between nodes; k3s fails to start after a long downtime
 cause: a k3s certificate (API serving, client, etcd, kubelet) is near or past its end; k3s renews leaf certificates only at start when fewer than 90 days remain
-fix: restart k3s to renew leaf certificates (`systemctl restart k3s`), or `k3s certificate rotate` while k3s is stopped; a CA near its end needs `k3s certificate rotate-ca`
+fix: restart k3s to renew leaf certificates (`systemctl restart k3s`; on an agent `systemctl restart k3s-agent`), or `k3s certificate rotate` while k3s is stopped; a CA near its end needs `k3s certificate rotate-ca`
 
 check: registry-reachable
 roles: all
@@ -129,7 +129,7 @@ roles: all
 needs: real
 symptom: pods on different nodes cannot reach each other; `kube-flannel` errors, no `flannel.1` interface
 cause: the CNI is not set up on this node: no CNI config in /var/lib/rancher/k3s/agent/etc/cni/net.d, flannel's subnet does not match CLUSTER_CIDR, or the VXLAN device is missing
-fix: restart k3s to rewrite the CNI config; open 8472/udp (flannel VXLAN) between all nodes; check `journalctl -u k3s | grep -i flannel`
+fix: restart k3s to rewrite the CNI config; open 8472/udp (flannel VXLAN) between all nodes; check `journalctl -u k3s | grep -i flannel` (on an agent `journalctl -u k3s-agent`)
 
 check: node-ports
 roles: all

@@ -56,11 +56,11 @@ health_service() {
   health_absent k3s-service && return 0
   if k3s_service_active; then
     HC_SERVICE_UP=1
-    gl_check_pass k3s-service "k3s service is active"
+    gl_check_pass k3s-service "${K3S_SERVICE} service is active"
     return 0
   fi
-  gl_check_fail k3s-service "k3s service is not active" \
-    "start it (systemctl start k3s; OpenRC: rc-service k3s start) and read its log (journalctl -u k3s)"
+  gl_check_fail k3s-service "${K3S_SERVICE} service is not active" \
+    "start it (systemctl start ${K3S_SERVICE}; OpenRC: rc-service ${K3S_SERVICE} start) and read its log ($(k3s_log_hint))"
 }
 
 health_api() {  # waits within the budget only when the service runs, else one try
@@ -70,7 +70,7 @@ health_api() {  # waits within the budget only when the service runs, else one t
     gl_check_pass api-ping "https://127.0.0.1:${API_PORT}/ping answered pong"
   else
     gl_check_fail api-ping "https://127.0.0.1:${API_PORT}/ping did not answer pong within ${HEALTH_TIMEOUT}s" \
-      "check that k3s listens on ${API_PORT} (ss -ltnp 'sport = :${API_PORT}') and read its log (journalctl -u k3s)"
+      "check that k3s listens on ${API_PORT} (ss -ltnp 'sport = :${API_PORT}') and read its log ($(k3s_log_hint))"
   fi
 }
 
@@ -132,7 +132,7 @@ health_node_ready() {
     gl_check_pass node-ready "$(tr '\n' ' ' <<<"${out}" | sed 's/ *$//')"
   else
     gl_check_fail node-ready "node(s) not Ready within ${HEALTH_TIMEOUT}s: $(tail -n1 <<<"${out}")" \
-      "k3s kubectl describe node; journalctl -u k3s (CNI, disk pressure, clock)"
+      "k3s kubectl describe node; on that node: journalctl -u k3s (a server) or -u k3s-agent (an agent): CNI, disk pressure, clock"
   fi
 }
 
@@ -231,7 +231,7 @@ health_cluster() {
     gl_check_pass api-own-address "https://${own}:${API_PORT}/ping answered pong"
   else
     gl_check_fail api-own-address "https://${own}:${API_PORT}/ping did not answer pong within ${HEALTH_TIMEOUT}s" \
-      "k3s must listen on ${own}:${API_PORT} (ss -ltnp 'sport = :${API_PORT}'); read its log (journalctl -u k3s)"
+      "k3s must listen on ${own}:${API_PORT} (ss -ltnp 'sport = :${API_PORT}'); read its log ($(k3s_log_hint))"
   fi
   if [[ -z "${HC_VIP_URL}" ]]; then
     gl_check_skip api-vip "no --server-url given: the API VIP endpoint was not checked"

@@ -17,7 +17,8 @@ k3s_kubectl() { KUBECONFIG="${K3S_KUBECONFIG}" "${K3S_BIN}" kubectl "$@"; }
 # Records NAME as passed, or fails the phase (k3s_abort: report, exit 1). Sets K3S_RUNNING_MODE.
 K3S_RUNNING_MODE=none
 k3s_require_running() {
-  local name="$1" tries=0 restart="run the install phase again (02_install_k3s.sh / 02_init_control_plane.sh): it starts a stopped k3s; its log: journalctl -u k3s, or ${K3S_LOG#"${GL_ROOT}"} without systemd"
+  local name="$1" tries=0 restart
+  restart="run the install phase again (02_install_k3s.sh / 02_init_control_plane.sh): it starts a stopped k3s; its log: $(k3s_log_hint)"
   K3S_RUNNING_MODE=$(k3s_mode)
   if [[ "${K3S_RUNNING_MODE}" == none ]]; then
     k3s_abort "${name}" "k3s is not installed at ${K3S_BIN#"${GL_ROOT}"}" "run phase 02 (02_install_k3s.sh) first"
