@@ -172,6 +172,21 @@ def all_scripts() -> tuple[str, ...]:
     return tuple(dict.fromkeys(p.script for seq in SEQUENCES.values() for p in seq))
 
 
+def service_of(role: Role) -> str:
+    """The systemd service of a role's k3s, as k3s' install.sh names it: k3s for a server (k3s.service,
+    Type=notify, its k3s.service.env, /usr/local/bin/k3s-uninstall.sh), k3s-agent for an agent
+    (k3s-agent.service, Type=exec, k3s-agent.service.env, k3s-agent-uninstall.sh). The bash side of the
+    same rule is scripts/lib/k3s.sh k3s_use_role. A load balancer node (role lb) runs no k3s."""
+    if role == "lb":
+        raise ValueError("role lb runs no k3s: it has no k3s service")
+    return "k3s-agent" if role == "agent" else "k3s"
+
+
+def uninstall_of(role: Role) -> str:
+    """The uninstall script the install leaves on a host of this role (k3s' name for it)."""
+    return f"/usr/local/bin/{service_of(role)}-uninstall.sh"
+
+
 def roles_of(topology: Topology) -> tuple[Role, ...]:
     """The roles a topology's hosts can have."""
     return ("single",) if topology == "single" else ("first-server", "server", "agent", "lb")

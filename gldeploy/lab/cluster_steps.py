@@ -21,7 +21,6 @@ from gldeploy.lab.vagrant import ssh
 from gldeploy.lab.verify import run_deploy, run_testinfra, write_inventory
 from gldeploy.lab.vip import ApiProbe, fetch_ca, holder, wait_answer
 
-UNINSTALL = offline.UNINSTALL
 LAB_CA = "~/.gl-lab/api-ca.crt"
 LB_FILES = ("/etc/keepalived/keepalived.conf", "/etc/keepalived/gl-check-haproxy.sh")
 
@@ -69,7 +68,7 @@ def step_vip(r: LabRun) -> None:
 
 def _reset_agents(r: LabRun, agents: list[Node]) -> None:
     for node in agents:
-        ssh(r.ssh_config, node.ip, ["sudo", UNINSTALL], timeout=300)
+        ssh(r.ssh_config, node.ip, ["sudo", offline.uninstall_on(node)], timeout=300)
         if r.report.k3s_mode == "real":  # k3s keeps the node password: the node object must go first
             ssh(r.ssh_config, r.table.servers[0].ip, ["sudo", "k3s", "kubectl", "delete", "node", node.name,
                                                      "--ignore-not-found"], timeout=120)
@@ -84,7 +83,7 @@ def _join(r: LabRun, agents: list[Node], label: str) -> float:
 
 def step_join_timing(r: LabRun) -> None:
     """Wall time of `invoke cluster.init --role agent` for one worker alone, then for all workers
-    joined concurrently (each from a clean k3s-uninstall.sh); goal: N together <= 1.5x one alone."""
+    joined concurrently (each from a clean k3s-agent-uninstall.sh); goal: N together <= 1.5x one alone."""
     agents = r.table.agents
     if len(agents) < 2:
         raise DeployError(f"lab {r.table.name}: join timing needs two workers, the table has {len(agents)}")
@@ -104,7 +103,7 @@ REMOTE_TOKEN = "/root/gl-offline-k3s-token"
 
 
 def step_offline(r: LabRun) -> None:
-    """The rendered standalone scripts on the last worker (k3s-uninstall.sh, copy, sha256sum -c, bash),
+    """The rendered standalone scripts on the last worker (k3s-agent-uninstall.sh, copy, sha256sum -c, bash),
     as an operator joins a worker offline: the render bakes the settings (the plain join password is
     the first server's), and the worker's join gets the first server's full K10<ca-hash>::server:<secret>
     token as a 0600 file (carried over ssh stdin, never a command line) plus the VIP endpoint, through
@@ -178,19 +177,21 @@ def step_lb_reset(r: LabRun) -> None:
     configuration; the VIP moves to another node and keeps answering."""
     lb, d = need(r.lb, "the load balancer settings"), _drill(r)
     node = holder(r.ssh_config, r.table, r.table.servers, lb.vip, lb.interface)
-    say(f"lb reset: {UNINSTALL} on {node.name} (the VIP holder)")
+    uninstall = offline.uninstall_on(node)
+    name = Path(uninstall).name
+    say(f"lb reset: {uninstall} on {node.name} (the VIP holder)")
     start = time.monotonic()
-    ssh(r.ssh_config, node.ip, ["sudo", UNINSTALL], timeout=300)
+    ssh(r.ssh_config, node.ip, ["sudo", uninstall], timeout=300)
     left = ssh(r.ssh_config, node.ip, ["sudo", "bash", "-c", RESET_CHECK, "gl-reset-check", lb.vip, lb.interface,
                                        *LB_FILES], timeout=60).stdout.split("\n")
     left = [x for x in left if x.strip()]
     r.report.extra["lb_reset"] = {"node": node.name, "left_behind": left}
     if left:
-        r.report.rows.append(Row("lb reset", "k3s-uninstall.sh", node.name, "fail", round(time.monotonic() - start, 1),
+        r.report.rows.append(Row("lb reset", name, node.name, "fail", round(time.monotonic() - start, 1),
                                  "; ".join(left)))
-        raise DeployError(f"lb reset: {UNINSTALL} on {node.name} left the load balancer behind: {'; '.join(left)}")
+        raise DeployError(f"lb reset: {uninstall} on {node.name} left the load balancer behind: {'; '.join(left)}")
     took = wait_answer(d.probe, 60, f"the API VIP after resetting {node.name}")
     new = holder(r.ssh_config, r.table, [n for n in r.table.servers if n != node], lb.vip, lb.interface)
     r.report.extra["lb_reset"].update({"vip_now_on": new.name, "vip_answered_after_s": round(took, 1)})
-    r.report.rows.append(Row("lb reset", "k3s-uninstall.sh", node.name, "pass", round(time.monotonic() - start, 1),
+    r.report.rows.append(Row("lb reset", name, node.name, "pass", round(time.monotonic() - start, 1),
                              f"VIP, HAProxy and Keepalived config removed; VIP now on {new.name}"))

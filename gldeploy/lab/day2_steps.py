@@ -16,7 +16,7 @@ from gldeploy.errors import DeployError
 from gldeploy.lab import snapshot
 from gldeploy.lab.day2_faults import REFUSALS, RESTORE_CASE_SCRIPT, run_drill
 from gldeploy.lab.nodes import Node
-from gldeploy.lab.offline import UNINSTALL
+from gldeploy.lab.offline import uninstall_on
 from gldeploy.lab.proc import invoke_argv, run, say
 from gldeploy.lab.report import Row
 from gldeploy.lab.vagrant import ssh
@@ -212,9 +212,10 @@ def step_backup_restore(r: LabRun) -> None:
 # --- uninstall ---
 def step_uninstall(r: LabRun) -> None:
     node = node_of(r)
+    uninstall = uninstall_on(node)  # k3s' name for the node's service: k3s-uninstall.sh on a server
     start = time.monotonic()
-    ssh(r.ssh_config, node.ip, ["sudo", UNINSTALL], timeout=600)
+    ssh(r.ssh_config, node.ip, ["sudo", uninstall], timeout=600)
     took = time.monotonic() - start
     day2(r)["uninstall_s"] = round(took, 1)
-    r.report.rows.append(Row("uninstall", UNINSTALL.rsplit("/", 1)[-1], node.name, "pass", round(took, 1), ""))
-    say(f"uninstall: {UNINSTALL} on {node.name} in {took:.1f} s")
+    r.report.rows.append(Row("uninstall", Path(uninstall).name, node.name, "pass", round(took, 1), ""))
+    say(f"uninstall: {uninstall} on {node.name} in {took:.1f} s")

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gldeploy import sequences
 from gldeploy.errors import DeployError
 from gldeploy.lab import shared
 from gldeploy.lab.host import VIRSH
@@ -62,7 +63,8 @@ while :; do
 done
 """
 TRACK_TIMEOUTS = "journalctl -b -u keepalived -o cat --no-pager | grep -c 'gl_haproxy) timed_out' || true"
-AGENT_UNIT = "k3s"  # the product names the unit k3s.service on every role
+AGENT_UNIT = sequences.service_of("agent")  # k3s-agent, as k3s' install.sh names an agent's service
+SERVER_UNIT = sequences.service_of("server")  # k3s
 AGENT_LOG = "/tmp/gl-lab-agent-probe.log"
 AGENT_PID = "/tmp/gl-lab-agent-probe.pid"
 
@@ -227,7 +229,7 @@ class Drill:
         node, started = self.down
         left = max(REJOIN_BOUND - (time.monotonic() - started), 30)
         wait_ssh(self.ssh_config, node.ip, timeout=left)
-        units = ["systemctl", "is-active", "--quiet", "k3s", "haproxy", "keepalived"]
+        units = ["systemctl", "is-active", "--quiet", SERVER_UNIT, "haproxy", "keepalived"]
         wait_for(lambda: ssh(self.ssh_config, node.ip, units, check=False, timeout=60).returncode == 0,
                  timeout=left, interval=2, what=f"{node.name}: k3s, haproxy and keepalived active after boot")
         own = ApiProbe(node.ip, self.api_port, self.ca_file)

@@ -15,7 +15,6 @@ from gldeploy.lab.vagrant import ssh
 from gldeploy.paths import REPO
 
 REMOTE_DIR = "/tmp/gl-offline"
-UNINSTALL = "/usr/local/bin/k3s-uninstall.sh"
 SCRIPT_TIMEOUT = 1500
 
 
@@ -62,6 +61,15 @@ def node_role(role: str, topology: sequences.Topology) -> sequences.Role:
     raise ConfigError(f"lab node role {role!r} is not a {topology} role ({', '.join(sequences.roles_of(topology))})")
 
 
+def uninstall_on(node: Node) -> str:
+    """The uninstall script the install leaves on a lab node: k3s' name for its role's service
+    (sequences.uninstall_of: k3s-agent-uninstall.sh on an agent, k3s-uninstall.sh on a server)."""
+    for role in sequences.ROLES:
+        if role == node.role:
+            return sequences.uninstall_of(role)
+    raise ConfigError(f"lab node {node.name}: role {node.role!r} is not one of {', '.join(sequences.ROLES)}")
+
+
 def phase_args(phase: sequences.Phase, role: sequences.Role, values: Mapping[str, str]) -> list[str]:
     """The phase's extra arguments for a role (sequences.Phase.args templates, e.g. an HA join's
     --server-url {server_url} --token-file {token_file}), filled in as the deploy plan fills them."""
@@ -76,24 +84,24 @@ def phase_args(phase: sequences.Phase, role: sequences.Role, values: Mapping[str
 def run_offline(report: LabReport, lab: Lab, env_file: Path, sets: list[str], ssh_config: Path,
                 out: Path, topology: sequences.Topology, targets: Sequence[Node] | None = None,
                 arg_values: Mapping[str, str] | None = None) -> None:
-    """Render, then on each target node (default: every node): k3s-uninstall.sh, copy the dir,
-    sha256sum -c, run the scripts of its role with bash only (with the phase's role arguments,
-    filled from arg_values)."""
+    """Render, then on each target node (default: every node): the uninstall script of its role
+    (k3s-uninstall.sh, on an agent k3s-agent-uninstall.sh), copy the dir, sha256sum -c, run the scripts
+    of its role with bash only (with the phase's role arguments, filled from arg_values)."""
     render(env_file, sets, out)
     phases = rendered_phases(out, topology)
     for node in (lab.nodes if targets is None else targets):
         ip = node.ip
-        uninstall = ssh(ssh_config, ip, ["sudo", "test", "-x", UNINSTALL], check=False)
-        if uninstall.returncode != 0:
-            raise DeployError(f"offline: {UNINSTALL} is missing on {node.name}; the install phase "
+        role = node_role(node.role, topology)
+        uninstall = sequences.uninstall_of(role)
+        if ssh(ssh_config, ip, ["sudo", "test", "-x", uninstall], check=False).returncode != 0:
+            raise DeployError(f"offline: {uninstall} is missing on {node.name} ({role}); the install phase "
                               f"should leave it (as the k3s installer does)")
-        say(f"offline: {node.name}: k3s-uninstall.sh, copy {out.name}/, run {len(phases)} scripts")
-        ssh(ssh_config, ip, ["sudo", UNINSTALL], timeout=300)
+        say(f"offline: {node.name}: {Path(uninstall).name}, copy {out.name}/, run {len(phases)} scripts")
+        ssh(ssh_config, ip, ["sudo", uninstall], timeout=300)
         ssh(ssh_config, ip, ["sudo", "rm", "-rf", REMOTE_DIR])
         run(["scp", "-q", "-r", "-F", str(ssh_config), str(out), f"{ip}:{REMOTE_DIR}"], timeout=600,
             what="scp offline dir")
         ssh(ssh_config, ip, ["env", "-C", REMOTE_DIR, "sha256sum", "--quiet", "-c", "SHA256SUMS"], timeout=300)
-        role = node_role(node.role, topology)
         for phase in (p for p in phases if p.runs_on(role)):
             start = time.monotonic()
             argv = ["sudo", "bash", f"{REMOTE_DIR}/{phase.script}", *(["--role", role] if phase.takes_role else []),

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from gldeploy.errors import DeployError
-from gldeploy.lab.drill import Drill
+from gldeploy.lab.drill import SERVER_UNIT, Drill
 from gldeploy.lab.proc import say, wait_for
 from gldeploy.lab.vagrant import ssh
 from gldeploy.lab.vip import Answer
@@ -33,7 +33,7 @@ def rotation(drill: Drill) -> dict[str, Any]:
     since = ssh(drill.ssh_config, lb.ip, ["date", "+%s"], timeout=60).stdout.strip()
     say(f"rotation: SIGKILL k3s on {victim.name} ({backend} of HAProxy on {lb.name})")
     t_kill = time.monotonic()
-    ssh(drill.ssh_config, victim.ip, ["sudo", "systemctl", "kill", "--signal=SIGKILL", "k3s"], timeout=60)
+    ssh(drill.ssh_config, victim.ip, ["sudo", "systemctl", "kill", "--signal=SIGKILL", SERVER_UNIT], timeout=60)
     early = [drill.probe.ping(2.0) for _ in range(EARLY_PROBES)]
 
     def verdicts() -> str:

@@ -32,7 +32,8 @@ ALLOWLIST: tuple[Allowed, ...] = (
             "deletes backups (remove them by hand once copied off)"),
     Allowed("files", ("/etc/gl-deploy", "/etc/gl-deploy/CHANGELOG"),
             "the host's append-only change log: what was installed, upgraded and uninstalled, and when; "
-            "k3s-uninstall.sh adds its own line and keeps it (versions.json, what is installed, is removed)"),
+            "the uninstall script (k3s-uninstall.sh; an agent's k3s-agent-uninstall.sh) adds its own line and "
+            "keeps it (versions.json, what is installed, is removed)"),
 )
 
 

@@ -138,3 +138,46 @@ def test_offline_join_arguments_are_the_tables_templates_filled_in() -> None:
         offline.phase_args(Join(), "agent", {"server_url": "x"})  # type: ignore[arg-type]
     single = sequences.sequence("single")[0]
     assert offline.phase_args(single, "single", {}) == []
+
+
+def test_service_of_a_role_is_k3s_install_sh_naming() -> None:
+    """k3s' install.sh: a server's service is k3s (k3s-uninstall.sh), an agent's k3s-agent
+    (k3s-agent-uninstall.sh); a load balancer node runs no k3s."""
+    assert [sequences.service_of(r) for r in ("single", "first-server", "server", "agent")] == \
+        ["k3s", "k3s", "k3s", "k3s-agent"]
+    assert sequences.uninstall_of("server") == "/usr/local/bin/k3s-uninstall.sh"
+    assert sequences.uninstall_of("agent") == "/usr/local/bin/k3s-agent-uninstall.sh"
+    with pytest.raises(ValueError, match="role lb runs no k3s"):
+        sequences.service_of("lb")
+
+
+@pytest.mark.parametrize("role, uninstall", [("agent", "/usr/local/bin/k3s-agent-uninstall.sh"),
+                                             ("first-server", "/usr/local/bin/k3s-uninstall.sh")])
+def test_offline_uninstalls_a_node_with_the_script_of_its_role(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               role: str, uninstall: str) -> None:
+    from gldeploy.lab.nodes import Lab, Node
+    for name in sequences.names("ha"):
+        (tmp_path / f"{name}.sh").write_text("#!/bin/bash\n")
+    calls: list[list[str]] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_ssh(config: Path, ip: str, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    def fake_run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        if argv[0] == "scp":
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        raise Stop  # the first phase script: what came before it is what this test is about
+
+    monkeypatch.setattr(offline, "render", lambda *a: None)
+    monkeypatch.setattr(offline, "ssh", fake_ssh)
+    monkeypatch.setattr(offline, "run", fake_run)
+    node = Node("n1", role, 2, 2048, "192.168.56.31")
+    lab = Lab("cluster", tmp_path / "x.env", (node,))
+    with pytest.raises(Stop):
+        offline.run_offline(LabReport("cluster", "?", "", "?"), lab, tmp_path / "x.env", [], tmp_path / "ssh",
+                            tmp_path, "ha", arg_values={"server_url": "https://v:1", "token_file": "/t"})
+    assert calls[:2] == [["sudo", "test", "-x", uninstall], ["sudo", uninstall]]
