@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gldeploy import sequences
 from tests.lab.helpers import eventually
 
 K3S = "/usr/local/bin/k3s"
@@ -33,12 +34,23 @@ def test_k3s_binary_version_and_checksum(host: Any, inventory: dict[str, Any], l
     assert binary.sha256sum == hashlib.sha256((Path(inventory["k3s_dir"]) / "k3s").read_bytes()).hexdigest()
 
 
-def test_k3s_unit_enabled_and_active(host: Any) -> None:
-    """systemd runs k3s and starts it at boot."""
-    service = host.service("k3s")
+def test_k3s_unit_enabled_and_active(host: Any, node: dict[str, Any]) -> None:
+    """systemd runs k3s under the name k3s' install.sh gives this host's role (k3s; an agent k3s-agent),
+    starts it at boot, and the role's env file and uninstall script are there; the other name is not."""
+    name = sequences.service_of(node["role"])
+    other = ({sequences.service_of("server"), sequences.service_of("agent")} - {name}).pop()
+    service = host.service(name)
     with host.sudo():
-        eventually(lambda: service.is_running, 60, "k3s.service active")
+        eventually(lambda: service.is_running, 60, f"{name}.service active")
         assert service.is_enabled
+        assert host.file(f"/etc/systemd/system/{name}.service").is_file
+        env_file = host.file(f"/etc/systemd/system/{name}.service.env")
+        assert env_file.is_file and env_file.mode == 0o600
+        uninstall = host.file(sequences.uninstall_of(node["role"]))
+        assert uninstall.is_file and uninstall.mode == 0o755
+        assert host.file("/usr/local/bin/k3s-killall.sh").is_file
+        assert not host.file(f"/etc/systemd/system/{other}.service").exists
+        assert not host.file(f"/usr/local/bin/{other}-uninstall.sh").exists
 
 
 def test_config_yaml_content_and_mode(host: Any, lab_settings: Any, server: dict[str, Any]) -> None:
