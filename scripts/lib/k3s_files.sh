@@ -365,7 +365,8 @@ k3s_render_uninstall() {
     if [[ -z "${GL_ROOT}" && -f "${GL_BUNDLE_DIR}/settings.env" && ! -e "${GL_BUNDLE_DIR}/.gl-render" ]]; then
       work="${GL_BUNDLE_DIR%/}"
     fi
-    printf 'GL_DEPLOY_ETC=%q\nGL_WORK=%q\n' "$(gl_path /etc/gl-deploy)" "${work}"
+    printf 'GL_DEPLOY_ETC=%q\nGL_WORK=%q\nLB_UNINSTALL=%q\n' "$(gl_path /etc/gl-deploy)" "${work}" \
+      "$(gl_path /usr/local/bin/gl-lb-uninstall.sh)"
     cat <<'BODY'
 if [[ "${GL_SANDBOX}" == 0 && "$(id -u)" -ne 0 ]]; then echo "${NAME}: run as root" >&2; exit 1; fi
 trap 'rm -f -- "${SELF}"' EXIT
@@ -401,6 +402,10 @@ remove_gl_files() {
 main() {
   local systemd=0 unit name link target
   if [[ "${GL_SANDBOX}" == 0 && -d /run/systemd/system ]]; then systemd=1; fi
+  # a co-located load balancer goes first (the VIP moves to another node before this API stops)
+  if [[ -x "${LB_UNINSTALL}" ]]; then
+    "${LB_UNINSTALL}" || echo "${NAME%.sh}: gl-lb-uninstall.sh reported a failure; removing k3s anyway" >&2
+  fi
   "${K3S_KILLALL}" || echo "${NAME%.sh}: k3s-killall.sh reported a failure; removing anyway" >&2
   for unit in "${R}"/etc/systemd/system/k3s*.service; do
     [[ -e "${unit}" ]] || continue

@@ -14,6 +14,8 @@ LB_HAPROXY_CFG="$(gl_path /etc/haproxy/haproxy.cfg)"
 LB_KEEPALIVED_CONF="$(gl_path /etc/keepalived/keepalived.conf)"
 LB_CHECK_SCRIPT="$(gl_path /etc/keepalived/gl-check-haproxy.sh)"
 LB_SERVICES=(haproxy keepalived)
+LB_UNINSTALL="$(gl_path /usr/local/bin/gl-lb-uninstall.sh)"   # written by lb_install; k3s-uninstall.sh runs it
+LB_PACKAGES_MARK="$(gl_path /etc/gl-deploy/lb-packages)"     # the packages lb_install put on the host
 
 # --- which node: the bundle carries lb/<address>/ (and secrets/lb/<address>/keepalived.conf) for
 # every load balancer node; this host takes the one whose address is on one of its interfaces ---
@@ -87,6 +89,8 @@ lb_install_packages() {
     *) fatal "unsupported OS ${OS_ID}: install haproxy and keepalived with its package manager, then re-run" ;;
   esac
   lb_packages_present || fatal "haproxy/keepalived still missing after the package install"
+  mkdir -p -- "${LB_PACKAGES_MARK%/*}"
+  printf '%s\n' "${LB_SERVICES[@]}" >"${LB_PACKAGES_MARK}"  # the uninstall removes what we installed
   GL_CHANGED=true
 }
 
@@ -206,6 +210,7 @@ lb_install() {
   lb_install_packages
   lb_install_configs
   lb_services
+  lb_install_uninstall
   [[ "${GL_CHANGED}" == true ]] || info "load balancer: nothing changed"
 }
 
@@ -241,6 +246,56 @@ lb_uninstall() {
     fi
     GL_CHANGED=true
   fi
-  if [[ "${GL_CHANGED}" == true ]]; then info "load balancer removed (haproxy/keepalived packages left installed)"
+  if [[ -e "${LB_UNINSTALL}" ]]; then rm -f -- "${LB_UNINSTALL}"; GL_CHANGED=true; fi
+  if [[ "${GL_CHANGED}" == true ]]; then info "load balancer removed"
   else info "load balancer: nothing to remove"; fi
+}
+
+# --- gl-lb-uninstall.sh: lb_uninstall as a standalone script (the bundle may be gone by the time it
+# runs), with this node's values baked in; k3s-uninstall.sh runs it on a co-located load balancer,
+# an operator runs it on a dedicated one. Packages lb_install installed (LB_PACKAGES_MARK) are purged. ---
+lb_render_uninstall() {  # OUT
+  {
+    printf '#!/usr/bin/env bash\n'
+    printf '# gl-lb-uninstall.sh (GL-Native Deploy): stop and disable HAProxy and Keepalived, release the\n'
+    printf '# API VIP, remove their configuration (the packaged haproxy.cfg is restored) and remove the\n'
+    printf '# packages only when GL-Native Deploy installed them. Idempotent.\n'
+    printf 'set -uo pipefail\nGL_PHASE=gl-lb-uninstall\nGL_CHANGED=false\n'
+    declare -p GL_ROOT API_VIP API_VIP_PREFIX LB_INTERFACE LB_MARK LB_SERVICES LB_RUN_DIR LB_HAPROXY_CFG \
+      LB_KEEPALIVED_CONF LB_CHECK_SCRIPT LB_PACKAGES_MARK LB_UNINSTALL
+    declare -f _gl_log info warn fatal gl_has_systemd lb_network_allowed lb_pid lb_stop_daemons lb_uninstall
+    cat <<'BODY'
+lb_remove_packages() {
+  local pkgs=()
+  [[ -f "${LB_PACKAGES_MARK}" ]] || return 0
+  mapfile -t pkgs <"${LB_PACKAGES_MARK}"
+  if [[ -z "${GL_ROOT}" && ${#pkgs[@]} -gt 0 ]]; then
+    if command -v apt-get >/dev/null 2>&1; then
+      DEBIAN_FRONTEND=noninteractive apt-get purge -y "${pkgs[@]}" || fatal "apt-get purge ${pkgs[*]} failed"
+    elif command -v dnf >/dev/null 2>&1; then
+      dnf remove -y "${pkgs[@]}" || fatal "dnf remove ${pkgs[*]} failed"
+    fi
+    info "removed the packages GL-Native Deploy installed: ${pkgs[*]}"
+  fi
+  rm -f -- "${LB_PACKAGES_MARK}"
+}
+main() {
+  if [[ -z "${GL_ROOT}" && "$(id -u)" -ne 0 ]]; then fatal "run as root"; fi
+  lb_uninstall
+  lb_remove_packages
+}
+main "$@"
+BODY
+  } >"$1"
+}
+
+lb_install_uninstall() {
+  local tmp
+  tmp=$(mktemp "${TMPDIR:-/tmp}/gl-lb-uninstall.XXXXXX")
+  lb_render_uninstall "${tmp}"
+  gl_install_file "${tmp}" "${LB_UNINSTALL}" 0755
+  rm -f -- "${tmp}"
+  if [[ "${GL_INSTALLED}" != unchanged ]]; then
+    GL_CHANGED=true; info "wrote ${LB_UNINSTALL} (removes this load balancer; k3s' uninstall runs it)"
+  fi
 }

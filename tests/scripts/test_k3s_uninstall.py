@@ -154,6 +154,20 @@ def test_uninstall_removes_everything_k3s_left_and_only_links_to_k3s(k3s: Any, s
         assert not (sandbox_root / gone).exists(), gone
 
 
+def test_uninstall_runs_the_load_balancer_uninstall_first(k3s: Any, sandbox_root: Path) -> None:
+    """On a co-located load balancer node k3s-uninstall.sh runs gl-lb-uninstall.sh (written by phase 02's
+    load balancer step) before stopping k3s, so the VIP leaves this node with it."""
+    assert k3s().returncode == 0
+    bin_dir = sandbox_root / "usr/local/bin"
+    seen = sandbox_root.parent / "lb-uninstall-ran"
+    lb = bin_dir / "gl-lb-uninstall.sh"
+    lb.write_text(f"#!/bin/bash\n[[ -e {sandbox_root}/usr/local/bin/k3s ]] && echo k3s-present >{seen}\nrm -f \"$0\"\n")
+    lb.chmod(0o755)
+    proc = subprocess.run([str(bin_dir / "k3s-uninstall.sh")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert seen.read_text().strip() == "k3s-present" and not lb.exists()
+
+
 def test_uninstall_keeps_a_mounted_data_disk_mounted(k3s: Any, sandbox_root: Path) -> None:
     """The data dir on its own disk: its contents go, the mount point stays mounted (k3s'
     clean_mounted_directory); removing through it would not be possible anyway."""

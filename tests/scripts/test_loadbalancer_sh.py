@@ -76,6 +76,7 @@ def test_install_twice_then_uninstall_twice(sandbox: Path) -> None:
     conf = root / "etc/keepalived/keepalived.conf"
     assert conf.read_text() == lb.render_keepalived(CFG, "192.168.56.10") and mode(conf) == 0o600
     assert mode(root / "etc/keepalived/gl-check-haproxy.sh") == 0o755
+    assert mode(root / "usr/local/bin/gl-lb-uninstall.sh") == 0o755
     before = tree(root)
 
     second = run(sandbox, "lb_install")
@@ -138,3 +139,20 @@ def test_empty_package_dir_is_an_error(sandbox: Path) -> None:
     result = run(sandbox, "lb_install", path="/usr/local/bin:/usr/bin:/bin", LB_PACKAGES_DIR="packages")
     assert result.rc == 1 and "holds no debian packages" in result.err
     assert not (sandbox / "root/etc/haproxy").exists()
+
+
+def test_the_written_uninstall_script_removes_the_load_balancer_on_its_own(sandbox: Path) -> None:
+    """gl-lb-uninstall.sh (what k3s-uninstall.sh runs on a co-located load balancer) works without the
+    bundle: configuration removed, the packaged haproxy.cfg restored, itself removed; twice is a no-op."""
+    root = sandbox / "root"
+    (root / "etc/haproxy").mkdir(parents=True)
+    (root / "etc/haproxy/haproxy.cfg").write_text("# packaged\n")
+    assert run(sandbox, "lb_install").rc == 0
+    script = root / "usr/local/bin/gl-lb-uninstall.sh"
+    shutil.rmtree(sandbox / "bundle")  # the shipped bundle is gone by the time an operator resets the node
+    env = {"PATH": os.environ["PATH"], "HOME": "/root"}
+    done = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "load balancer removed" in done.stderr
+    assert tree(root) == {"etc/haproxy/haproxy.cfg": b"# packaged\n"}
+    assert not script.exists()
