@@ -78,6 +78,11 @@ def checked_settings_env(values: dict[str, str]) -> dict[str, str]:
 @pytest.fixture
 def run_phase(bundle: Path, sandbox_root: Path) -> Callable[..., PhaseRun]:
     """run_phase("01_pre_install_check", "--json", overrides={...}, env={...}, root=True)."""
+    return phase_runner(bundle, sandbox_root)
+
+
+def phase_runner(bundle: Path, sandbox_root: Path) -> Callable[..., PhaseRun]:
+    """The run_phase function for a given bundle copy and sandbox root (module-scoped fixtures use it)."""
 
     def run(script: str, *args: str, overrides: dict[str, str] | None = None,
             env: dict[str, str] | None = None, root: bool = True, timeout: float = 60) -> PhaseRun:

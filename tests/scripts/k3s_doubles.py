@@ -105,6 +105,6 @@ def start_tls_ping(servers: list[http.server.HTTPServer], tmp_path: Path, days: 
     ctx.load_cert_chain(crt, key)
     httpd = http.server.HTTPServer(("127.0.0.1", 0), _Pong)
     httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     servers.append(httpd)
     return int(httpd.server_address[1])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -359,9 +360,22 @@ def test_permissive_selinux_passes_on_rhel(run_phase: Runner, sandbox_root: Path
     assert check["status"] == "pass" and "permissive" in check["message"]
 
 
-def path_without(tmp_path: Path, *hidden: str) -> str:
-    """A one-directory PATH with every command of the current PATH except `hidden`."""
-    bindir = tmp_path / "path-without"
+_PATH_FARMS: dict[tuple[str, ...], str] = {}
+
+
+@pytest.fixture(scope="module")
+def farms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where path_without builds its (read-only once built) PATH directories, once per module."""
+    yield tmp_path_factory.mktemp("path-without")
+    _PATH_FARMS.clear()
+
+
+def path_without(farms: Path, *hidden: str) -> str:
+    """A one-directory PATH with every command of the current PATH except `hidden` (built once per set)."""
+    key = tuple(sorted(hidden))
+    if key in _PATH_FARMS:
+        return _PATH_FARMS[key]
+    bindir = farms / "-".join(key)
     bindir.mkdir()
     for directory in reversed(os.environ["PATH"].split(os.pathsep)):
         if not os.path.isdir(directory):
@@ -372,14 +386,17 @@ def path_without(tmp_path: Path, *hidden: str) -> str:
                 if target.is_symlink():
                     target.unlink()
                 target.symlink_to(entry.path)
+    _PATH_FARMS[key] = str(bindir)
     return str(bindir)
 
 
-def test_wget_without_curl_fails_because_later_phases_run_curl(run_phase: Runner, tmp_path: Path) -> None:
-    path = path_without(tmp_path, "curl")
-    (Path(path) / "wget").unlink(missing_ok=True)
-    (Path(path) / "wget").write_text("#!/bin/sh\nexit 0\n")
-    (Path(path) / "wget").chmod(0o755)
+def test_wget_without_curl_fails_because_later_phases_run_curl(run_phase: Runner, tmp_path: Path,
+                                                              farms: Path) -> None:
+    wget = tmp_path / "wget-only"
+    wget.mkdir()
+    (wget / "wget").write_text("#!/bin/sh\nexit 0\n")
+    (wget / "wget").chmod(0o755)
+    path = f"{wget}:{path_without(farms, 'curl', 'wget')}"
     run = preflight(run_phase, "--json", env={"PATH": path})
     check = run.check("commands")
     assert check["status"] == "fail" and "curl" in check["message"] and "curl" in check["fix"]
@@ -387,9 +404,9 @@ def test_wget_without_curl_fails_because_later_phases_run_curl(run_phase: Runner
 
 
 @pytest.mark.parametrize("role, status", [("single", "fail"), ("first-server", "fail"), ("agent", "pass")])
-def test_openssl_is_needed_where_the_health_phase_runs(run_phase: Runner, tmp_path: Path, role: str,
+def test_openssl_is_needed_where_the_health_phase_runs(run_phase: Runner, farms: Path, role: str,
                                                        status: str) -> None:
-    run = preflight(run_phase, "--json", "--role", role, env={"PATH": path_without(tmp_path, "openssl")})
+    run = preflight(run_phase, "--json", "--role", role, env={"PATH": path_without(farms, "openssl")})
     check = run.check("commands")
     assert check["status"] == status, check
     assert ("openssl" in check["message"]) == (status == "fail")
@@ -426,6 +443,17 @@ def test_bundle_writable_by_others_fails(run_phase: Runner, bundle: Path) -> Non
 REF = "docker.io/gl-native/execution-backend:v1.1"  # BACKEND_IMAGE_REF of the default settings
 
 
+_SAMPLES: dict[str, Path] = {}
+_SAMPLE_DIR: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    _SAMPLE_DIR[:] = [tmp_path_factory.mktemp("sample-images")]
+    yield
+    _SAMPLES.clear()
+
+
 def ship_archive(bundle: Path, *, name: str = REF, listed: bool = True, gz: bool = False) -> Path:
     """The sample image archive (named `name`) in the bundle's artifacts/images, with SHA256SUMS."""
     import gzip
@@ -434,7 +462,10 @@ def ship_archive(bundle: Path, *, name: str = REF, listed: bool = True, gz: bool
     from gldeploy import image
 
     images = bundle / "artifacts/images"
-    archive = image.build_sample_image("v1.1", images, image_name=name)
+    if name not in _SAMPLES:  # the archive is the same bytes for a name: built once per module
+        _SAMPLES[name] = image.build_sample_image("v1.1", _SAMPLE_DIR[0] / f"s{len(_SAMPLES)}", image_name=name)
+    images.mkdir(parents=True, exist_ok=True)
+    archive = Path(shutil.copy2(_SAMPLES[name], images / _SAMPLES[name].name))
     if gz:
         packed = archive.with_name(archive.name + ".gz")
         packed.write_bytes(gzip.compress(archive.read_bytes()))

@@ -335,14 +335,14 @@ def test_real_mode_does_not_trust_a_deployment_of_the_previous_release(
 
 def test_real_mode_fails_when_the_deployment_never_appears(
         run_phase: Callable[..., Any], backend_bundle: Path, fake_real_k3s: dict[str, str]) -> None:
-    result = deploy_real(run_phase, fake_real_k3s, "not-yet", timeout="3")
+    result = deploy_real(run_phase, fake_real_k3s, "not-yet", timeout="1")
     assert result.returncode == 1, result.stderr
     assert "carries no release digest" in result.check("backend rollout")["message"]
 
 
 def test_real_mode_fails_when_the_deployment_cannot_be_read(
         run_phase: Callable[..., Any], backend_bundle: Path, fake_real_k3s: dict[str, str]) -> None:
-    result = deploy_real(run_phase, fake_real_k3s, "list-fails", timeout="3")
+    result = deploy_real(run_phase, fake_real_k3s, "list-fails", timeout="1")
     assert result.returncode == 1, result.stderr
     check = result.check("backend rollout")
     assert check["status"] == "fail" and "provide credentials" in check["message"]

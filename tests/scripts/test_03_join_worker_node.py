@@ -6,8 +6,10 @@ leave the joining root empty. Kubernetes-level results stay skipped: needs real 
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import shutil
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +26,7 @@ from tests.fixtures.k3s_standin.testing import (
     standin_pid,
     stop_standin,
 )
+from tests.scripts.conftest import SCRIPTS, phase_runner
 
 VERSION = "v1.28.3+k3s2"
 VIP = "127.0.0.100"
@@ -94,6 +97,37 @@ def cluster(run_phase: Callable[..., Any], tmp_path: Path) -> Iterator[Cluster]:
     finally:
         for root in made.roots:
             stop_standin(root)
+
+
+@pytest.fixture(scope="module")
+def first_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One first server for the module's tests that are refused before any request reaches it."""
+    tmp = tmp_path_factory.mktemp("first-server")
+    bundle, root, release = tmp / "bundle", tmp / "root", tmp / "release"
+    shutil.copytree(SCRIPTS, bundle)
+    root.mkdir()
+    make_release(release, VERSION)
+    made = Cluster(phase_runner(bundle, root), tmp, release)
+    try:
+        yield made
+    finally:
+        for each in made.roots:
+            stop_standin(each)
+
+
+@pytest.fixture
+def refusing_cluster(first_server: Cluster, run_phase: Callable[..., Any], tmp_path: Path) -> Iterator[Cluster]:
+    """The shared first server seen from this test: its own bundle, roots and token files; the server's
+    join log must not grow (a refused join sends no request to it)."""
+    view = copy.copy(first_server)
+    view.run_phase, view.tmp, view.roots = run_phase, tmp_path, []
+    before = first_server.joins()
+    try:
+        yield view
+    finally:
+        for each in view.roots:
+            stop_standin(each)
+    assert first_server.joins() == before, "a refused join reached the first server"
 
 
 def test_agent_joins_through_the_vip_and_the_server_records_it(cluster: Cluster) -> None:
@@ -238,7 +272,8 @@ def test_wrong_secret_is_refused_with_k3s_message(cluster: Cluster) -> None:
     ("K10{hash}::" + BOOTSTRAP, "agent-only bootstrap token"),
     ("K10{hash}::node:{secret}", "a token for user 'node' is an agent token; it cannot join a server"),
 ])
-def test_agent_token_cannot_join_a_server(cluster: Cluster, token: str, reason: str) -> None:
+def test_agent_token_cannot_join_a_server(refusing_cluster: Cluster, token: str, reason: str) -> None:
+    cluster = refusing_cluster
     server = cluster.root("server2")
     ca_hash, secret = cluster.token[3:].split("::server:")
     result = cluster.join(server, "--role", "server", "--server-url", cluster.url,
@@ -250,7 +285,8 @@ def test_agent_token_cannot_join_a_server(cluster: Cluster, token: str, reason: 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.100:6443", "https://127.0.0.100", "https://127.0.0.100:99999",
                                  "127.0.0.100:6443", "https://127.0.0.100:6443/api", "https://:6443"])
-def test_server_url_that_is_not_https_host_port_is_bad_input(cluster: Cluster, url: str) -> None:
+def test_server_url_that_is_not_https_host_port_is_bad_input(refusing_cluster: Cluster, url: str) -> None:
+    cluster = refusing_cluster
     agent = cluster.root("agent")
     result = cluster.join(agent, "--server-url", url, "--token-file", str(cluster.token_file(cluster.token)))
     assert result.returncode == 2
@@ -258,7 +294,8 @@ def test_server_url_that_is_not_https_host_port_is_bad_input(cluster: Cluster, u
     assert tree(agent) == []
 
 
-def test_unreachable_server_is_retried_a_bounded_number_of_times(cluster: Cluster) -> None:
+def test_unreachable_server_is_retried_a_bounded_number_of_times(refusing_cluster: Cluster) -> None:
+    cluster = refusing_cluster
     agent = cluster.root("agent")
     dead = free_port()
     started = time.monotonic()
@@ -286,7 +323,8 @@ def test_token_on_the_command_line_is_warned_about_and_works(cluster: Cluster) -
     ("bare", "carries no cluster CA hash"),
     ("none", "no join token"),
 ])
-def test_bad_token_input_exits_2(cluster: Cluster, setup: str, message: str) -> None:
+def test_bad_token_input_exits_2(refusing_cluster: Cluster, setup: str, message: str) -> None:
+    cluster = refusing_cluster
     agent = cluster.root("agent")
     args = ["--server-url", cluster.url]
     env: dict[str, str] = {}

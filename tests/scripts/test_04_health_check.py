@@ -210,7 +210,7 @@ def fake_real_k3s(sandbox_root: Path, tmp_path: Path, tls_api: Callable[[int], i
         (sandbox_root / path).chmod(0o600)
     node_ip = f"127.{os.getpid() % 250 + 1}.{port % 250 + 1}.{port // 250 % 250 + 1}"
     ingress = http.server.HTTPServer((node_ip, 80), _Healthz)
-    threading.Thread(target=ingress.serve_forever, daemon=True).start()
+    threading.Thread(target=ingress.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     scenario = tmp_path / "scenario"
     scenario.write_text("healthy")
     try:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import kubernetes_validate
 import pytest
 import yaml
+from kubernetes_validate import utils as kv_utils
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
 from gldeploy import backend, settings
@@ -50,6 +52,18 @@ def objects(tmp_path: Path) -> Any:
     def render(s: settings.Settings, **kwargs: str) -> list[dict[str, Any]]:
         return list(backend.iter_objects(helm_template(s, tmp_path, **kwargs)))
     return render
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _schemas_read_once() -> Iterator[None]:
+    """kubernetes_validate reads and decodes its JSON schema files on every call (the _definitions file
+    of a version is several MB): the same files, read once per module. Validation itself is unchanged."""
+    original = kv_utils.schema_contents
+    kv_utils.schema_contents = functools.lru_cache(maxsize=None)(original)
+    try:
+        yield
+    finally:
+        kv_utils.schema_contents = original
 
 
 def strict_validate(doc: dict[str, Any], minor: str) -> None:

@@ -5,17 +5,51 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable, NamedTuple
+
+import pytest
+from invoke import Program
 
 from gldeploy import paths, sequences
 from gldeploy.site import ca
+from tests.unit.test_tasks import _namespace
 
 REPO = Path(__file__).resolve().parents[2]
+NS = _namespace()
 
 
-def invoke(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+class Ran(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """The `invoke` command as an operator runs it (a new Python process): kept for one end-to-end test."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("GL_")}, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "invoke", "-r", str(REPO), *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=120, check=False)
+
+
+@pytest.fixture
+def invoke(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Ran]:
+    """The same tasks run in-process (tasks.py's namespace, invoke's Program): exit code and output."""
+    for name in list(os.environ):
+        if name.startswith("GL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(REPO)
+
+    def run(*args: str) -> Ran:
+        code = 0
+        capsys.readouterr()
+        try:
+            Program(namespace=NS, name="gldeploy", binary="invoke").run(["invoke", *args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
+
+    return run
 
 
 def write_env(tmp_path: Path, *lines: str) -> Path:
@@ -24,18 +58,18 @@ def write_env(tmp_path: Path, *lines: str) -> Path:
     return env
 
 
-def test_ca_init_twice_then_the_checks_pass(tmp_path: Path) -> None:
+def test_ca_init_twice_then_the_checks_pass(tmp_path: Path, invoke: Callable[..., Ran]) -> None:
     env = write_env(tmp_path, "BASTION_IP=192.168.56.5", f"SITE_CA_DIR={tmp_path / 'ca'}")
-    first = invoke("ca.init", "--env", str(env))
+    first = invoke_cli("ca.init", "--env", str(env))  # the command an operator types, end to end
     assert first.returncode == 0, first.stderr
     assert "ca.init: created" in first.stdout
-    second = invoke("ca.init", "--env", str(env))
+    second = invoke("ca.init", "--env", str(env))  # the same task in-process
     assert "ca.init: unchanged" in second.stdout
     names = ca.Names.of(["registry.gov.local", "192.168.56.5"])
     assert ca.problems(tmp_path / "ca/registry.crt", tmp_path / "ca/ca.crt", names) == []
 
 
-def test_site_deploy_dry_run_lists_the_bastion_then_the_nodes(tmp_path: Path) -> None:
+def test_site_deploy_dry_run_lists_the_bastion_then_the_nodes(tmp_path: Path, invoke: Callable[..., Ran]) -> None:
     invoke("ca.init", "--env", str(write_env(tmp_path, "BASTION_IP=192.168.56.5", f"SITE_CA_DIR={tmp_path / 'ca'}")))
     env = write_env(tmp_path, "BASTION_IP=192.168.56.5", f"SITE_CA_DIR={tmp_path / 'ca'}",
                     "WORKER_IPS=192.168.56.21")
@@ -49,7 +83,7 @@ def test_site_deploy_dry_run_lists_the_bastion_then_the_nodes(tmp_path: Path) ->
     assert "checklist.sh --json --role node --address 192.168.56.21" in check.stdout
 
 
-def test_site_tasks_refuse_bad_input_with_exit_2(tmp_path: Path) -> None:
+def test_site_tasks_refuse_bad_input_with_exit_2(tmp_path: Path, invoke: Callable[..., Ran]) -> None:
     done = invoke("site.deploy", "--env", str(write_env(tmp_path)), "--dry-run")
     assert done.returncode == 2 and "BASTION_IP is empty" in done.stderr
     done = invoke("site.deploy", "--env", str(write_env(tmp_path, "BASTION_IP=192.168.56.5",
