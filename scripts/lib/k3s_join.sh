@@ -152,22 +152,45 @@ _k3s_join_curl_auth() {  # curl config lines on stdout: the credentials stay off
   if [[ -z "${K3S_JOIN_USER}" ]]; then printf 'header = "%s"\n' "${creds}"; else printf 'user = "%s"\n' "${creds}"; fi
 }
 
+# the handshake's three requests; each writes curl's stderr to DIR/err
+_k3s_join_get_cacerts() {  # DIR: the CA bundle the server serves, unverified (-k), into DIR/cacerts
+  curl -fsS -k --connect-timeout 5 --max-time 15 -o "$1/cacerts" "${K3S_JOIN_URL}/cacerts" 2>"$1/err"
+}
+_k3s_join_verify_cacerts() {  # DIR: the same URL again, now verified against that CA
+  curl -fsS --cacert "$1/cacerts" --connect-timeout 5 --max-time 15 -o /dev/null "${K3S_JOIN_URL}/cacerts" 2>"$1/err"
+}
+_k3s_join_authenticate() {  # DIR PATH: PATH with the token's credentials (on stdin, never argv); status in DIR/code
+  _k3s_join_curl_auth | curl -sS -K - --cacert "$1/cacerts" --connect-timeout 5 --max-time 30 \
+    -H "k3s-Node-Name: $(gl_hostname)" -o /dev/null -w '%{http_code}' "${K3S_JOIN_URL}$2" >"$1/code" 2>"$1/err" || return
+  case "$(<"$1/code")" in 5??|000) echo "HTTP $(<"$1/code") (server not ready)" >"$1/err"; return 75 ;; esac
+}
+
+# _k3s_join_retry DIR WHAT CMD...: CMD up to K3S_JOIN_ATTEMPTS times, K3S_JOIN_DELAY apart, while it fails
+# the way a server that is (re)starting behind the VIP fails: connection refused or reset mid-handshake
+# (curl 7, 35, 52, 56, ...), a timeout, a 5xx. A certificate that does not verify (curl 51, 60) is an
+# answer, not a transient failure: no retry. 0 on success; else 1 with DIR/err holding the last error.
+_k3s_join_retry() {
+  local dir="$1" what="$2" attempt rc
+  shift 2
+  for (( attempt = 1; ; attempt++ )); do
+    rc=0
+    "$@" || rc=$?
+    (( rc != 0 )) || return 0
+    case "${rc}" in 51|60) return 1 ;; esac
+    (( attempt < K3S_JOIN_ATTEMPTS )) || return 1
+    info "join: ${what}: $(tr '\n' ' ' <"${dir}/err")(attempt ${attempt}/${K3S_JOIN_ATTEMPTS}; retrying in ${K3S_JOIN_DELAY}s)"
+    sleep "${K3S_JOIN_DELAY}"
+  done
+}
+
 # k3s_join_handshake ROLE: 0 when the server at K3S_JOIN_URL is the token's cluster and accepts the
 # token's secret; else K3S_JOIN_ERROR / K3S_JOIN_FIX. Reads only; nothing on this host changes.
 k3s_join_handshake() {
-  local role="$1" dir attempt err="" got code path
+  local role="$1" dir got code path
   local addr="${K3S_JOIN_URL#https://}"
   gl_tmpdir dir
-  for (( attempt = 1; attempt <= K3S_JOIN_ATTEMPTS; attempt++ )); do
-    if curl -fsS -k --connect-timeout 5 --max-time 15 -o "${dir}/cacerts" "${K3S_JOIN_URL}/cacerts" 2>"${dir}/err"; then err=""; break; fi
-    err=$(tr '\n' ' ' <"${dir}/err")
-    if (( attempt < K3S_JOIN_ATTEMPTS )); then
-      info "join: ${K3S_JOIN_URL}/cacerts: ${err}(attempt ${attempt}/${K3S_JOIN_ATTEMPTS}; retrying in ${K3S_JOIN_DELAY}s)"
-      sleep "${K3S_JOIN_DELAY}"
-    fi
-  done
-  if [[ -n "${err}" ]]; then
-    K3S_JOIN_ERROR="the server to join at ${addr} did not answer ${K3S_JOIN_URL}/cacerts after ${K3S_JOIN_ATTEMPTS} attempts (last: ${err% })"
+  if ! _k3s_join_retry "${dir}" "${K3S_JOIN_URL}/cacerts" _k3s_join_get_cacerts "${dir}"; then
+    K3S_JOIN_ERROR="the server to join at ${addr} did not answer ${K3S_JOIN_URL}/cacerts after ${K3S_JOIN_ATTEMPTS} attempts (last: $(tr '\n' ' ' <"${dir}/err" | sed 's/ *$//'))"
     K3S_JOIN_FIX="check that the first server runs (02_init_control_plane.sh) and that ${addr} (API VIP / load balancer) is reachable from this host on port ${addr##*:}"
     return 1
   fi
@@ -177,18 +200,18 @@ k3s_join_handshake() {
     K3S_JOIN_FIX="pass ${K3S_SERVER_TOKEN_HINT} of this cluster, or point --server-url at its API VIP"
     return 1
   fi
-  if ! curl -fsS --cacert "${dir}/cacerts" --connect-timeout 5 --max-time 15 -o /dev/null "${K3S_JOIN_URL}/cacerts" 2>"${dir}/err"; then
+  if ! _k3s_join_retry "${dir}" "${K3S_JOIN_URL}/cacerts (verified)" _k3s_join_verify_cacerts "${dir}"; then
     K3S_JOIN_ERROR="CA cert validation failed: the certificate ${addr} presents is not signed by the CA it serves or does not name ${addr%:*}: $(tr '\n' ' ' <"${dir}/err")"
     K3S_JOIN_FIX="add ${addr%:*} to the servers' tls-san (02 adds API_VIP and CONTROL_PLANE_IPS) and run 02 on the servers again"
     return 1
   fi
   path=$([[ "${role}" == server ]] && echo /v1-k3s/server-bootstrap || echo /v1-k3s/config)
-  if ! code=$(_k3s_join_curl_auth | curl -sS -K - --cacert "${dir}/cacerts" --connect-timeout 5 --max-time 30 \
-      -H "k3s-Node-Name: $(gl_hostname)" -o /dev/null -w '%{http_code}' "${K3S_JOIN_URL}${path}" 2>"${dir}/err"); then
+  if ! _k3s_join_retry "${dir}" "${K3S_JOIN_URL}${path}" _k3s_join_authenticate "${dir}" "${path}"; then
     K3S_JOIN_ERROR="${K3S_JOIN_URL}${path}: $(tr '\n' ' ' <"${dir}/err")"
     K3S_JOIN_FIX="check that ${addr} is reachable and run the phase again"
     return 1
   fi
+  code=$(<"${dir}/code")
   case "${code}" in
     200) return 0 ;;
     401) K3S_JOIN_ERROR="${K3S_JOIN_URL}${path}: 401 Unauthorized: the cluster refused the token's secret (${K3S_JOIN_TOKEN_SOURCE}); the server logs 'Failed to authenticate request from <this host>: invalid username/password combination'" ;;

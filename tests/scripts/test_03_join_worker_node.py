@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import shutil
 import stat
 import time
@@ -306,6 +307,49 @@ def test_unreachable_server_is_retried_a_bounded_number_of_times(refusing_cluste
     message = result.check("k3s join")["message"]
     assert f"the server to join at 127.0.0.1:{dead} did not answer" in message and "after 5 attempts" in message
     assert result.stderr.count("retrying in 2s") == 4
+    assert tree(agent) == []
+
+
+CURL_SHIM = """#!/bin/bash
+# fails the verified /cacerts request (--cacert, no -K) with exit $CODE, $TIMES times; else the real curl
+state={state}
+if [[ " $* " == *" --cacert "* && " $* " != *" -K "* ]] && (( $(cat "$state" 2>/dev/null || echo 0) < {times} )); then
+  echo $(( $(cat "$state" 2>/dev/null || echo 0) + 1 )) >"$state"
+  echo "curl: ({code}) {message}" >&2
+  exit {code}
+fi
+exec {curl} "$@"
+"""
+
+
+def curl_shim(tmp: Path, code: int, message: str, times: int) -> dict[str, str]:
+    shim = tmp / "curl-shim"
+    shim.mkdir()
+    (shim / "curl").write_text(CURL_SHIM.format(state=tmp / "curl-state", times=times, code=code, message=message,
+                                                curl=shutil.which("curl")))
+    (shim / "curl").chmod(0o755)
+    return {"PATH": f"{shim}:{os.environ['PATH']}"}
+
+
+def test_a_connection_reset_mid_handshake_is_retried(cluster: Cluster) -> None:
+    """A server restarting behind the VIP resets the TLS handshake (curl 35, seen in the cluster lab):
+    a transient failure, retried within the bound, not a certificate verdict."""
+    agent = cluster.root("agent")
+    env = curl_shim(cluster.tmp, 35, "OpenSSL SSL_connect: SSL_ERROR_SYSCALL in connection", times=2)
+    result = cluster.join(agent, "--json", "--server-url", cluster.url, "--token-file",
+                          str(cluster.token_file(cluster.token)), env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("SSL_ERROR_SYSCALL") == 2 and "(attempt 2/5; retrying in 2s)" in result.stderr
+
+
+def test_a_certificate_that_does_not_verify_is_not_retried(cluster: Cluster) -> None:
+    agent = cluster.root("agent")
+    env = curl_shim(cluster.tmp, 60, "SSL certificate problem: unable to get local issuer certificate", times=99)
+    result = cluster.join(agent, "--json", "--server-url", cluster.url, "--token-file",
+                          str(cluster.token_file(cluster.token)), env=env)
+    assert result.returncode == 1
+    assert "CA cert validation failed" in result.check("k3s join")["message"]
+    assert "retrying" not in result.stderr and (cluster.tmp / "curl-state").read_text().strip() == "1"
     assert tree(agent) == []
 
 
