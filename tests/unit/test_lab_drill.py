@@ -113,3 +113,47 @@ def test_remote_drill_scripts_take_values_as_arguments() -> None:
         assert "{" not in script.replace("${", "").replace("{print", "")  # no Python formatting into code
     subprocess.run(["bash", "-n", "-c", drill.AGENT_PROBE], check=True)
     subprocess.run(["bash", "-n", "-c", drill.RESTORE], check=True)
+
+
+def _bare_drill() -> drill.Drill:
+    from types import SimpleNamespace
+    d = drill.Drill.__new__(drill.Drill)
+    d.lab = SimpleNamespace(agents=[], name="cluster")  # type: ignore[assignment]
+    d.servers, d.down, d.result = [], None, drill.DrillResult()
+    d.ssh_config, d.interface = Path("/dev/null"), "eth1"
+    d.probe = SimpleNamespace(address="192.168.56.100")  # type: ignore[assignment]
+    return d
+
+
+def test_a_failed_trial_is_the_error_reported_not_the_clean_up_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lab once reported 'ssh ... No route to host' from the clean-up instead of the trial's error."""
+    d = _bare_drill()
+    calls: list[str] = []
+
+    def hold(servers: list[nodes.Node], script: str) -> None:
+        calls.append(script)
+        if script == drill.RELEASE_HAPROXY:
+            raise drill.DeployError("ssh 192.168.56.12 sudo failed (exit 255): No route to host")
+
+    def trial(kind: str) -> None:
+        raise drill.DeployError("the trial's own failure")
+
+    monkeypatch.setattr(d, "hold_haproxy", hold)
+    monkeypatch.setattr(d, "trial", trial)
+    monkeypatch.setattr(d, "track_timeouts", lambda: {})
+    with pytest.raises(drill.DeployError, match="the trial's own failure"):
+        d.run(1)
+    assert calls == [drill.HOLD_HAPROXY, drill.RELEASE_HAPROXY]
+
+
+def test_two_masters_right_after_a_failover_settle_to_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = (nodes.Node("server1", "server", 1, 1024, "192.168.56.11"),
+            nodes.Node("server2", "server", 1, 1024, "192.168.56.12"))
+    seen = iter([[a, b], [a, b], [b]])
+    monkeypatch.setattr(drill, "holders", lambda *args: next(seen))
+    monkeypatch.setattr(drill.time, "sleep", lambda s: None)
+    assert _bare_drill().settled_holder([a, b]) == b
+    stuck = iter([[a, b]] * 1000)
+    monkeypatch.setattr(drill, "holders", lambda *args: next(stuck))
+    with pytest.raises(drill.DeployError, match="2 node\\(s\\) hold the API VIP"):
+        _bare_drill().settled_holder([a, b], timeout=0.01)
