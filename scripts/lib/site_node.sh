@@ -6,8 +6,21 @@
 # Every step compares before it writes; a second run changes nothing.
 # shellcheck disable=SC2034  # GL_CHANGED is read by lib/checks.sh
 
+# site_unit_diagnostics UNIT: its status and last journal lines on stderr (why it does not answer)
+site_unit_diagnostics() {
+  gl_has_systemd || return 0
+  warn "systemctl status $1:"
+  systemctl status --no-pager -l -n 0 "$1" >&2 2>&1 || true
+  warn "journalctl -u $1 (last 40 lines):"
+  journalctl -u "$1" -n 40 --no-pager -q >&2 2>&1 || true
+}
+
 site_reload() {  # UNIT: restart a service when systemd runs it (not in the GL_ROOT sandbox)
-  if gl_has_systemd; then systemctl restart "$1" || fatal "systemctl restart $1 failed; see journalctl -u $1"; fi
+  gl_has_systemd || return 0
+  if ! systemctl restart "$1"; then
+    site_unit_diagnostics "$1"
+    fatal "systemctl restart $1 failed; its status and journal are above"
+  fi
 }
 
 # the site CA into the OS trust store (Debian: /usr/local/share/ca-certificates +
