@@ -19,24 +19,6 @@ site_install_if_changed() {
   info "wrote $2"
 }
 
-site_install_packages() {  # .deb files of site/packages, installed offline (apt-get, no download)
-  local dir debs=() deb pkg missing=()
-  dir="$(site_file packages)"
-  for deb in "${dir}"/*.deb; do [[ -f "${deb}" ]] && debs+=("${deb}"); done
-  if ((${#debs[@]} == 0)); then info "no site/packages: using the packages already installed"; return 0; fi
-  for deb in "${debs[@]}"; do
-    pkg=$(dpkg-deb -f "${deb}" Package)
-    dpkg-query -W -f '${Status}' "${pkg}" 2>/dev/null | grep -q 'install ok installed' || missing+=("${deb}")
-  done
-  if ((${#missing[@]} == 0)); then info "OS packages: all ${#debs[@]} already installed"; return 0; fi
-  info "installing ${#missing[@]} package(s) from the bundle (no network)"
-  # no --no-download: apt 2.6 (Debian 12) then refuses local .deb paths ("Pathname to install is not
-  # absolute"); with the source lists emptied there is nothing it could download anyway
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -o Dir::Etc::sourcelist=/dev/null \
-    -o Dir::Etc::sourceparts=/dev/null "${missing[@]}" >&2 || fatal "apt-get could not install the bundle's packages; a dependency is missing from SITE_PACKAGES_DIR (apt-get download it too)"
-  GL_CHANGED=true
-}
-
 # the account the registry runs as: its unit's User= (the Debian package: docker-registry), root when
 # the unit sets none. Read from systemd when it runs, else from the installed unit file (GL_ROOT tests).
 site_registry_user() {

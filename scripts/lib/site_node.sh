@@ -23,6 +23,27 @@ site_reload() {  # UNIT: restart a service when systemd runs it (not in the GL_R
   fi
 }
 
+# the .deb files of site/packages (this role's, staged by gldeploy/site/stage.py), installed offline
+# (apt-get with no source at all); only the packages not yet installed; records the packages check
+site_install_packages() {
+  local dir debs=() deb pkg missing=()
+  dir="$(site_file packages)"
+  for deb in "${dir}"/*.deb; do [[ -f "${deb}" ]] && debs+=("${deb}"); done
+  if ((${#debs[@]} == 0)); then gl_check_skip packages "no site/packages in this bundle: using the packages already installed"; return 0; fi
+  for deb in "${debs[@]}"; do
+    pkg=$(dpkg-deb -f "${deb}" Package)
+    [[ "$(dpkg-query -W -f '${Status}' "${pkg}" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("${deb}")
+  done
+  if ((${#missing[@]} == 0)); then gl_check_pass packages "all ${#debs[@]} package(s) of site/packages already installed"; return 0; fi
+  info "installing ${#missing[@]} package(s) from the bundle (no network)"
+  # no --no-download: apt 2.6 (Debian 12) then refuses local .deb paths ("Pathname to install is not
+  # absolute"); with the source lists emptied there is nothing it could download anyway
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -o Dir::Etc::sourcelist=/dev/null \
+    -o Dir::Etc::sourceparts=/dev/null "${missing[@]}" >&2 || fatal "apt-get could not install the bundle's packages; a dependency is missing from SITE_PACKAGES_DIR (apt-get download it too)"
+  GL_CHANGED=true
+  gl_check_pass packages "installed ${#missing[@]} of ${#debs[@]} package(s) from site/packages (offline)"
+}
+
 # the site CA into the OS trust store (Debian: /usr/local/share/ca-certificates +
 # update-ca-certificates; RHEL: /etc/pki/ca-trust/source/anchors + update-ca-trust)
 site_trust_ca() {

@@ -64,3 +64,53 @@ def test_hosts_mode_writes_the_site_names_once(tmp_path: Path) -> None:
     text = (root / "etc/hosts").read_text()
     assert text.count("registry.gov.local") == 1 and "192.168.56.10\tk3s-api.gov.local # gl-site" in text
     assert text.startswith("127.0.0.1 localhost\n")
+
+
+def _deb(dest: Path, package: str) -> Path:
+    """A real (tiny) .deb of PACKAGE, as apt-get download would give."""
+    src = dest.parent / f"{package}-src"
+    (src / "DEBIAN").mkdir(parents=True)
+    (src / "DEBIAN/control").write_text(f"Package: {package}\nVersion: 1.0\nArchitecture: all\n"
+                                        f"Maintainer: t <t@t>\nDescription: test\n")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(src), str(dest)], check=True,
+                   capture_output=True)
+    return dest
+
+
+def test_node_installs_its_packages_from_the_bundle_once(tmp_path: Path) -> None:
+    """The node's site phase installs site/packages (its chrony client) offline, before configuring
+    chrony; once installed, a second run leaves them (apt-get and dpkg-query are stand-ins here: the
+    test machine's packages are never touched)."""
+    packages = tmp_path / "packages"
+    _deb(packages / "node/gl-test-chrony_1.0_all.deb", "gl-test-chrony")
+    _deb(packages / "bastion/gl-test-registry_1.0_all.deb", "gl-test-registry")
+    bundle = _bundle(tmp_path, f"SITE_PACKAGES_DIR={packages}")
+    assert sorted(p.name for p in (bundle / "site/packages").iterdir()) == ["gl-test-chrony_1.0_all.deb"]
+    bin_dir, log, installed = tmp_path / "bin", tmp_path / "apt.log", tmp_path / "installed"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(f'#!/bin/bash\nprintf "%s\\n" "$*" >>{log}\n'
+                                     f'for a in "$@"; do [[ $a == *.deb ]] && dpkg-deb -f "$a" Package >>{installed}; done\n'
+                                     "exit 0\n")
+    (bin_dir / "dpkg-query").write_text(f'#!/bin/bash\ngrep -qx "${{@: -1}}" {installed} 2>/dev/null '
+                                        '&& printf "install ok installed"\nexit 0\n')
+    for f in ("apt-get", "dpkg-query"):
+        (bin_dir / f).chmod(0o755)
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n")
+    env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "GL_ROOT": str(root)}
+
+    def run() -> dict[str, object]:
+        done = subprocess.run(["bash", str(bundle / "03_site_node.sh"), "--json"], capture_output=True, text=True,
+                              env=env, timeout=60, check=False)
+        return {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+
+    first = run()
+    assert first["packages"]["status"] == "pass" and "installed 1 of 1" in first["packages"]["message"]
+    calls = log.read_text().splitlines()
+    assert len(calls) == 1 and "Dir::Etc::sourcelist=/dev/null" in calls[0]
+    assert calls[0].endswith(f"{bundle}/site/packages/gl-test-chrony_1.0_all.deb")
+    second = run()
+    assert "already installed" in second["packages"]["message"]
+    assert len(log.read_text().splitlines()) == 1, "a second run installs nothing"
