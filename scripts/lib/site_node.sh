@@ -111,6 +111,25 @@ site_names() {
   fi
 }
 
+# this host must resolve every site name to its site address: containerd pulls with the host's
+# resolver (k3s' resolv-conf only serves the pods). Checked with getent after site_names.
+site_host_resolves() {
+  local addr name got bad=() n=0
+  [[ -s "$(site_file site.hosts)" ]] || { gl_check_skip host-resolver "no site names (site/site.hosts is empty)"; return 0; }
+  while IFS=$'\t' read -r addr name; do
+    [[ -n "${name}" ]] || continue
+    n=$((n + 1))
+    got=$(getent ahostsv4 "${name}" 2>/dev/null | awk 'NR == 1 { print $1 }') || got=""
+    [[ "${got}" == "${addr}" ]] || bad+=("${name} -> ${got:-nothing} (want ${addr})")
+  done <"$(site_file site.hosts)"
+  if ((${#bad[@]} == 0)); then gl_check_pass host-resolver "this host resolves the ${n} site name(s)"; return 0; fi
+  if [[ "${SITE_DNS}" == hosts ]]; then
+    gl_check_fail host-resolver "this host resolves wrongly: ${bad[*]}" "check /etc/nsswitch.conf has 'hosts: files' first and /etc/hosts carries the gl-site lines (run this phase again)"
+  else
+    gl_check_fail host-resolver "this host resolves wrongly: ${bad[*]}" "make the site DNS this host's resolver: nameserver ${BASTION_IP} in /etc/resolv.conf (or its DHCP/network configuration); or set SITE_DNS=hosts"
+  fi
+}
+
 # k3s' air-gap needs: a default route must exist (k3s picks its node address from it)
 site_default_route() {
   if ip -4 route show default 2>/dev/null | grep -q .; then gl_check_pass default-route "a default route exists"
