@@ -71,6 +71,13 @@ def lab_faults(session: nox.Session) -> None:
 
 
 @nox.session(python=False, default=False, tags=["lab"])
+def lab_day2(session: nox.Session) -> None:
+    """Day-2 VM lab on the single node: host snapshot, deploy, doctor + fault drill, backup/restore
+    (bad backups refused), uninstall, and a snapshot diff against the host before the install."""
+    _lab(session, "day2")
+
+
+@nox.session(python=False, default=False, tags=["lab"])
 def lab_airgap(session: nox.Session) -> None:
     """Air-gap VM lab: bastion + node on a network without route, NAT or host address; bundle built on
     the host, copied in, verified, bastion then node installed from it; testinfra; per-step times."""

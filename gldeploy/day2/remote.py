@@ -34,7 +34,8 @@ def run_tool(settings: Settings, tool: str, hosts: Sequence[tuple[str, Role]],
              after: Callable[[Transport, str, results.PhaseResult], None] | None = None) -> list[results.PhaseResult]:
     """Ship the tools (bundle without k3s artifacts) to each host in order, run `tool`, report.
 
-    stop_on_failure: the hosts after a failed one are not touched (rolling operations)."""
+    stop_on_failure: the hosts after a failed one are not touched (rolling operations); they are
+    reported "not run" with the reason, so a cluster left at mixed versions says why."""
     dest = tool_dir(settings)
     outcome: list[results.PhaseResult] = []
     with tempfile.TemporaryDirectory(prefix="gl-day2-") as tmp:
@@ -57,5 +58,13 @@ def run_tool(settings: Settings, tool: str, hosts: Sequence[tuple[str, Role]],
                 conn.close()
             outcome.append(result)
             if stop_on_failure and result.status == "fail":
+                outcome += _not_run(tool, host, hosts[len(outcome):])
                 break
     return outcome
+
+
+def _not_run(tool: str, failed: str, rest: Sequence[tuple[str, Role]]) -> list[results.PhaseResult]:
+    """The hosts a rolling operation did not reach, listed so mixed versions are never unexplained."""
+    why = (f"not run: {tool} on {failed} failed, so this host was left as it was (its previous version); "
+           f"fix {failed}, then run {tool} again (hosts already done say 'already at')")
+    return [results.PhaseResult(tool, h, r, "not run", None, 0.0, message=why) for h, r in rest]

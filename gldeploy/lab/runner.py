@@ -15,7 +15,7 @@ from rich.console import Console
 from gldeploy import backend
 from gldeploy import settings as settings_lib
 from gldeploy.errors import DeployError
-from gldeploy.lab import airgap_steps, host, k3s_source, nodes, offline, site
+from gldeploy.lab import airgap_steps, day2_steps, host, k3s_source, nodes, offline, site
 from gldeploy.lab import box as boxlib
 from gldeploy.lab.children import term_as_interrupt
 from gldeploy.lab.ntp import SntpServer
@@ -197,7 +197,17 @@ AIRGAP_STEPS: tuple[Step, ...] = (
     ("vagrant up", step_vagrant_up), ("ssh ready", step_ssh_ready), ("air-gap routes", airgap_steps.step_routes),
     ("bundle copy + verify", airgap_steps.step_copy_verify), ("bastion install", airgap_steps.step_bastion),
     ("node install (offline scripts)", airgap_steps.step_node), ("testinfra (air-gap)", airgap_steps.step_testinfra))
-STEPS_OF: dict[str, tuple[Step, ...]] = {"airgap": AIRGAP_STEPS}
+# the day-2 lab (vagrant/labs/day2.yml, the single node): the single lab's bring-up and deploy; the host
+# snapshot is taken once the site is prepared (route/DNS/NTP, registry client) and before any phase runs
+DAY2_STEPS: tuple[Step, ...] = (
+    HOST_SETUP, ("k3s artifacts", step_k3s_artifacts), *BRING_UP[1:],
+    ("site route/DNS/NTP", step_site), ("lab registry + sample image", step_registry),
+    ("host snapshot (before)", day2_steps.step_snapshot_before),
+    ("deploy (1st)", step_deploy_1), ("deploy (2nd, idempotency)", step_deploy_2),
+    ("doctor (healthy)", day2_steps.step_doctor_healthy), ("doctor fault drill", day2_steps.step_fault_drill),
+    ("backup + restore", day2_steps.step_backup_restore), ("uninstall", day2_steps.step_uninstall),
+    ("host snapshot (after)", day2_steps.step_snapshot_after))
+STEPS_OF: dict[str, tuple[Step, ...]] = {"airgap": AIRGAP_STEPS, "day2": DAY2_STEPS}
 
 
 def cluster_steps() -> tuple[Step, ...]:

@@ -29,6 +29,7 @@ from ..settings import Settings
 from . import manifest as mf
 from . import packages as pkgs
 from . import sign, split
+from . import upgrade as up
 from .tarwrite import Source, TreeAndTar
 
 VERIFY_SH = paths.SCRIPTS_DIR / "bundle" / "verify.sh"
@@ -51,6 +52,8 @@ class BuildResult:
     bundle_bytes: int = 0
     changed: bool = True
     secrets: list[str] = field(default_factory=list)
+    relied_on: int = 0  # an upgrade bundle: files it leaves to the base bundle
+    relied_bytes: int = 0
 
 
 def bundle_name(settings: Settings) -> str:
@@ -184,9 +187,14 @@ def _place(stage: Path, out: Path, name: str, secrets: dict[str, Path]) -> None:
 
 def build(settings: Settings, out: Path, *, split_size: int = 0, sign_key: Path | None = None,
           sample_image: bool = False, version: str | None = None, cache_dir: Path | None = None,
-          os_status: Path | None = None) -> BuildResult:
-    """Build <out>/<name>/, its tar parts and <name>.PARTS.sha256; see the module docstring."""
-    name = bundle_name(settings)
+          os_status: Path | None = None, upgrade_from: Path | None = None, allow_downgrade: bool = False,
+          base_signers: Path | None = None) -> BuildResult:
+    """Build <out>/<name>/, its tar parts and <name>.PARTS.sha256; see the module docstring. With
+    upgrade_from (the previous bundle's directory or manifest.json): an upgrade bundle
+    <name>-upgrade holding only what changed (gldeploy/sitebundle/upgrade.py)."""
+    version = version or render.source_version()
+    base = up.load_base(upgrade_from, base_signers) if upgrade_from is not None else None
+    name = bundle_name(settings) + (up.SUFFIX if base else "")
     render.check_out_dir(out)
     if (out / name).exists() and not (out / name / mf.MANIFEST).is_file():
         raise ConfigError(f"--out {out}: {out / name} exists and is not a bundle (no {mf.MANIFEST}); "
@@ -195,12 +203,29 @@ def build(settings: Settings, out: Path, *, split_size: int = 0, sign_key: Path 
         sign.check_key(sign_key)
     if not VERIFY_SH.is_file():
         raise DeployError(f"{VERIFY_SH}: missing; is the checkout complete?")
-    version = version or render.source_version()
+    to_versions = up.to_versions(settings, version)
+    from_versions = up.check_compatible(base, settings, to_versions, allow_downgrade) if base else {}
     prefix = f"scripts/{settings.topology}"
     k3s, k3s_dir, k3s_where = k3s_sources(settings, f"{prefix}/{bundle.ARTIFACTS_K3S}", cache_dir)
     debs = package_sources(os_status, settings.k3s_arch, cache_dir)
+    created = out  # the topmost directory this build creates (removed again on a refusal)
+    while not created.parent.exists():
+        created = created.parent
+    created = created if not created.exists() else out / ".gl-none"
     out.mkdir(parents=True, exist_ok=True)
     old = (out / name / mf.MANIFEST).read_bytes() if (out / name / mf.MANIFEST).is_file() else None
+    try:
+        return _write(settings, out, name, version, prefix, k3s, k3s_dir, k3s_where, debs, sample_image,
+                      split_size, sign_key, old, base, (from_versions, to_versions))
+    except ConfigError:
+        shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _write(settings: Settings, out: Path, name: str, version: str, prefix: str, k3s: list[Source], k3s_dir: str,
+           k3s_where: str, debs: list[Source], sample_image: bool, split_size: int, sign_key: Path | None,
+           old: bytes | None, base: up.Base | None, versions: tuple[dict[str, str], dict[str, str]]) -> BuildResult:
+    """Render, select (an upgrade bundle), copy, check k3s, write the manifest, place the result."""
     with tempfile.TemporaryDirectory(prefix=".gl-bundle-", dir=out) as tmp:
         work, stage = Path(tmp) / "render", Path(tmp) / "stage"
         stage.mkdir()
@@ -210,18 +235,21 @@ def build(settings: Settings, out: Path, *, split_size: int = 0, sign_key: Path 
                          key=lambda s: s.rel)
         for s in sources:
             mf.check_path(s.rel, "bundle build")
+        chosen = up.select(sources, base) if base else up.Selection(sources, [])
         writer = TreeAndTar(stage / name, name, split.PartWriter(stage, name, split_size))
-        entries = [writer.copy(s) for s in sources]
-        k3s_digests = {Path(e.path).name: e.sha256 for e in entries if e.kind.startswith("k3s")}
+        writer.read_bytes += chosen.bytes_read
+        entries = [writer.copy(s) for s in chosen.carried]
+        k3s_digests = {Path(e.path).name: e.sha256 for e in (*entries, *chosen.relied) if e.kind.startswith("k3s")}
         writer.read_bytes += check_k3s(settings, Path(k3s_dir) / artifacts.sums_name(settings.k3s_arch),
                                        k3s_digests, k3s_where)
         pins = {"TOPOLOGY": settings.topology, "K3S_VERSION": settings.k3s_version, "K3S_ARCH": settings.k3s_arch,
                 "K3S_SHA256": settings.k3s_sha256, "BACKEND_VERSION": settings.backend_version,
-                "BACKEND_IMAGE": settings.backend_image}
+                "BACKEND_IMAGE": settings.backend_image, **up.pins(settings)}
+        upgrade = mf.Upgrade(base.sha256, versions[0], versions[1], tuple(chosen.relied)) if base else None
         manifest = mf.Manifest(arch=settings.k3s_arch, topology=settings.topology, tool=version, pins=pins,
                                files=tuple(entries),
                                secrets=tuple(mf.Secret(rel, _SECRET_KEYS[rel.removeprefix(prefix + "/")])
-                                             for rel in sorted(secrets)))
+                                             for rel in sorted(secrets)), upgrade=upgrade)
         text = mf.render(manifest).encode()
         digest = hashlib.sha256(text).hexdigest()
         writer.data(mf.MANIFEST, text)
@@ -234,4 +262,5 @@ def build(settings: Settings, out: Path, *, split_size: int = 0, sign_key: Path 
         _place(stage, out, name, secrets)
     return BuildResult(out / name, split.parts_file(out, name), parts, digest, fingerprint,
                        out / f"{name}.secrets" if secrets else None, writer.read_bytes,
-                       sum(e.size for e in entries), changed=old != text, secrets=sorted(secrets))
+                       sum(e.size for e in entries), changed=old != text, secrets=sorted(secrets),
+                       relied_on=len(chosen.relied), relied_bytes=sum(e.size for e in chosen.relied))

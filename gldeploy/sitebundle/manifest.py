@@ -56,6 +56,18 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class Upgrade:
+    """What makes a bundle an upgrade bundle (gldeploy/sitebundle/upgrade.py): the base bundle it
+    applies to (its manifest's sha256), the versions before and after, and the files of the new
+    bundle it does not carry because the base holds them with the same content (relies_on)."""
+
+    base_manifest_sha256: str
+    from_versions: dict[str, str]
+    to_versions: dict[str, str]
+    relies_on: tuple[Entry, ...]
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything manifest.json says."""
 
@@ -66,6 +78,7 @@ class Manifest:
     files: tuple[Entry, ...]
     secrets: tuple[Secret, ...] = ()
     format: str = FORMAT
+    upgrade: Upgrade | None = None
 
     def entry(self, path: str) -> Entry | None:
         return next((e for e in self.files if e.path == path), None)
@@ -75,19 +88,29 @@ def _line(obj: dict[str, Any]) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=True)
 
 
+def _rows(rows: list[dict[str, Any]]) -> str:
+    return "[\n" + ",\n".join(f"    {_line(r)}" for r in rows) + "\n  ]" if rows else "[]"
+
+
 def render(manifest: Manifest) -> str:
-    """The canonical text: top-level keys sorted, one entry per line, files sorted by path."""
+    """The canonical text: top-level keys sorted, one entry per line, files sorted by path. An upgrade
+    bundle adds relies_on (entries, one per line) and upgrade (one line)."""
     files = sorted(manifest.files, key=lambda e: e.path)
     secrets = sorted(manifest.secrets, key=lambda s: s.path)
     top: dict[str, str] = {
         "arch": json.dumps(manifest.arch),
-        "files": "[\n" + ",\n".join(f"    {_line(asdict(e))}" for e in files) + "\n  ]" if files else "[]",
+        "files": _rows([asdict(e) for e in files]),
         "format": json.dumps(manifest.format),
         "pins": _line(dict(sorted(manifest.pins.items()))),
-        "secrets": "[\n" + ",\n".join(f"    {_line(asdict(s))}" for s in secrets) + "\n  ]" if secrets else "[]",
+        "secrets": _rows([asdict(s) for s in secrets]),
         "tool": json.dumps(manifest.tool, ensure_ascii=True),
         "topology": json.dumps(manifest.topology),
     }
+    up = manifest.upgrade
+    if up is not None:
+        top["relies_on"] = _rows([asdict(e) for e in sorted(up.relies_on, key=lambda e: e.path)])
+        top["upgrade"] = _line({"base_manifest_sha256": up.base_manifest_sha256, "from": up.from_versions,
+                                "to": up.to_versions})
     return "{\n" + ",\n".join(f"  {json.dumps(k)}: {v}" for k, v in sorted(top.items())) + "\n}\n"
 
 
@@ -119,6 +142,27 @@ def _entry(obj: Any, where: str) -> Entry:
                  _str(obj, "version", where), _str(obj, "origin", where))
 
 
+def _versions(obj: Any, where: str) -> dict[str, str]:
+    if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
+        raise ManifestError(f"{where}: upgrade from/to must map names to version strings")
+    return {str(k): v for k, v in obj.items()}
+
+
+def _upgrade(obj: dict[str, Any], where: str) -> Upgrade | None:
+    """The upgrade section: both relies_on and upgrade, or neither (a full bundle)."""
+    if "upgrade" not in obj and "relies_on" not in obj:
+        return None
+    up, relies = obj.get("upgrade"), obj.get("relies_on")
+    if not isinstance(up, dict) or not isinstance(relies, list) or set(up) != {"base_manifest_sha256", "from", "to"}:
+        raise ManifestError(f"{where}: an upgrade bundle needs relies_on (a list) and upgrade "
+                            f"(base_manifest_sha256, from, to)")
+    base = _str(up, "base_manifest_sha256", where)
+    if not _HEX64.match(base):
+        raise ManifestError(f"{where}: upgrade.base_manifest_sha256 must be 64 lower-case hex digits")
+    return Upgrade(base, _versions(up["from"], where), _versions(up["to"], where),
+                   tuple(_entry(r, f"{where}: relies_on[{i}]") for i, r in enumerate(relies)))
+
+
 def parse(text: str, where: str = MANIFEST) -> Manifest:
     """Parse and check a manifest; its text must be exactly the canonical render of itself."""
     try:
@@ -137,12 +181,14 @@ def parse(text: str, where: str = MANIFEST) -> Manifest:
         if not isinstance(s, dict) or set(s) != {"path", "key"}:
             raise ManifestError(f"{where}: secrets[{i}] needs exactly path and key")
         secret_list.append(Secret(check_path(_str(s, "path", where), where), _str(s, "key", where)))
-    paths = [e.path for e in entries] + [s.path for s in secret_list]
+    upgrade = _upgrade(obj, where)
+    paths = [e.path for e in entries] + [s.path for s in secret_list] + \
+        [e.path for e in (upgrade.relies_on if upgrade else ())]
     if len(set(paths)) != len(paths):
         raise ManifestError(f"{where}: a path is listed twice")
     result = Manifest(arch=_str(obj, "arch", where), topology=_str(obj, "topology", where),
                       tool=_str(obj, "tool", where), pins={str(k): str(v) for k, v in pins.items()},
-                      files=entries, secrets=tuple(secret_list))
+                      files=entries, secrets=tuple(secret_list), upgrade=upgrade)
     if render(result) != text:
         raise ManifestError(f"{where}: not in canonical form (edited by hand?); rebuild the bundle")
     return result

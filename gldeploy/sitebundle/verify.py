@@ -3,7 +3,8 @@
 Order, as in verify.sh: the signature (when required or present), manifest.json's form, the
 architecture (--arch), SHA256SUMS against the manifest, the file set (no missing, no extra file;
 declared secrets may be present or absent), sizes, then the sha256 of every file, hashed in
-parallel (hashlib releases the GIL on big buffers). Exit 1 (DeployError) for a damaged or tampered
+parallel (hashlib releases the GIL on big buffers); for an upgrade bundle given --base, the files
+it relies on in the previous bundle (upgrade.check_base_files). Exit 1 (DeployError) for a damaged or tampered
 bundle, exit 2 (ConfigError) for bad options or a bundle for another architecture.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ class VerifyReport:
     bytes: int
     signature: sign.SignatureCheck
     manifest: mf.Manifest
+    base_files: int = 0  # an upgrade bundle verified with --base: the relied-on files checked there
 
 
 def _names(paths: list[str]) -> str:
@@ -75,8 +77,9 @@ def _check_sums(root: Path, manifest: mf.Manifest, manifest_sha: str) -> None:
 
 def verify_bundle(root: Path, *, arch: str = "", require_signature: bool = False,
                   allowed_signers: Path | None = None, identity: str | None = None,
-                  jobs: int | None = None) -> VerifyReport:
-    """Check everything the module docstring lists; raise on the first kind of fault, naming files."""
+                  jobs: int | None = None, base: Path | None = None) -> VerifyReport:
+    """Check everything the module docstring lists; raise on the first kind of fault, naming files.
+    base: for an upgrade bundle, the previous bundle directory holding the files it relies on."""
     if not root.is_dir():
         raise ConfigError(f"{root}: not a directory; give the unpacked bundle directory")
     manifest_path = root / mf.MANIFEST
@@ -114,4 +117,8 @@ def verify_bundle(root: Path, *, arch: str = "", require_signature: bool = False
     if wrong:
         raise DeployError(f"{root}: sha256 differs from {mf.MANIFEST} (damaged or tampered): "
                           f"{_names(wrong)}; {FIX_REBUILD}")
-    return VerifyReport(len(manifest.files), sum(e.size for e in manifest.files), signature, manifest)
+    base_files = 0
+    if base is not None:
+        from .upgrade import check_base_files  # upgrade imports this module
+        base_files = check_base_files(root, manifest, base)
+    return VerifyReport(len(manifest.files), sum(e.size for e in manifest.files), signature, manifest, base_files)

@@ -3,15 +3,18 @@
 # signature; tar for --unpack). Shipped inside every bundle; gldeploy/sitebundle/verify.py does the
 # same checks in the same order. Exit 0 verified, 1 damaged or tampered (install nothing), 2 bad
 # input (options, another architecture, no room to unpack): nothing was written.
+# An upgrade bundle (invoke bundle.build --upgrade-from OLD) is verified the same way; with --base
+# OLD_DIR the files it relies on (manifest.json relies_on) are checked in the previous bundle too.
 set -euo pipefail
 
 readonly NAMESPACE="gl-native-bundle"
 readonly FORMAT_LINE='  "format": "gl-native-bundle/1",'
 readonly FIX="copy the bundle again from the media (or rebuild it with invoke bundle.build); install nothing from it"
-USAGE="usage: verify.sh [--arch ARCH] [--require-signature] [--allowed-signers FILE] [--identity ID] [--jobs N] [DIR]
+USAGE="usage: verify.sh [--arch ARCH] [--require-signature] [--allowed-signers FILE] [--identity ID] [--jobs N] [--base OLD_DIR] [DIR]
        verify.sh --unpack NAME.PARTS.sha256 --to DEST [the options above]
 DIR defaults to the directory of this script. --unpack checks every part, the free space of DEST,
-extracts the bundle into DEST and verifies it."
+extracts the bundle into DEST and verifies it. --base (an upgrade bundle): the previous bundle's
+directory, which must hold every file the upgrade relies on with its sha256."
 
 info()  { printf 'verify.sh: %s\n' "$*" >&2; }
 fatal() { printf 'verify.sh: TAMPERED/DAMAGED: %s\n' "$*" >&2; exit 1; }
@@ -21,7 +24,7 @@ die_input() { printf 'verify.sh: BAD INPUT: %s\n' "$*" >&2; exit 2; }
 cleanup() { :; }
 trap cleanup EXIT
 
-DIR="" ARCH="" REQUIRE=0 ALLOWED="" IDENTITY="" JOBS="" PARTS="" DEST=""
+DIR="" ARCH="" REQUIRE=0 ALLOWED="" IDENTITY="" JOBS="" PARTS="" DEST="" BASE=""
 parse_args() {
   while (( $# )); do
     case "$1" in
@@ -32,6 +35,7 @@ parse_args() {
       --jobs) JOBS="${2:?--jobs needs a number}"; shift ;;
       --unpack) PARTS="${2:?--unpack needs the PARTS.sha256 file}"; shift ;;
       --to) DEST="${2:?--to needs a directory}"; shift ;;
+      --base) BASE="${2:?--base needs the previous bundle directory}"; shift ;;
       -h|--help) printf '%s\n' "${USAGE}"; exit 0 ;;
       -*) die_input "unknown option '$1'; ${USAGE}" ;;
       *) [[ -z "${DIR}" ]] || die_input "more than one DIR given; ${USAGE}"; DIR="$1" ;;
@@ -124,16 +128,22 @@ check_signature() {
 
 # --- manifest.json: one entry per line (canonical form written by the builder) ---
 PATHS=() SIZES=() SHAS=() SECRETS=() BUNDLE_ARCH=""
+RELY_PATHS=() RELY_SIZES=() RELY_SHAS=() UPGRADE_BASE="" UPGRADE_FROM="" UPGRADE_TO=""
 safe_path() {
   [[ "$1" =~ ^[A-Za-z0-9_+-][A-Za-z0-9._+/-]*$ && ! "$1" =~ (^|/)\.\.?(/|$) && "$1" != *//* && "$1" != */ ]]
 }
 read_manifest() {
-  local m="${DIR}/manifest.json" line path file_re secret_re
+  local m="${DIR}/manifest.json" line path file_re secret_re upgrade_re section=""
   file_re='^    \{"kind": "[a-z0-9-]+", "origin": .*, "path": "([^"]+)", "sha256": "([0-9a-f]{64})", "size": ([0-9]+), "version": .*\},?$'
   secret_re='^    \{"key": "[A-Z0-9_]+", "path": "([^"]+)"\},?$'
+  upgrade_re='^  "upgrade": \{"base_manifest_sha256": "([0-9a-f]{64})", "from": (\{[^}]*\}), "to": (\{[^}]*\})\}$'
   grep -qxF -- "${FORMAT_LINE}" "${m}" || fatal "${m}: not a gl-native-bundle/1 manifest (no format line); ${FIX}"
   while IFS= read -r line; do
-    if [[ "${line}" =~ ${file_re} ]]; then
+    if [[ "${line}" =~ ${file_re} && "${section}" == relies_on ]]; then
+      path="${BASH_REMATCH[1]}" RELY_SHAS+=("${BASH_REMATCH[2]}") RELY_SIZES+=("${BASH_REMATCH[3]}")
+      safe_path "${path}" || fatal "${m}: unsafe path '${path}'; ${FIX}"
+      RELY_PATHS+=("${path}")
+    elif [[ "${line}" =~ ${file_re} && "${section}" == files ]]; then
       path="${BASH_REMATCH[1]}" SHAS+=("${BASH_REMATCH[2]}") SIZES+=("${BASH_REMATCH[3]}")
       safe_path "${path}" || fatal "${m}: unsafe path '${path}'; ${FIX}"
       PATHS+=("${path}")
@@ -143,14 +153,20 @@ read_manifest() {
       SECRETS+=("${path}")
     elif [[ "${line}" =~ ^\ \ \"arch\":\ \"([a-z0-9]+)\",$ ]]; then
       BUNDLE_ARCH="${BASH_REMATCH[1]}"
-    elif [[ "${line}" =~ ^\ \ \"(files|secrets)\":\ \[(\])?,?$ || "${line}" =~ ^\ \ \],?$ ||
-            "${line}" =~ ^\ \ \"(format|pins|tool|topology)\":\ .*,?$ || "${line}" == "{" || "${line}" == "}" ]]; then
+    elif [[ "${line}" =~ ${upgrade_re} ]]; then
+      UPGRADE_BASE="${BASH_REMATCH[1]}" UPGRADE_FROM="${BASH_REMATCH[2]}" UPGRADE_TO="${BASH_REMATCH[3]}"
+    elif [[ "${line}" =~ ^\ \ \"(files|relies_on|secrets)\":\ \[(\])?,?$ ]]; then
+      section="${BASH_REMATCH[1]}"
+    elif [[ "${line}" =~ ^\ \ \],?$ ]]; then
+      section=""
+    elif [[ "${line}" =~ ^\ \ \"(format|pins|tool|topology)\":\ .*,?$ || "${line}" == "{" || "${line}" == "}" ]]; then
       continue
     else
       fatal "${m}: line '${line:0:80}' is not in the builder's form (edited by hand?); ${FIX}"
     fi
   done < "${m}"
   [[ -n "${BUNDLE_ARCH}" ]] || fatal "${m}: no arch; ${FIX}"
+  if [[ -z "${UPGRADE_BASE}" ]] && (( ${#RELY_PATHS[@]} )); then fatal "${m}: relies_on without an upgrade line; ${FIX}"; fi
 }
 
 names() { # first five of a newline list, then a count
@@ -205,6 +221,28 @@ check_hashes() { # biggest first, xargs -P over the hasher, compared with the ma
   [[ -z "${bad}" ]] || fatal "${DIR}: sha256 differs from manifest.json (damaged or tampered): $(names "${bad}"); ${FIX}"
 }
 
+# --- an upgrade bundle with --base: the relied-on files are in the previous bundle, unchanged ---
+check_base() {
+  local i bad="" missing=""
+  [[ -n "${UPGRADE_BASE}" ]] || die_input "--base ${BASE}: ${DIR} is a full bundle, not an upgrade bundle; drop --base"
+  [[ -d "${BASE}" ]] || die_input "--base ${BASE}: not a directory; give the installed (previous) bundle directory"
+  if [[ -f "${BASE}/manifest.json" && "$(sha256sum < "${BASE}/manifest.json" | cut -d' ' -f1)" != "${UPGRADE_BASE}" ]]; then
+    fatal "--base ${BASE}: its manifest.json is not the one this upgrade bundle was built against (sha256 ${UPGRADE_BASE}); use that bundle, or a full bundle"
+  fi
+  for i in "${!RELY_PATHS[@]}"; do
+    [[ -f "${BASE}/${RELY_PATHS[i]}" && ! -L "${BASE}/${RELY_PATHS[i]}" ]] || missing+="${RELY_PATHS[i]}"$'\n'
+  done
+  [[ -z "${missing}" ]] || fatal "--base ${BASE}: file(s) the upgrade relies on are missing: $(names "${missing%$'\n'}"); copy the previous bundle again, or ${FIX}"
+  for i in "${!RELY_PATHS[@]}"; do
+    if [[ "$(stat -c %s -- "${BASE}/${RELY_PATHS[i]}")" != "${RELY_SIZES[i]}" ||
+          "$(sha256sum < "${BASE}/${RELY_PATHS[i]}" | cut -d' ' -f1)" != "${RELY_SHAS[i]}" ]]; then
+      bad+="${RELY_PATHS[i]}"$'\n'
+    fi
+  done
+  [[ -z "${bad}" ]] || fatal "--base ${BASE}: file(s) the upgrade relies on differ (damaged, edited or another version): $(names "${bad%$'\n'}"); copy the previous bundle again, or ${FIX}"
+  info "--base ${BASE}: ${#RELY_PATHS[@]} relied-on file(s) verified in ${BASE}"
+}
+
 main() {
   parse_args "$@"
   if [[ -n "${PARTS}" ]]; then unpack; fi
@@ -219,6 +257,11 @@ main() {
   check_files
   check_hashes
   info "OK: ${#PATHS[@]} files verified in ${DIR}; signature: ${SIGNATURE}"
+  if [[ -n "${UPGRADE_BASE}" ]]; then
+    info "upgrade bundle: from ${UPGRADE_FROM} to ${UPGRADE_TO}; relies on ${#RELY_PATHS[@]} file(s) of the previous bundle"
+  fi
+  if [[ -n "${BASE}" ]]; then check_base
+  elif [[ -n "${UPGRADE_BASE}" ]]; then info "relied-on files not checked (give --base OLD_DIR)"; fi
 }
 
 main "$@"

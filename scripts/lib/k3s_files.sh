@@ -111,7 +111,9 @@ k3s_render_config() {  # ROLE OUT
   } >"${out}"
 }
 
-k3s_render_unit() {  # ROLE OUT: the unit k3s' install.sh writes for a server
+k3s_render_unit() {  # ROLE OUT: the unit k3s' install.sh writes (Type=notify for a server, exec for an agent)
+  local type="notify"
+  [[ "$1" == agent ]] && type="exec"
   cat >"$2" <<'EOF'
 [Unit]
 Description=Lightweight Kubernetes (managed by GL-Native Deploy)
@@ -123,7 +125,6 @@ After=network-online.target
 WantedBy=multi-user.target
 
 [Service]
-Type=notify
 EnvironmentFile=-/etc/default/%N
 EnvironmentFile=-/etc/sysconfig/%N
 EnvironmentFile=-/etc/systemd/system/k3s.service.env
@@ -140,7 +141,7 @@ ExecStartPre=-/sbin/modprobe br_netfilter
 ExecStartPre=-/sbin/modprobe overlay
 ExecStartPre=-/usr/local/bin/k3s-gl-state.sh --record
 EOF
-  printf 'ExecStart=/usr/local/bin/k3s %s\n' "$([[ "$1" == agent ]] && echo agent || echo server)" >>"$2"
+  printf 'Type=%s\nExecStart=/usr/local/bin/k3s %s\n' "${type}" "$([[ "$1" == agent ]] && echo agent || echo server)" >>"$2"
 }
 
 k3s_render_env() {  # OUT: K3S_* environment of the service (install.sh keeps it 0600)
@@ -351,6 +352,13 @@ k3s_render_uninstall() {  # OUT: k3s-uninstall.sh: killall, then remove everythi
     printf 'R=%q\nGL_SANDBOX=%q\nK3S_KILLALL=%q\nK3S_BIN=%q\nK3S_ETC=%q\nK3S_DATA_DIR=%q\nK3S_LOG=%q\n' "${GL_ROOT}" \
       "$([[ -n "${GL_ROOT}" ]] && echo 1 || echo 0)" "${K3S_KILLALL}" "${K3S_BIN}" "${K3S_ETC}" "${K3S_DATA_DIR}" "${K3S_LOG}"
     printf 'K3S_STATE_HELPER=%q\nK3S_STARTED=%q\nSELF=%q\n' "${K3S_STATE_HELPER}" "${K3S_STARTED}" "${K3S_UNINSTALL}"
+    # the bundle directory invoke shipped (WORK_DIR) and the tool directories beside it go too; a standalone
+    # render (the operator's own copy, with the .gl-render marker) is never deleted
+    local work=""
+    if [[ -z "${GL_ROOT}" && -f "${GL_BUNDLE_DIR}/settings.env" && ! -e "${GL_BUNDLE_DIR}/.gl-render" ]]; then
+      work="${GL_BUNDLE_DIR%/}"
+    fi
+    printf 'GL_DEPLOY_ETC=%q\nGL_WORK=%q\n' "$(gl_path /etc/gl-deploy)" "${work}"
     cat <<'BODY'
 if [[ "${GL_SANDBOX}" == 0 && "$(id -u)" -ne 0 ]]; then echo "k3s-uninstall.sh: run as root" >&2; exit 1; fi
 trap 'rm -f -- "${SELF}"' EXIT
@@ -365,6 +373,21 @@ clean_mounted_directory() {  # DIR: remove DIR, but never through a mount point 
     [[ -e "${path}" || -L "${path}" ]] || continue
     if [[ -d "${path}" && ! -L "${path}" ]] && has_mounts "${path}"; then clean_mounted_directory "${path}"
     else rm -rf -- "${path}"; fi
+  done
+}
+
+# what the deploy itself put on the host besides k3s: the pinned versions (the append-only CHANGELOG
+# stays, with a line saying k3s was removed), the shipped bundle (WORK_DIR) and the tool directories
+# beside it; backups written on the host (WORK_DIR-day2-backups) are data and stay
+remove_gl_files() {
+  local dir
+  if [[ -d "${GL_DEPLOY_ETC}" ]]; then
+    rm -f -- "${GL_DEPLOY_ETC}/versions.json"
+    printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "k3s uninstalled (k3s-uninstall.sh)" >>"${GL_DEPLOY_ETC}/CHANGELOG"
+  fi
+  [[ "${GL_WORK}" == /?*/?* ]] || return 0  # never / or a top-level directory
+  for dir in "${GL_WORK}" "${GL_WORK}-doctor" "${GL_WORK}-day2" "${GL_WORK}-restore"; do
+    if [[ -d "${dir}" && ! -L "${dir}" ]]; then rm -rf -- "${dir}"; fi
   done
 }
 
@@ -390,6 +413,7 @@ main() {
   clean_mounted_directory "${K3S_DATA_DIR}"
   rm -f -- "${K3S_BIN}" "${K3S_KILLALL}" "${K3S_STATE_HELPER}" "${K3S_STARTED}" "${K3S_LOG}"
   rmdir -- "${R}/etc/rancher" "${R}/var/lib/rancher" "${R}/run/gl-deploy" 2>/dev/null || true
+  remove_gl_files
   echo "k3s removed"
 }
 

@@ -118,6 +118,8 @@ def test_agent_joins_through_the_vip_and_the_server_records_it(cluster: Cluster)
     assert mode(etc / "config.yaml") == 0o600
     unit = (agent / "etc/systemd/system/k3s.service").read_text()
     assert "ExecStart=/usr/local/bin/k3s agent" in unit and "k3s server" not in unit
+    # k3s' install.sh: Type=exec for an agent (it sends no READY=1; a notify unit would stay activating)
+    assert "Type=exec" in unit.splitlines() and "Type=notify" not in unit
     # the agent holds the cluster CA and a kubelet certificate the first server issued to it
     assert (data / "agent/server-ca.crt").read_bytes() == \
         (cluster.server_root / "var/lib/rancher/k3s/server/tls/server-ca.crt").read_bytes()
@@ -248,7 +250,7 @@ def test_server_joins_with_the_server_token_through_the_vip(cluster: Cluster) ->
     assert config["server"] == cluster.url and "cluster-init" not in config
     assert VIP in config["tls-san"]
     unit = (server / "etc/systemd/system/k3s.service").read_text()
-    assert "ExecStart=/usr/local/bin/k3s server" in unit
+    assert "ExecStart=/usr/local/bin/k3s server" in unit and "Type=notify" in unit.splitlines()
     # the joined server serves the cluster's CA, so the token's CA hash holds for it too
     served = https_get(own_port, "/cacerts", server / "var/lib/rancher/k3s/server/tls/server-ca.crt")
     assert cluster.token.startswith(f"K10{hashlib.sha256(served).hexdigest()}::")

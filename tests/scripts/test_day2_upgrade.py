@@ -145,3 +145,45 @@ def test_interrupted_upgrade_is_completed_or_rolled_back(node: Callable[..., Any
     result = node("upgrade", "--to", "v1.30.0+k3s1")
     assert result.returncode == 3, result.stderr
     assert version(sandbox_root) == OLD and "phase=rolled-back" in state.read_text()
+
+
+def test_interrupted_before_the_swap_is_completed_with_the_artifact_checked_again(
+        node: Callable[..., Any], sandbox_root: Path, new_release: Path) -> None:
+    """Killed after the backup and k3s.prev (state 'prepared'): the next run re-verifies the artifact
+    (a damaged one is refused, nothing changed, the state still explains), then finishes."""
+    shutil.copy2(sandbox_root / BIN, sandbox_root / (BIN + ".prev"))
+    state = sandbox_root / "var/lib/gl-deploy/upgrade.state"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(f"phase=prepared\nfrom={OLD}\nto={NEW}\nbackup=\nstarted=x\n")
+    good = (new_release / "k3s").read_bytes()
+    (new_release / "k3s").write_bytes(good + b"\n# damaged on the media\n")
+    pid = standin_pid(sandbox_root)
+    refused = node("upgrade", "--to", NEW, "--artifacts", str(new_release))
+    assert refused.returncode == 2, refused.stderr
+    assert "completing the interrupted upgrade" in refused.stderr and "fails its checksum" in refused.stderr
+    assert version(sandbox_root) == OLD and standin_pid(sandbox_root) == pid and "phase=prepared" in state.read_text()
+    (new_release / "k3s").write_bytes(good)
+    done = node("upgrade", "--to", NEW, "--artifacts", str(new_release))
+    assert done.returncode == 0, done.stderr
+    assert version(sandbox_root) == NEW and "phase=done" in state.read_text()
+
+
+def test_interrupted_after_the_swap_rolls_back_the_datastore_too(node: Callable[..., Any], sandbox_root: Path,
+                                                                 new_release: Path, tmp_path: Path) -> None:
+    """Killed after the swap, with a pre-upgrade backup recorded; the next run asks for another version:
+    the previous binary AND the pre-upgrade datastore come back, and the CHANGELOG says why."""
+    put(sandbox_root, "/registry/before")
+    backups = sandbox_root / "var/lib/gl-deploy/upgrade-backups"
+    made = node("backup", "--out", str(backups), "--name", "pre")
+    assert made.returncode == 0, made.stderr
+    put(sandbox_root, "/registry/written-by-the-new-version")
+    shutil.copy2(sandbox_root / BIN, sandbox_root / (BIN + ".prev"))
+    shutil.copy2(new_release / "k3s", sandbox_root / BIN)
+    state = sandbox_root / "var/lib/gl-deploy/upgrade.state"
+    state.write_text(f"phase=swapped\nfrom={OLD}\nto={NEW}\nbackup={backups / 'pre'}\nstarted=x\n")
+    result = node("upgrade", "--to", "v1.30.0+k3s1")
+    assert result.returncode == 3, result.stderr
+    assert "interrupted at 'swapped'" in result.stderr
+    assert version(sandbox_root) == OLD and "phase=rolled-back" in state.read_text()
+    assert "/registry/before" in rows(sandbox_root) and "/registry/written-by-the-new-version" not in rows(sandbox_root)
+    assert "interrupted" in (sandbox_root / "etc/gl-deploy/CHANGELOG").read_text()
