@@ -5,6 +5,7 @@
 # documented air-gap needs (a default route; resolv-conf when no upstream nameserver exists).
 # Every step compares before it writes; a second run changes nothing.
 # shellcheck disable=SC2034  # GL_CHANGED is read by lib/checks.sh
+SITE_NTP_SYNC_WAIT=120  # seconds for the node's chrony to synchronise with the bastion (TCG VMs are slow)
 
 # site_unit_diagnostics UNIT: its status and last journal lines on stderr (why it does not answer)
 site_unit_diagnostics() {
@@ -79,6 +80,22 @@ site_chrony_client() {
   gl_install_file "$(site_file chrony-client.conf)" "$(gl_path "${conf}")" 0644
   if [[ "${GL_INSTALLED}" == changed ]]; then GL_CHANGED=true; site_reload chrony; fi
   gl_check_pass chrony "${conf} ${GL_INSTALLED}: server ${BASTION_IP} port ${SITE_NTP_PORT}"
+  if gl_has_systemd; then site_wait_ntp_sync "${SITE_NTP_SYNC_WAIT}"; fi
+}
+
+# site_wait_ntp_sync SECONDS: bounded `chronyc waitsync` (one try a second) until this node's chrony
+# has synchronised with the bastion, its only source: 01's clock-sync check and k3s' certificates
+# need a synchronised clock, and a just-restarted chrony needs a few polls
+site_wait_ntp_sync() {
+  local out
+  if chronyc -n waitsync "$1" 0 0 1 >/dev/null 2>&1; then
+    out=$(chronyc -n tracking 2>/dev/null | awk -F': *' '/^System time/ { print $2 }') || out=""
+    gl_check_pass ntp-sync "chrony synchronised with the site NTP server ${BASTION_IP}${out:+ (${out})}"
+  else
+    out=$(chronyc -n sources 2>/dev/null | grep -F "${BASTION_IP}" | head -n 1) || out=""
+    gl_check_fail ntp-sync "chrony has not synchronised with ${BASTION_IP}:${SITE_NTP_PORT} within $1 s${out:+ (chronyc sources: ${out})}" \
+      "check UDP ${SITE_NTP_PORT} from this node to the bastion and its chrony (systemctl status chrony there; its allow line must cover this node), then run this phase again"
+  fi
 }
 
 site_timezone() {

@@ -153,3 +153,34 @@ def test_the_node_itself_must_resolve_the_site_names(tmp_path: Path) -> None:
     _getent(bin_dir, {"registry.gov.local": "192.168.56.5", "k3s-api.gov.local": "192.168.56.10"})
     _, found = checks()
     assert found["host-resolver"]["status"] == "pass"
+
+
+def test_the_node_waits_until_its_chrony_has_synchronised_with_the_bastion(tmp_path: Path) -> None:
+    """03 leaves the node synchronised (01's clock-sync check and k3s' certificates need it): a
+    bounded `chronyc waitsync`; when it runs out, the check fails naming the bastion and the fix.
+    (chronyc is a stand-in here; the air-gap lab runs the real one.)"""
+    bundle = _bundle(tmp_path)
+    bin_dir, calls = tmp_path / "bin", tmp_path / "chronyc.calls"
+    bin_dir.mkdir()
+    lib = bundle / "lib"
+    script = (f"set -euo pipefail; source {lib}/common.sh; source {lib}/checks.sh; source {lib}/site_checks.sh; "
+              f"source {lib}/site_node.sh; gl_load_settings; site_wait_ntp_sync 7; gl_checks_finish none")
+
+    def run(synced: bool) -> dict[str, str]:
+        (bin_dir / "chronyc").write_text(
+            f'#!/bin/bash\necho "$*" >>{calls}\n'
+            f'[[ $2 == waitsync ]] && exit {0 if synced else 1}\n'
+            'echo "System time     : 0.000012 seconds fast of NTP time"\n'
+            'echo "^? 192.168.56.5                 0   6     0     -     +0ns[   +0ns] +/-    0ns"\n')
+        (bin_dir / "chronyc").chmod(0o755)
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False,
+                              env={"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin", "GL_BUNDLE_DIR": str(bundle),
+                                   "GL_PHASE": "03_site_node", "GL_JSON": "1"})
+        return {c["name"]: c for c in json.loads(done.stdout)["checks"]}["ntp-sync"]
+
+    good = run(True)
+    assert good["status"] == "pass" and "192.168.56.5" in good["message"]
+    assert "-n waitsync 7 0 0 1" in calls.read_text()
+    bad = run(False)
+    assert bad["status"] == "fail" and "within 7 s" in bad["message"] and "192.168.56.5:123" in bad["message"]
+    assert "UDP 123" in bad["fix"]
