@@ -240,22 +240,6 @@ def unpack_and_verify(ssh_config: Path, ip: str, incoming: str, parts_name: str,
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
 
 
-# the node's packages from the copied-in bundle, with no source at all; not --no-download: apt 2.6 then
-# refuses local .deb files ("Internal Error, Pathname to install is not absolute")
-NODE_PACKAGES_SCRIPT = r"""set -euo pipefail
-shopt -s nullglob
-debs=("$1"/packages/node/*.deb)
-((${#debs[@]})) || exit 0
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dir::Etc::sourcelist=/dev/null \
-  -o Dir::Etc::sourceparts=/dev/null "${debs[@]}"
-"""
-
-
-def install_node_packages(ssh_config: Path, ip: str, bundle: str) -> None:
-    """Install the bundle's packages/node/*.deb on a node (offline; its chrony is the site's NTP client)."""
-    ssh(ssh_config, ip, ["sudo", "bash", "-c", NODE_PACKAGES_SCRIPT, "gl-node-packages", bundle], timeout=900)
-
-
 def invoke_tasks() -> set[str]:
     """Task names `invoke --list` shows in this checkout."""
     out = run([*invoke_prefix(), "--list", "--list-format", "json"], cwd=REPO, timeout=120,

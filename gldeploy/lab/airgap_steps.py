@@ -128,16 +128,14 @@ def step_copy_verify(r: LabRun) -> None:
             dest = f"{airgap.REMOTE_BUNDLE}/{st.bundle_dir.name}/{secret.relative_to(st.secrets_dir).as_posix()}"
             ssh(r.ssh_config, node.ip, ["sudo", "bash", "-c", 'umask 077; mkdir -p "${1%/*}"; cat >"$1"',
                                         "gl-secret", dest], input_text=secret.read_text())
-        if node.role != "bastion":  # the bastion's packages are installed by the site phases
-            airgap.install_node_packages(r.ssh_config, node.ip, f"{airgap.REMOTE_BUNDLE}/{st.bundle_dir.name}")
         timings[node.name] = round(time.monotonic() - start, 1)
         say(f"bundle on {node.name}: {line}")
     r.report.extra["bundle_copy_verify_s"] = timings
 
 
 def step_bastion(r: LabRun) -> None:
-    """The bastion's site services from the bundle (registry TLS+htpasswd, chrony, dnsmasq): `invoke
-    site.deploy` of the site phases."""
+    """The bastion's site services from the bundle (registry TLS+htpasswd, chrony, dnsmasq), then each
+    node's site membership (its packages, CA, registries.yaml, chrony client): `invoke site.deploy`."""
     st = state(r)
     if SITE_TASK not in airgap.invoke_tasks():
         raise DeployError(f"bastion install: `invoke {SITE_TASK}` is not in this checkout (the bastion phases "
@@ -146,9 +144,10 @@ def step_bastion(r: LabRun) -> None:
     if st.bundle_dir is None:
         raise DeployError("lab step order: the bundle build step did not run")
     topology = settings_lib.load(st.table.lab.env_file, overrides=st.sets).topology
-    # site.deploy stages the site files from this host: the bundle's own packages and images
+    # site.deploy stages the site files from this host: the bundle's own packages (packages/bastion for
+    # the bastion, packages/node for each node's 03_site_node: its chrony client) and images
     sets = [*st.sets, f"SSH_CONFIG={r.ssh_config}", "SSH_USER=vagrant",
-            f"SITE_PACKAGES_DIR={st.bundle_dir / 'packages' / 'bastion'}",
+            f"SITE_PACKAGES_DIR={st.bundle_dir / 'packages'}",
             f"SITE_IMAGES_DIR={st.bundle_dir / 'scripts' / topology / 'artifacts' / 'images'}"]
     run(invoke_argv(SITE_TASK, st.table.lab.env_file, sets, "--json-report", str(r.work / "site-deploy.json")),
         cwd=REPO, timeout=1800, capture=False, what=f"invoke {SITE_TASK}")

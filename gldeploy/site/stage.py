@@ -1,8 +1,11 @@
 """Stage the site files into a bundle directory (``<bundle>/site/``), decided once in Python:
 
-every host: images.list, site.hosts, chrony-client.conf, and secrets/registries.yaml (0600, the same
-file for every node); the bastion also: the service configs, the registry certificate and key (0600),
-the image archives and the .deb packages it installs offline.
+every host: images.list, site.hosts, chrony-client.conf, secrets/registries.yaml (0600, the same
+file for every node) and the .deb packages of its role (site/packages); the bastion also: the service
+configs, the registry certificate and key (0600) and the image archives.
+
+SITE_PACKAGES_DIR is a flat directory of .deb files (the bastion's), or the bundle's packages/
+directory with one subdirectory per role (bastion/, node/): each role then gets its own.
 """
 from __future__ import annotations
 
@@ -38,6 +41,17 @@ def ca_paths(settings: Settings) -> tuple[Path, Path, Path]:
     return d / "ca.crt", d / "registry.crt", d / "registry.key"
 
 
+def packages_of(settings: Settings, role: SiteRole) -> list[Path]:
+    """The .deb files ROLE installs offline (sorted): SITE_PACKAGES_DIR/<role>/ when the directory has
+    per-role subdirectories (the bundle's packages/), else its .deb files for the bastion only."""
+    if not settings.site_packages_dir:
+        return []
+    root = Path(settings.site_packages_dir)
+    if any((root / r).is_dir() for r in ("bastion", "node")):
+        return sorted((root / role).glob("*.deb"))
+    return sorted(root.glob("*.deb")) if role == "bastion" else []
+
+
 def check(settings: Settings, role: SiteRole) -> list[images.SiteImage]:
     """Validate the site inputs before anything is written (ConfigError names key and fix)."""
     found = images.scan(Path(settings.site_images_dir), registries.project_prefix(settings)) \
@@ -50,9 +64,9 @@ def check(settings: Settings, role: SiteRole) -> list[images.SiteImage]:
             bad = ca.problems(cert, ca_cert, registry_names(settings))
             if bad:
                 raise ConfigError(f"SITE_CA_DIR={settings.site_ca_dir}: " + "; ".join(bad))
-        if settings.site_packages_dir and not Path(settings.site_packages_dir).is_dir():
-            raise ConfigError(f"{settings.origin('SITE_PACKAGES_DIR')}: SITE_PACKAGES_DIR="
-                              f"{settings.site_packages_dir} is not a directory of .deb files")
+    if settings.site_packages_dir and not Path(settings.site_packages_dir).is_dir():
+        raise ConfigError(f"{settings.origin('SITE_PACKAGES_DIR')}: SITE_PACKAGES_DIR={settings.site_packages_dir} "
+                          f"is not a directory of .deb files (or the bundle's packages/ with bastion/ and node/)")
     return found
 
 
@@ -68,6 +82,9 @@ def stage(settings: Settings, dest: Path, role: SiteRole, *, layout: services.La
         secrets = dest / "secrets"
         secrets.mkdir(mode=0o700, exist_ok=True)
         registries.write(settings, secrets)
+    for deb in packages_of(settings, role):
+        (site / "packages").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(deb, site / "packages" / deb.name)
     if role != "bastion":
         return
     _put(site / "chrony-server.conf", services.chrony_server(settings, layout))
@@ -81,7 +98,3 @@ def stage(settings: Settings, dest: Path, role: SiteRole, *, layout: services.La
     for image in found:
         (site / "images").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(image.archive, site / "images" / image.archive.name)
-    if settings.site_packages_dir:
-        (site / "packages").mkdir(parents=True, exist_ok=True)
-        for deb in sorted(Path(settings.site_packages_dir).glob("*.deb")):
-            shutil.copyfile(deb, site / "packages" / deb.name)

@@ -34,6 +34,8 @@ from .tarwrite import Source, TreeAndTar
 
 VERIFY_SH = paths.SCRIPTS_DIR / "bundle" / "verify.sh"
 _SECRET_KEYS = {rel: key for key, rel in bundle.SECRET_FILES.items()}
+# registries.yaml (gldeploy/site/registries.py) carries the registry password: a true secret too
+_SECRET_KEYS[bundle.REGISTRIES_YAML] = "REGISTRY_PASSWORD_FILE"
 
 
 @dataclass

@@ -8,6 +8,8 @@
 SITE_ETC="/etc/gl-site"
 SITE_REGISTRY_CONFIG="/etc/docker/registry/config.yml"
 SITE_HTPASSWD="/etc/docker/registry/htpasswd"
+SITE_REGISTRY_UNIT="docker-registry"
+SITE_REGISTRY_WAIT=120  # seconds for the registry to answer after a (re)start (TCG VMs are slow)
 
 # site_install_if_changed SRC DEST MODE: install when different; sets GL_CHANGED; returns 0 if changed
 site_install_if_changed() {
@@ -17,22 +19,34 @@ site_install_if_changed() {
   info "wrote $2"
 }
 
-site_install_packages() {  # .deb files of site/packages, installed offline (apt-get, no download)
-  local dir debs=() deb pkg missing=()
-  dir="$(site_file packages)"
-  for deb in "${dir}"/*.deb; do [[ -f "${deb}" ]] && debs+=("${deb}"); done
-  if ((${#debs[@]} == 0)); then info "no site/packages: using the packages already installed"; return 0; fi
-  for deb in "${debs[@]}"; do
-    pkg=$(dpkg-deb -f "${deb}" Package)
-    dpkg-query -W -f '${Status}' "${pkg}" 2>/dev/null | grep -q 'install ok installed' || missing+=("${deb}")
-  done
-  if ((${#missing[@]} == 0)); then info "OS packages: all ${#debs[@]} already installed"; return 0; fi
-  info "installing ${#missing[@]} package(s) from the bundle (no network)"
-  # no --no-download: apt 2.6 (Debian 12) then refuses local .deb paths ("Pathname to install is not
-  # absolute"); with the source lists emptied there is nothing it could download anyway
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -o Dir::Etc::sourcelist=/dev/null \
-    -o Dir::Etc::sourceparts=/dev/null "${missing[@]}" >&2 || fatal "apt-get could not install the bundle's packages; a dependency is missing from SITE_PACKAGES_DIR (apt-get download it too)"
+# the account the registry runs as: its unit's User= (the Debian package: docker-registry), root when
+# the unit sets none. Read from systemd when it runs, else from the installed unit file (GL_ROOT tests).
+site_registry_user() {
+  local user="" unit
+  if gl_has_systemd; then
+    user=$(systemctl show -p User --value "${SITE_REGISTRY_UNIT}.service" 2>/dev/null || true)
+  else
+    for unit in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
+      unit="${unit}/${SITE_REGISTRY_UNIT}.service"
+      if [[ -f "${unit}" ]]; then user=$(sed -n 's/^User=[[:space:]]*//p' "${unit}" | tail -n 1); break; fi
+    done
+  fi
+  printf '%s\n' "${user:-root}"
+}
+
+# site_registry_readable FILE: the registry's secrets (TLS key, htpasswd) are 0640 root:<the unit's
+# group>, never world-readable: the registry runs as its own user and must read them. Returns 0 when
+# the group or mode had to change.
+site_registry_readable() {
+  local file="$1" user group
+  user=$(site_registry_user)
+  group=$(id -gn "${user}" 2>/dev/null) \
+    || fatal "the ${SITE_REGISTRY_UNIT} unit runs as user ${user}, which does not exist on this host; reinstall the docker-registry package (site/packages)"
+  if [[ "$(stat -c '%G %a' -- "${file}")" == "${group} 640" ]]; then return 1; fi
+  chgrp -- "${group}" "${file}" || fatal "chgrp ${group} ${file} failed"
+  chmod 0640 -- "${file}"
   GL_CHANGED=true
+  info "${file}: readable by the registry's group ${group} (0640)"
 }
 
 # the htpasswd entry (bcrypt) is rewritten only when the password no longer verifies
@@ -42,7 +56,7 @@ site_htpasswd() {
   password_file="$(gl_bundle_path "${REGISTRY_PASSWORD_FILE}")"
   if [[ -f "${file}" ]] && htpasswd -v -i "${file}" "${REGISTRY_USER}" <"${password_file}" >/dev/null 2>&1; then return 1; fi
   mkdir -p "$(dirname "${file}")"
-  touch "${file}"; chmod 0640 "${file}"
+  (umask 027; touch "${file}"); chmod 0640 "${file}"
   tr -d '\n' <"${password_file}" | htpasswd -B -i "${file}" "${REGISTRY_USER}" >/dev/null 2>&1 \
     || fatal "htpasswd could not write ${file}"
   GL_CHANGED=true
@@ -53,10 +67,34 @@ site_htpasswd() {
 site_registry_files() {  # returns 0 when something changed (the registry needs a restart)
   local changed=1
   site_install_if_changed "$(site_file registry.crt)" "${SITE_ETC}/registry.crt" 0644 && changed=0
-  site_install_if_changed "$(site_file registry.key)" "${SITE_ETC}/registry.key" 0600 && changed=0
+  site_install_if_changed "$(site_file registry.key)" "${SITE_ETC}/registry.key" 0640 && changed=0
+  site_registry_readable "$(gl_path "${SITE_ETC}/registry.key")" && changed=0
   site_install_if_changed "$(site_file registry-config.yml)" "${SITE_REGISTRY_CONFIG}" 0644 && changed=0
-  if [[ -n "${REGISTRY_USER}" ]] && site_htpasswd; then changed=0; fi
+  if [[ -n "${REGISTRY_USER}" ]]; then
+    site_htpasswd && changed=0
+    site_registry_readable "$(gl_path "${SITE_HTPASSWD}")" && changed=0
+  fi
   return "${changed}"
+}
+
+# site_wait_registry SECONDS: until /v2/ answers (401 with auth on, 200 without); stops early when the
+# unit has failed (it has no Restart=); on failure prints the unit's status and journal, then fatal
+site_wait_registry() {
+  local limit="$1" start code _rc
+  start=$(date +%s)
+  while true; do
+    read -r code _rc < <(site_curl_code /v2/ 0)
+    [[ "${code}" == 401 || ( -z "${REGISTRY_USER}" && "${code}" == 200 ) ]] && return 0
+    if gl_has_systemd && systemctl is-failed --quiet "${SITE_REGISTRY_UNIT}"; then
+      site_unit_diagnostics "${SITE_REGISTRY_UNIT}"
+      fatal "${SITE_REGISTRY_UNIT} exited (last answer: HTTP ${code}); its status and journal are above"
+    fi
+    if (( $(date +%s) - start >= limit )); then
+      site_unit_diagnostics "${SITE_REGISTRY_UNIT}"
+      fatal "the registry does not answer on https://${REGISTRY}/v2/ after ${limit} s (last answer: HTTP ${code}, curl exit ${_rc}); its status and journal are above"
+    fi
+    sleep 1
+  done
 }
 
 # site_import_images: skopeo copy each archive of site/images.list unless the registry has it

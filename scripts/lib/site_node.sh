@@ -5,9 +5,44 @@
 # documented air-gap needs (a default route; resolv-conf when no upstream nameserver exists).
 # Every step compares before it writes; a second run changes nothing.
 # shellcheck disable=SC2034  # GL_CHANGED is read by lib/checks.sh
+SITE_NTP_SYNC_WAIT=120  # seconds for the node's chrony to synchronise with the bastion (TCG VMs are slow)
+
+# site_unit_diagnostics UNIT: its status and last journal lines on stderr (why it does not answer)
+site_unit_diagnostics() {
+  gl_has_systemd || return 0
+  warn "systemctl status $1:"
+  systemctl status --no-pager -l -n 0 "$1" >&2 2>&1 || true
+  warn "journalctl -u $1 (last 40 lines):"
+  journalctl -u "$1" -n 40 --no-pager -q >&2 2>&1 || true
+}
 
 site_reload() {  # UNIT: restart a service when systemd runs it (not in the GL_ROOT sandbox)
-  if gl_has_systemd; then systemctl restart "$1" || fatal "systemctl restart $1 failed; see journalctl -u $1"; fi
+  gl_has_systemd || return 0
+  if ! systemctl restart "$1"; then
+    site_unit_diagnostics "$1"
+    fatal "systemctl restart $1 failed; its status and journal are above"
+  fi
+}
+
+# the .deb files of site/packages (this role's, staged by gldeploy/site/stage.py), installed offline
+# (apt-get with no source at all); only the packages not yet installed; records the packages check
+site_install_packages() {
+  local dir debs=() deb pkg missing=()
+  dir="$(site_file packages)"
+  for deb in "${dir}"/*.deb; do [[ -f "${deb}" ]] && debs+=("${deb}"); done
+  if ((${#debs[@]} == 0)); then gl_check_skip packages "no site/packages in this bundle: using the packages already installed"; return 0; fi
+  for deb in "${debs[@]}"; do
+    pkg=$(dpkg-deb -f "${deb}" Package)
+    [[ "$(dpkg-query -W -f '${Status}' "${pkg}" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("${deb}")
+  done
+  if ((${#missing[@]} == 0)); then gl_check_pass packages "all ${#debs[@]} package(s) of site/packages already installed"; return 0; fi
+  info "installing ${#missing[@]} package(s) from the bundle (no network)"
+  # no --no-download: apt 2.6 (Debian 12) then refuses local .deb paths ("Pathname to install is not
+  # absolute"); with the source lists emptied there is nothing it could download anyway
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -o Dir::Etc::sourcelist=/dev/null \
+    -o Dir::Etc::sourceparts=/dev/null "${missing[@]}" >&2 || fatal "apt-get could not install the bundle's packages; a dependency is missing from SITE_PACKAGES_DIR (apt-get download it too)"
+  GL_CHANGED=true
+  gl_check_pass packages "installed ${#missing[@]} of ${#debs[@]} package(s) from site/packages (offline)"
 }
 
 # the site CA into the OS trust store (Debian: /usr/local/share/ca-certificates +
@@ -45,6 +80,22 @@ site_chrony_client() {
   gl_install_file "$(site_file chrony-client.conf)" "$(gl_path "${conf}")" 0644
   if [[ "${GL_INSTALLED}" == changed ]]; then GL_CHANGED=true; site_reload chrony; fi
   gl_check_pass chrony "${conf} ${GL_INSTALLED}: server ${BASTION_IP} port ${SITE_NTP_PORT}"
+  if gl_has_systemd; then site_wait_ntp_sync "${SITE_NTP_SYNC_WAIT}"; fi
+}
+
+# site_wait_ntp_sync SECONDS: bounded `chronyc waitsync` (one try a second) until this node's chrony
+# has synchronised with the bastion, its only source: 01's clock-sync check and k3s' certificates
+# need a synchronised clock, and a just-restarted chrony needs a few polls
+site_wait_ntp_sync() {
+  local out
+  if chronyc -n waitsync "$1" 0 0 1 >/dev/null 2>&1; then
+    out=$(chronyc -n tracking 2>/dev/null | awk -F': *' '/^System time/ { print $2 }') || out=""
+    gl_check_pass ntp-sync "chrony synchronised with the site NTP server ${BASTION_IP}${out:+ (${out})}"
+  else
+    out=$(chronyc -n sources 2>/dev/null | grep -F "${BASTION_IP}" | head -n 1) || out=""
+    gl_check_fail ntp-sync "chrony has not synchronised with ${BASTION_IP}:${SITE_NTP_PORT} within $1 s${out:+ (chronyc sources: ${out})}" \
+      "check UDP ${SITE_NTP_PORT} from this node to the bastion and its chrony (systemctl status chrony there; its allow line must cover this node), then run this phase again"
+  fi
 }
 
 site_timezone() {
@@ -74,6 +125,25 @@ site_names() {
     gl_install_file "${tmp}/resolv.conf" "$(gl_path /etc/gl-site/resolv.conf)" 0644
     [[ "${GL_INSTALLED}" == unchanged ]] || GL_CHANGED=true
     gl_check_pass site-names "site resolver ${BASTION_IP} in /etc/gl-site/resolv.conf ${GL_INSTALLED}; k3s uses it (resolv-conf)"
+  fi
+}
+
+# this host must resolve every site name to its site address: containerd pulls with the host's
+# resolver (k3s' resolv-conf only serves the pods). Checked with getent after site_names.
+site_host_resolves() {
+  local addr name got bad=() n=0
+  [[ -s "$(site_file site.hosts)" ]] || { gl_check_skip host-resolver "no site names (site/site.hosts is empty)"; return 0; }
+  while IFS=$'\t' read -r addr name; do
+    [[ -n "${name}" ]] || continue
+    n=$((n + 1))
+    got=$(getent ahostsv4 "${name}" 2>/dev/null | awk 'NR == 1 { print $1 }') || got=""
+    [[ "${got}" == "${addr}" ]] || bad+=("${name} -> ${got:-nothing} (want ${addr})")
+  done <"$(site_file site.hosts)"
+  if ((${#bad[@]} == 0)); then gl_check_pass host-resolver "this host resolves the ${n} site name(s)"; return 0; fi
+  if [[ "${SITE_DNS}" == hosts ]]; then
+    gl_check_fail host-resolver "this host resolves wrongly: ${bad[*]}" "check /etc/nsswitch.conf has 'hosts: files' first and /etc/hosts carries the gl-site lines (run this phase again)"
+  else
+    gl_check_fail host-resolver "this host resolves wrongly: ${bad[*]}" "make the site DNS this host's resolver: nameserver ${BASTION_IP} in /etc/resolv.conf (or its DHCP/network configuration); or set SITE_DNS=hosts"
   fi
 }
 

@@ -111,12 +111,15 @@ def _curl(vm: Any, inventory: dict[str, Any], *opts: str) -> str:
 
 @pytest.fixture(scope="module")
 def client_files(nodes: list[Any], inventory: dict[str, Any]) -> Iterator[dict[str, str]]:
-    """The site CA, a wrong CA, right and wrong credentials as 0600 curl configs on the node."""
+    """The site CA, a wrong CA, right and wrong credentials as 0600 curl configs on the node, and an
+    empty CA directory: curl uses --cacert AND its default CA path (/etc/ssl/certs), which on a site
+    node holds the site CA (03_site_node distributes it), so a wrong --cacert alone is no test."""
     reg, node = inventory["registry"], nodes[0]
     password = Path(reg["password_file"]).read_text().strip()
     tmp = node.check_output("mktemp -d")
     files = {"ca": f"{tmp}/ca.crt", "wrong_ca": f"{tmp}/wrong.crt", "good": f"{tmp}/good.curlrc",
-             "bad": f"{tmp}/bad.curlrc"}
+             "bad": f"{tmp}/bad.curlrc", "no_capath": f"{tmp}/empty-capath"}
+    node.run(f"mkdir -m 0700 {files['no_capath']}")
     node.run(f"umask 077; cat > {files['ca']} <<'EOF'\n{Path(reg['ca_file']).read_text()}EOF")
     node.run(f"openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=wrong "
              f"-keyout {tmp}/wrong.key -out {files['wrong_ca']} 2>/dev/null")
@@ -129,12 +132,16 @@ def client_files(nodes: list[Any], inventory: dict[str, Any]) -> Iterator[dict[s
 def test_registry_needs_ca_and_credentials(nodes: list[Any], inventory: dict[str, Any],
                                            client_files: dict[str, str]) -> None:
     node, f = nodes[0], client_files
-    assert _curl(node, inventory, "--cacert", f["ca"], "-K", f["good"]) == "200"
-    assert _curl(node, inventory, "--cacert", f["ca"]) == "401"  # anonymous
-    assert _curl(node, inventory, "--cacert", f["ca"], "-K", f["bad"]) == "401"  # wrong password
-    assert _curl(node, inventory, "--cacert", f["wrong_ca"], "-K", f["good"]) == "000"  # TLS refused
-    assert node.run(f"curl -s --max-time 20 --cacert {f['wrong_ca']} https://{inventory['registry']['name']}:"
-                    f"{inventory['registry']['port']}/v2/").rc == 60  # CURLE_PEER_FAILED_VERIFICATION
+    only = ("--capath", f["no_capath"])  # trust exactly the --cacert given
+    assert _curl(node, inventory, "--cacert", f["ca"], *only, "-K", f["good"]) == "200"
+    assert _curl(node, inventory, "--cacert", f["ca"], *only) == "401"  # anonymous
+    assert _curl(node, inventory, "--cacert", f["ca"], *only, "-K", f["bad"]) == "401"  # wrong password
+    assert _curl(node, inventory, "--cacert", f["wrong_ca"], *only, "-K", f["good"]) == "000"  # TLS refused
+    assert node.run(f"curl -s --max-time 20 --cacert {f['wrong_ca']} --capath {f['no_capath']} "
+                    f"https://{inventory['registry']['name']}:{inventory['registry']['port']}/v2/"
+                    ).rc == 60  # CURLE_PEER_FAILED_VERIFICATION
+    # the node's own trust store has the site CA (03_site_node): no --cacert needed
+    assert _curl(node, inventory, "-K", f["good"]) == "200"
 
 
 def test_time_synced_to_the_bastion(bastion: Any, nodes: list[Any], inventory: dict[str, Any]) -> None:

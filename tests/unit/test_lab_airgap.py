@@ -87,9 +87,11 @@ def test_standin_release_gets_a_valid_empty_airgap_archive_listed_in_its_sums(tm
         assert tar.getmembers() == []
 
 
-def test_node_packages_install_from_the_bundle_with_real_apt(tmp_path: Path) -> None:
+def test_site_packages_install_from_the_bundle_with_real_apt(tmp_path: Path) -> None:
     """apt 2.6 refuses local .deb files under --no-download ("Pathname to install is not absolute"):
-    the node's install uses no source list instead. Real apt-get in a throwaway root; dpkg is a fake."""
+    the site phases (site_install_packages of lib/site_node.sh: the node's 03_site_node and the
+    bastion's 02_site_services) use no source list instead. Real apt-get in a throwaway root; dpkg is
+    a fake."""
     import os
     import shutil
     import subprocess
@@ -100,8 +102,8 @@ def test_node_packages_install_from_the_bundle_with_real_apt(tmp_path: Path) -> 
     (pkg / "DEBIAN" / "control").write_text("Package: gl-airgap-probe\nVersion: 1.0-1\nArchitecture: all\n"
                                             "Maintainer: lab <lab@example.invalid>\nDescription: probe\n")
     bundle = tmp_path / "bundle"
-    (bundle / "packages" / "node").mkdir(parents=True)
-    deb = bundle / "packages" / "node" / "gl-airgap-probe_all.deb"
+    (bundle / "site" / "packages").mkdir(parents=True)
+    deb = bundle / "site" / "packages" / "gl-airgap-probe_all.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(pkg), str(deb)], check=True, capture_output=True)
     root = tmp_path / "root"
     for sub in ("etc/apt/apt.conf.d", "etc/apt/preferences.d", "var/lib/apt/lists/partial",
@@ -119,9 +121,12 @@ def test_node_packages_install_from_the_bundle_with_real_apt(tmp_path: Path) -> 
     (bindir / "apt-get").write_text(f"#!/bin/bash\nexec /usr/bin/apt-get {opts} \"$@\"\n")
     for f in ("dpkg", "apt-get"):
         (bindir / f).chmod(0o755)
-    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
-    done = subprocess.run(["bash", "-c", airgap.NODE_PACKAGES_SCRIPT, "x", str(bundle)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "GL_BUNDLE_DIR": str(bundle),
+           "GL_PHASE": "03_site_node"}
+    lib = Path(__file__).resolve().parents[2] / "scripts" / "lib"
+    script = "set -euo pipefail; " + "; ".join(f"source {lib}/{f}" for f in (
+        "common.sh", "checks.sh", "site_checks.sh", "site_node.sh")) + "; site_install_packages"
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"--unpack --auto-deconfigure {deb}" in calls.read_text()
 
