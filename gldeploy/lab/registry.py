@@ -32,7 +32,7 @@ class RegistryInfo:
 
 def _certs(workdir: Path, ip: str) -> tuple[Path, Path, Path]:
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run(["openssl", "req", "-x509", *ec, "-days", "2", "-keyout", "ca.key", "-out", "ca.crt", "-subj",
+    run(["openssl", "req", "-x509", *ec, "-days", "365", "-keyout", "ca.key", "-out", "ca.crt", "-subj",
          "/CN=gl-lab CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
          "keyUsage=critical,keyCertSign,cRLSign"], cwd=workdir, what="openssl CA")
     run(["openssl", "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={ip}"],
@@ -40,7 +40,7 @@ def _certs(workdir: Path, ip: str) -> tuple[Path, Path, Path]:
     (workdir / "san.ext").write_text(f"subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n"
                                      "basicConstraints=CA:FALSE\n")
     run(["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-         "-CAcreateserial", "-days", "2", "-out", "server.crt", "-extfile", "san.ext"], cwd=workdir,
+         "-CAcreateserial", "-days", "365", "-out", "server.crt", "-extfile", "san.ext"], cwd=workdir,
         what="openssl sign")
     for key in ("ca.key", "server.key"):
         (workdir / key).chmod(0o600)

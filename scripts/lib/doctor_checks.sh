@@ -494,8 +494,10 @@ doctor_check_airgap_deps() {
   if [[ -z "${K3S_ARTIFACTS_DIR}" && -z "${REGISTRY}" ]]; then
     dr_result skipped "not an air-gapped install (K3S_ARTIFACTS_DIR and REGISTRY are unset)"; return
   fi
-  if [[ -n "${K3S_ARTIFACTS_DIR}" ]] && ! compgen -G "${K3S_IMAGES_DIR}/k3s-airgap-images-*" >/dev/null; then
-    missing+=("k3s airgap images in ${K3S_IMAGES_DIR#"${GL_ROOT}"}")
+  # k3s' system images come from the airgap images tarball, or through the site registry's mirror
+  # (registries.yaml covers them): only with neither is a missing tarball a missing dependency
+  if [[ -n "${K3S_ARTIFACTS_DIR}" && -z "${REGISTRY}" ]] && ! compgen -G "${K3S_IMAGES_DIR}/k3s-airgap-images-*" >/dev/null; then
+    missing+=("k3s airgap images in ${K3S_IMAGES_DIR#"${GL_ROOT}"} (and no REGISTRY mirror to pull them from)")
   fi
   if [[ -n "${REGISTRY}" && ! -s "${K3S_REGISTRIES}" ]]; then missing+=("${K3S_REGISTRIES#"${GL_ROOT}"}"); fi
   if [[ -n "${REGISTRY_CA_FILE}" && ! -s "${K3S_REGISTRY_CA_DEST}" ]]; then missing+=("${K3S_REGISTRY_CA_DEST#"${GL_ROOT}"}"); fi

@@ -73,6 +73,22 @@ def test_healthy_standin_is_fast_and_kubernetes_checks_need_real_k3s(doctor: Cal
     assert res.report["seconds"] < 5
 
 
+@pytest.mark.parametrize("registry, status", [("", "fail"), ("registry.gov-native.local:5000", "pass")])
+def test_airgap_images_are_needed_only_without_a_registry_mirror(doctor: Callable[..., PhaseRun], sandbox_root: Path,
+                                                                 tmp_path: Path, registry: str, status: str) -> None:
+    """The day-2 lab's healthy node (artifacts given, system images through the registry mirror) was
+    called broken for lacking the airgap images tarball, which 02 copies only when the release has one."""
+    k3s_etc = sandbox_root / "etc/rancher/k3s"
+    k3s_etc.mkdir(parents=True, exist_ok=True)
+    (k3s_etc / "registries.yaml").write_text("mirrors: {}\n")
+    with running_standin(sandbox_root, tmp_path) as port:
+        res = doctor(overrides={"API_PORT": str(port), "K3S_ARTIFACTS_DIR": str(tmp_path),
+                                "REGISTRY": registry, "REGISTRY_CA_FILE": ""})
+    check = res.check("airgap-deps")
+    assert check["status"] == status, check
+    assert ("k3s airgap images" in check["message"]) == (status == "fail")
+
+
 def test_port_taken_by_another_process(doctor: Callable[..., PhaseRun]) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
