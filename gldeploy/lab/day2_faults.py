@@ -142,4 +142,5 @@ rm -rf -- "$dir"
 exit "$rc"
 """
 # case -> a phrase the refusal must contain
-REFUSALS = {"corrupt": "corrupt", "truncated": "truncated", "no-token": "token is missing"}
+# (day2_verify_backup's words for a changed file, restore_validate's for a missing token; never a path)
+REFUSALS = {"corrupt": "but SHA256SUMS lists", "truncated": "but SHA256SUMS lists", "no-token": "the token is missing"}

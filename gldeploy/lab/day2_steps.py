@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from gldeploy import results
 from gldeploy import settings as settings_lib
+from gldeploy.day2 import remote
 from gldeploy.errors import DeployError
 from gldeploy.lab import snapshot
 from gldeploy.lab.day2_faults import REFUSALS, RESTORE_CASE_SCRIPT, run_drill
@@ -49,10 +50,6 @@ def loaded(r: LabRun) -> Settings:
 
 def doctor_dir(s: Settings) -> str:
     return (s.work_dir.rstrip("/") or "/var/lib/gl-deploy") + "-doctor"
-
-
-def tool_dir(s: Settings, suffix: str) -> str:
-    return (s.work_dir.rstrip("/") or "/var/lib/gl-deploy") + suffix
 
 
 # --- snapshots ---
@@ -185,8 +182,8 @@ def step_backup_restore(r: LabRun) -> None:
                              f"{manifest.get('kind')} backup, {figures['backup_bytes']} bytes, copied off, sums ok"))
     r.report.rows.append(Row("backup + restore", "backup.restore", node.name, "pass", round(restore_s, 1),
                              "restored onto the same node; doctor: no failed check"))
-    restored = tool_dir(s, "-restore") + "/backup"
-    tools = tool_dir(s, "-day2")
+    tools = remote.tool_dir(s)  # where backup.restore staged the backup: the task's own rule
+    restored = f"{tools}-restore/backup"
     for case, want in REFUSALS.items():
         res = ssh(r.ssh_config, node.ip, ["sudo", "bash", "-c", RESTORE_CASE_SCRIPT, "gl-restore-case", case,
                                           restored, tools], timeout=300, check=False)
@@ -194,7 +191,7 @@ def step_backup_restore(r: LabRun) -> None:
         reason = str(data.get("message") or "".join(res.stderr.strip().splitlines()[-1:]))
         health, _ = doctor_direct(r, node)
         still = not failing_checks(health)
-        said = want in reason + res.stderr
+        said = want in reason  # the refusal's own words (the case's directory name is in every message)
         ok = res.returncode == 2 and said and still
         figures["refusals"][case] = {"exit": res.returncode, "reason": reason[:300], "expected": want,
                                      "reason_named": said, "node_healthy_after": still}

@@ -201,3 +201,15 @@ def test_restore_case_script_damages_the_copy_as_named(tmp_path: Path, case: str
         assert "token" not in (seen / "SHA256SUMS").read_text()
         manifest = json.loads((seen / "manifest.json").read_text())
         assert [f["path"] for f in manifest["files"]] == ["config.yaml", "datastore/state.db"]
+
+
+def test_restore_refusal_phrases_are_the_scripts_words_and_never_in_a_path() -> None:
+    """The lab once passed the corrupt and truncated cases on 'no such backup directory': the phrase it
+    looked for ('corrupt') was in the case's directory name. Each phrase must come from restore's own
+    messages and must not occur in the path of the case's copy."""
+    from gldeploy.lab.day2_faults import REFUSALS
+    from gldeploy.paths import REPO
+    lib = "".join((REPO / "scripts/lib" / name).read_text() for name in ("day2_backup.sh", "day2_restore.sh"))
+    for case, phrase in REFUSALS.items():
+        assert phrase in lib, phrase
+        assert phrase not in f"/var/lib/gl-deploy-day2-restore/backup-{case}: no such backup directory"
