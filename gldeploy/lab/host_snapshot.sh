@@ -46,7 +46,8 @@ VOLATILE_PATHS=(
   /run/systemd/inaccessible /run/systemd/machines /run/systemd/incoming
   "$@"
 )
-VOLATILE_UNITS='^(session-.*\.scope|user@.*\.service|user-.*\.slice|user-runtime-dir@.*\.service|run-user-.*\.mount|apt-daily.*\.service|man-db\.service|logrotate\.service|e2scrub.*\.service|fstrim\.service|systemd-tmpfiles-clean\.service|dpkg-db-backup\.service)$'
+# (hostnamed is D-Bus-activated and exits when idle; wait-online's state depends on boot timing)
+VOLATILE_UNITS='^(session-.*\.scope|user@.*\.service|user-.*\.slice|user-runtime-dir@.*\.service|run-user-.*\.mount|apt-daily.*\.service|man-db\.service|logrotate\.service|e2scrub.*\.service|fstrim\.service|systemd-tmpfiles-clean\.service|dpkg-db-backup\.service|systemd-hostnamed\.service|systemd-networkd-wait-online\.service)$'
 
 json_lines() {  # stdin lines -> a JSON array of strings (control characters as '?')
   local body

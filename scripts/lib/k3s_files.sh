@@ -394,7 +394,8 @@ remove_gl_files() {
     printf '%s %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(hostname)" "k3s uninstalled (${NAME})" >>"${GL_DEPLOY_ETC}/CHANGELOG"
   fi
   [[ "${GL_WORK}" == /?*/?* ]] || return 0  # never / or a top-level directory
-  for dir in "${GL_WORK}" "${GL_WORK}-doctor" "${GL_WORK}-day2" "${GL_WORK}-restore"; do
+  # -day2-restore: where backup.restore stages a backup (token and CA key inside; the day-2 lab found it left)
+  for dir in "${GL_WORK}" "${GL_WORK}-doctor" "${GL_WORK}-day2" "${GL_WORK}-day2-restore" "${GL_WORK}-restore"; do
     if [[ -d "${dir}" && ! -L "${dir}" ]]; then rm -rf -- "${dir}"; fi
   done
 }

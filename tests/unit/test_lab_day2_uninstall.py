@@ -28,7 +28,7 @@ def test_invoke_shipped_bundle_is_named_for_removal(tmp_path: Path) -> None:
     (bundle / "settings.env").write_text("GL_SETTINGS_FORMAT='1'\n")
     text = render(tmp_path, bundle)
     assert f"GL_WORK={bundle}\n" in text
-    for suffix in ("-doctor", "-day2", "-restore"):
+    for suffix in ("-doctor", "-day2", "-day2-restore", "-restore"):
         assert f'"${{GL_WORK}}{suffix}"' in text
     assert "-day2-backups" not in text.split("remove_gl_files() {")[1].split("\n}\n")[0].replace(
         "(WORK_DIR-day2-backups)", "")
@@ -59,7 +59,7 @@ def test_remove_gl_files_runs_in_a_sandbox(tmp_path: Path) -> None:
     etc.mkdir(parents=True)
     (etc / "versions.json").write_text("{}")
     (etc / "CHANGELOG").write_text("old line\n")
-    for d in ("", "-doctor", "-day2", "-restore", "-day2-backups"):
+    for d in ("", "-doctor", "-day2", "-day2-restore", "-restore", "-day2-backups"):
         Path(f"{work}{d}").mkdir(parents=True)
         Path(f"{work}{d}/f").write_text("x")
     subprocess.run(["bash", "-c", f'GL_DEPLOY_ETC="$1" GL_WORK="$2" NAME=k3s-uninstall.sh\n{body}remove_gl_files', "t", str(etc), str(work)],
