@@ -291,10 +291,9 @@ BODY
 
 lb_install_uninstall() {
   local tmp
-  tmp=$(mktemp "${TMPDIR:-/tmp}/gl-lb-uninstall.XXXXXX")
-  lb_render_uninstall "${tmp}"
-  gl_install_file "${tmp}" "${LB_UNINSTALL}" 0755
-  rm -f -- "${tmp}"
+  gl_tmpdir tmp  # removed at exit whatever happens (common.sh)
+  lb_render_uninstall "${tmp}/gl-lb-uninstall.sh"
+  gl_install_file "${tmp}/gl-lb-uninstall.sh" "${LB_UNINSTALL}" 0755
   if [[ "${GL_INSTALLED}" != unchanged ]]; then
     GL_CHANGED=true; info "wrote ${LB_UNINSTALL} (removes this load balancer; k3s' uninstall runs it)"
   fi
